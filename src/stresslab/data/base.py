@@ -1,0 +1,73 @@
+"""The data contract: images as uint8 tensors (N, C, H, W), labels as int64 (N,)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What every part needs to know about a dataset.
+
+    ``mean`` and ``std`` are per-channel statistics of the training images in [0, 1]
+    (the model's internal Normalize layer uses them). ``background`` is the pixel value
+    (in [0, 1]) of a plain background where the dataset has one (Fashion-MNIST: 0.0),
+    else ``None``; explanation probes use it to split attribution into object and
+    background.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    channels: int
+    height: int
+    width: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str = ""
+    background: float | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class Split:
+    """Train, validation and test images with labels.
+
+    Images are uint8 tensors of shape (N, C, H, W) (values 0..255); labels are int64
+    tensors of shape (N,). ``train_index`` / ``val_index`` are the positions of the
+    training and validation images in the dataset's official training set, and
+    ``test_index`` the positions in its official test set, so a case keeps one identity
+    across runs and subsets.
+    """
+
+    info: DatasetInfo
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    train_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    val_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    test_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.train_index.numel() == 0:
+            self.train_index = torch.arange(len(self.train_y))
+        if self.val_index.numel() == 0:
+            self.val_index = torch.arange(len(self.val_y))
+        if self.test_index.numel() == 0:
+            self.test_index = torch.arange(len(self.test_y))
+
+
+def to_float(x: Tensor) -> Tensor:
+    """uint8 images (N, C, H, W) in 0..255 -> float32 in [0, 1] (floats pass through)."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    return x.float()

@@ -1,0 +1,68 @@
+"""The model contract: a classifier takes images in [0, 1] and normalizes inside."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` as a layer, so every caller passes [0, 1] images."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """Normalize -> ``body`` (features, shape (N, D)) -> ``head`` (logits, shape (N, K)).
+
+    Subclasses build ``body`` and ``head`` and set ``cam_layer``, the dotted name of the
+    module whose activations Grad-CAM explains by default (the last spatial block).
+    """
+
+    cam_layer: str = ""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.body: nn.Module = nn.Identity()
+        self.head: nn.Module = nn.Identity()
+
+    def features(self, x: Tensor) -> Tensor:
+        """Embedding before the classifier head: (N, C, H, W) in [0, 1] -> (N, D)."""
+        return torch.flatten(self.body(self.normalize(x)), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits (N, K) for images (N, C, H, W) in [0, 1]."""
+        return self.head(self.features(x))
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule at dotted path ``name``; the error lists the layers that exist."""
+    modules = dict(model.named_modules())
+    if name not in modules:
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+        from stresslab.errors import ConfigError
+
+        raise ConfigError(f"model has no layer {name!r}; conv layers are: {', '.join(convs)}")
+    return modules[name]
+
+
+def default_cam_layer(model: nn.Module) -> str:
+    """``model.cam_layer`` if set, else the name of the last Conv2d in the model."""
+    name = getattr(model, "cam_layer", "")
+    if name:
+        return str(name)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        from stresslab.errors import ConfigError
+
+        raise ConfigError("model has no Conv2d layer; name one for Grad-CAM with `layer:`")
+    return convs[-1]

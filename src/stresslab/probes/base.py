@@ -1,0 +1,159 @@
+"""The probe contract: settings in ``__init__``, data in ``run(ctx)``, data out.
+
+A probe never writes HTML or files. It returns a :class:`ProbeResult`; the runner saves
+its JSON and figures under ``RUN_DIR/results/`` and the report is rebuilt from those.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from stresslab.data.base import DatasetInfo, Split
+from stresslab.errors import ConfigError
+from stresslab.registry import Registry
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from stresslab.probes.predictions import Predictions
+
+
+@dataclass
+class Table:
+    """A table for the report and the JSON results. Cells are str, int, float or None."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+
+
+@dataclass
+class ProbeResult:
+    """What a probe found.
+
+    ``metrics`` are flat scalars (finite floats or ints) that go to ``metrics.json`` as
+    ``"<probe>.<key>"``. ``figures`` maps a file stem to a matplotlib figure (saved as
+    PNG and embedded in the report, in insertion order, with ``captions[stem]``).
+    ``warnings`` flag numbers that should not be trusted, each in a sentence.
+    ``summary`` holds plain-language findings for the report's top. ``data`` holds any
+    other JSON-serializable detail (e.g. per-case records with test-set indices).
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    tables: list[Table] = field(default_factory=list)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProbeContext:
+    """Everything a probe may read. Predictions are computed once and shared.
+
+    ``results`` holds the results of probes that ran earlier in this run (see
+    ``Probe.requires``). ``progress(description, total)`` returns a context manager
+    yielding an ``advance(n)`` callable for a progress bar.
+    """
+
+    model: nn.Module
+    split: Split
+    device: torch.device
+    seed: int
+    batch_size: int
+    predictions: Predictions
+    val_predictions: Predictions
+    history: list[dict[str, float]] = field(default_factory=list)
+    results: dict[str, ProbeResult] = field(default_factory=dict)
+    progress: Callable[[str, int], Any] | None = None
+
+    @property
+    def info(self) -> DatasetInfo:
+        return self.split.info
+
+    def generator(self, salt: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the run seed (plus ``salt``), for reproducible draws."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
+
+    def track(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        """Progress context: ``with ctx.track("occlusion", n) as advance: advance(1)``."""
+        if self.progress is None:
+            return _null_progress()
+        return self.progress(description, total)  # type: ignore[no-any-return]
+
+
+class _NullProgress:
+    def __enter__(self) -> Callable[[int], None]:
+        return lambda n=1: None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _null_progress() -> Any:
+    return _NullProgress()
+
+
+class Probe(ABC):
+    """Base class. Subclasses take keyword-only settings in ``__init__``.
+
+    ``requires`` names probes whose results this one reads from ``ctx.results``; the
+    runner runs them first.
+    """
+
+    name: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        """Run on ``ctx``; leave the model in the mode it came in, with no hooks left."""
+
+
+PROBES: Registry[type[Probe]] = Registry("probe")
+
+
+def register_probe(name: str) -> Callable[[type[Probe]], type[Probe]]:
+    """Class decorator: register a probe class under ``name`` and set ``cls.name``."""
+
+    def deco(cls: type[Probe]) -> type[Probe]:
+        cls.name = name
+        return PROBES.register(name)(cls)
+
+    return deco
+
+
+def build_probe(name: str, settings: dict[str, Any]) -> Probe:
+    """Instantiate probe ``name`` with ``settings``; unknown settings are named in the error."""
+    cls = PROBES.get(name)
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p not in ("self", "args", "kwargs")]
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"probes.{name}: unknown setting(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(accepted) or '(none)'}"
+        )
+    try:
+        return cls(**settings)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"probes.{name}: {e}") from e
+
+
+@torch.no_grad()
+def batched_forward(
+    model: nn.Module, x: Tensor, batch_size: int, device: torch.device
+) -> Tensor:
+    """Logits for float images ``x`` (N, C, H, W) in [0, 1], in batches, returned on CPU."""
+    outs = []
+    for i in range(0, len(x), batch_size):
+        outs.append(model(x[i : i + batch_size].to(device)).float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0)

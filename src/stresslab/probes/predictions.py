@@ -1,0 +1,88 @@
+"""Predictions computed once per model and split, shared by every probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stresslab.data.base import to_float
+from stresslab.scoped import inference_scope
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Model outputs on one split, all on CPU.
+
+    ``logits``: (N, K) float32; ``labels``, ``preds``: (N,) int64; ``embeddings``:
+    (N, D) float32, the model's ``features()`` (empty (N, 0) when the model has none);
+    ``index``: (N,) int64 positions in the official split, so cases can be followed
+    across runs.
+    """
+
+    logits: Tensor
+    labels: Tensor
+    embeddings: Tensor
+    index: Tensor
+
+    @property
+    def probs(self) -> Tensor:
+        """Softmax probabilities (N, K), rows sum to 1."""
+        return F.softmax(self.logits, dim=1)
+
+    @property
+    def preds(self) -> Tensor:
+        return self.logits.argmax(dim=1)
+
+    @property
+    def confidence(self) -> Tensor:
+        """Max softmax probability (N,) in [1/K, 1]."""
+        return self.probs.max(dim=1).values
+
+    @property
+    def entropy(self) -> Tensor:
+        """Predictive entropy (N,) in nats, in [0, log K]."""
+        logp = F.log_softmax(self.logits, dim=1)
+        return -(logp.exp() * logp).sum(dim=1)
+
+    @property
+    def margin(self) -> Tensor:
+        """Top-1 minus top-2 probability (N,) in [0, 1]."""
+        top2 = self.probs.topk(2, dim=1).values
+        return top2[:, 0] - top2[:, 1]
+
+    @property
+    def correct(self) -> Tensor:
+        return self.preds == self.labels
+
+    @classmethod
+    def compute(
+        cls,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        index: Tensor,
+        *,
+        batch_size: int = 512,
+        device: torch.device | None = None,
+    ) -> Predictions:
+        """Run ``model`` over images ``x`` (N, C, H, W; uint8 or float in [0, 1])."""
+        device = device or next(model.parameters()).device
+        logits, feats = [], []
+        has_features = callable(getattr(model, "features", None))
+        with inference_scope(model), torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                xb = to_float(x[i : i + batch_size]).to(device)
+                if has_features:
+                    f = model.features(xb)  # type: ignore[operator]
+                    out = model.head(f) if hasattr(model, "head") else model(xb)
+                    feats.append(f.float().cpu())
+                else:
+                    out = model(xb)
+                logits.append(out.float().cpu())
+        n = len(x)
+        lg = torch.cat(logits) if logits else torch.empty(0, 0)
+        emb = torch.cat(feats) if feats else torch.empty(n, 0)
+        return cls(logits=lg, labels=y.long().cpu(), embeddings=emb, index=index.long().cpu())
