@@ -1,0 +1,126 @@
+"""Command line: ``stresslab run | report | list``. Thin: parses, then calls the library."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.logging import RichHandler
+
+from stresslab.errors import StresslabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stress-test image classifiers.")
+log = logging.getLogger("stresslab")
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
+    for noisy in ("matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config (default: the Fashion-MNIST study)")] = None,  # noqa: UP045
+    preset: Annotated[Optional[str], typer.Option(help="quick | default")] = None,  # noqa: UP045
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: key=value, repeatable")] = None,  # noqa: UP045
+    out: Annotated[Optional[Path], typer.Option(help="run directory (default runs/<name>-<time>)")] = None,  # noqa: UP045
+    checkpoint: Annotated[Optional[Path], typer.Option(help="stress-test this saved model, no training")] = None,  # noqa: UP045
+    resume: Annotated[Optional[Path], typer.Option(help="continue an interrupted run directory")] = None,  # noqa: UP045
+    data_root: Annotated[Optional[Path], typer.Option(help="where the dataset files are")] = None,  # noqa: UP045
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable images, counting them")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars, warnings only")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train (or load) a model, run the probes and write the report."""
+    _setup_logging(verbose, quiet)
+    from stresslab import config as config_mod
+    from stresslab.runner import execute
+
+    try:
+        if resume is not None:
+            if config or preset or set_ or checkpoint:
+                raise StresslabError("--resume takes the run directory's own config; give no other options")
+            outcome = execute(config_mod.RunConfig(), resume=resume, show_progress=not quiet)
+        else:
+            overrides = list(set_ or [])
+            if data_root is not None:
+                overrides.append(f"data.root={data_root}")
+            if skip_bad:
+                overrides.append("data.skip_bad=true")
+            cfg = config_mod.resolve(config, preset, overrides)
+            outcome = execute(cfg, out=out, checkpoint=checkpoint, show_progress=not quiet)
+    except StresslabError as e:
+        _fail(e)
+        return
+    m = outcome.metrics
+    if "evaluation.accuracy" in m:
+        typer.echo(f"test accuracy {m['evaluation.accuracy']:.4f}")
+    typer.echo(f"report: {outcome.run_dir.report}")
+    typer.echo(f"metrics: {outcome.run_dir.metrics}")
+    if outcome.failed_probes:
+        typer.secho(f"failed probes: {', '.join(outcome.failed_probes)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+    """Rebuild report.html and metrics.json from a run directory alone."""
+    _setup_logging(False, True)
+    from stresslab.report.render import render
+    from stresslab.rundir import RunDir
+
+    try:
+        run_ = RunDir.open(run_dir)
+        render(run_)
+    except StresslabError as e:
+        _fail(e)
+        return
+    typer.echo(f"report: {run_.report}")
+
+
+@app.command("list")
+def list_() -> None:
+    """Show the registered datasets, models, probes and attacks."""
+    from stresslab.data import DATASETS
+    from stresslab.models import MODELS
+    from stresslab.probes import PROBES
+
+    typer.echo("datasets: " + ", ".join(DATASETS.names()))
+    typer.echo("models:   " + ", ".join(MODELS.names()))
+    typer.echo("probes:   " + ", ".join(PROBES.names()))
+    try:
+        from stresslab.attacks import ATTACKS
+
+        typer.echo("attacks:  " + ", ".join(ATTACKS.names()))
+    except ImportError:
+        pass
+    try:
+        from stresslab.corruptions import CORRUPTIONS
+
+        typer.echo("corruptions: " + ", ".join(CORRUPTIONS.names()))
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.secho("interrupted; continue with `stresslab run --resume RUN_DIR`", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

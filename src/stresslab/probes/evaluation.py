@@ -1,0 +1,174 @@
+"""The ``evaluation`` probe: accuracy, per-class P/R/F1, confusions, learning curves."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from stresslab.probes.base import Probe, ProbeContext, ProbeResult, Table, register_probe
+from stresslab.report.figures import line_figure, matrix_figure
+
+
+def overfitting_onset(history: list[dict[str, float]], tolerance: float = 0.02) -> int | None:
+    """The epoch with the lowest validation loss when later epochs rise above it.
+
+    Returns ``None`` when validation loss is still at (or within ``tolerance``, relative,
+    of) its minimum at the last epoch, i.e. no sign of overfitting yet.
+    """
+    vals = [(int(h["epoch"]), h.get("val_loss")) for h in history]
+    vals = [(e, v) for e, v in vals if v is not None and math.isfinite(v)]
+    if len(vals) < 2:
+        return None
+    best_epoch, best = min(vals, key=lambda ev: ev[1])
+    last = vals[-1][1]
+    if best_epoch == vals[-1][0] or last <= best * (1.0 + tolerance):
+        return None
+    return best_epoch
+
+
+@register_probe("evaluation")
+class EvaluationProbe(Probe):
+    """Test-set accuracy, macro and per-class precision/recall/F1, the confusion matrix
+    (counts and row-normalized), the most confused pairs, test loss, and the training
+    curves with the generalization gap per epoch.
+    """
+
+    def __init__(self, *, top_pairs: int = 10, overfit_tolerance: float = 0.02) -> None:
+        if top_pairs < 1:
+            raise ValueError(f"top_pairs must be >= 1, got {top_pairs}")
+        self.top_pairs = top_pairs
+        self.overfit_tolerance = overfit_tolerance
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        p = ctx.predictions
+        names = list(ctx.info.class_names)
+        k = len(names)
+        y, yhat = p.labels.numpy(), p.preds.numpy()
+        res = ProbeResult()
+        if len(y) == 0:
+            res.warnings.append("the test set is empty; nothing was evaluated")
+            return res
+
+        cm = confusion_matrix(y, yhat, labels=list(range(k)))
+        support = cm.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cm_norm = np.where(support[:, None] > 0, cm / np.maximum(support[:, None], 1), 0.0)
+        prec, rec, f1, _ = precision_recall_fscore_support(
+            y, yhat, labels=list(range(k)), average=None, zero_division=0
+        )
+        present = support > 0
+        acc = float((y == yhat).mean())
+        test_loss = float(F.cross_entropy(p.logits, p.labels))
+        class_acc = np.where(present, np.diag(cm) / np.maximum(support, 1), 0.0)
+
+        res.metrics.update(
+            accuracy=acc,
+            error_rate=1.0 - acc,
+            macro_precision=float(prec[present].mean()),
+            macro_recall=float(rec[present].mean()),
+            macro_f1=float(f1[present].mean()),
+            test_loss=test_loss,
+            n_test=int(len(y)),
+            worst_class_accuracy=float(class_acc[present].min()),
+        )
+        if (~present).any():
+            missing = ", ".join(names[i] for i in np.flatnonzero(~present))
+            res.warnings.append(f"classes absent from the test set (left out of macro averages): {missing}")
+
+        order = np.argsort(class_acc + np.where(present, 0, 2))
+        res.tables.append(
+            Table(
+                "Per-class metrics (weakest first)",
+                ["class", "support", "accuracy", "precision", "recall", "F1"],
+                [[names[i], int(support[i]), float(class_acc[i]), float(prec[i]), float(rec[i]), float(f1[i])]
+                 for i in order],
+            )
+        )
+        off = cm.copy()
+        np.fill_diagonal(off, 0)
+        flat = np.argsort(off, axis=None)[::-1][: self.top_pairs]
+        pairs = [(int(i // k), int(i % k)) for i in flat if off.flat[i] > 0]
+        res.tables.append(
+            Table(
+                "Most confused pairs",
+                ["true", "predicted", "count", "share of true class"],
+                [[names[t], names[q], int(cm[t, q]), float(cm_norm[t, q])] for t, q in pairs],
+            )
+        )
+        res.data.update(
+            class_names=names,
+            confusion_matrix=cm.tolist(),
+            confusion_matrix_normalized=cm_norm.tolist(),
+            per_class={names[i]: {"support": int(support[i]), "accuracy": float(class_acc[i]),
+                                  "precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i])}
+                       for i in range(k)},
+            confused_pairs=[{"true": t, "pred": q, "count": int(cm[t, q])} for t, q in pairs],
+        )
+        res.figures["confusion"] = matrix_figure(cm_norm, names, "Confusion matrix (row-normalized)", fmt=".2f")
+        res.captions["confusion"] = "Row i, column j: share of class i's test images predicted as class j."
+
+        weakest = [names[i] for i in order[:3] if present[i]]
+        res.summary.append(
+            f"Test accuracy {acc:.2%} (macro F1 {res.metrics['macro_f1']:.3f}) on {len(y)} images; "
+            f"weakest classes: {', '.join(f'{n} ({class_acc[names.index(n)]:.1%})' for n in weakest)}."
+        )
+        if pairs:
+            t, q = pairs[0]
+            res.summary.append(
+                f"Top confusion: {names[t]} predicted as {names[q]} ({int(cm[t, q])} times, "
+                f"{cm_norm[t, q]:.1%} of {names[t]})."
+            )
+        self._curves(ctx, res)
+        return res
+
+    def _curves(self, ctx: ProbeContext, res: ProbeResult) -> None:
+        h = ctx.history
+        if not h:
+            res.summary.append("No training history (a loaded checkpoint without one): no curves.")
+            return
+        epochs = [int(r["epoch"]) for r in h]
+        gap = [float(r["train_acc"]) - float(r.get("val_acc", float("nan"))) for r in h]
+        res.figures["loss_curves"] = line_figure(
+            epochs, {"train": [r["train_loss"] for r in h], "validation": [r["val_loss"] for r in h]},
+            "Loss per epoch", "epoch", "cross-entropy",
+        )
+        res.figures["accuracy_curves"] = line_figure(
+            epochs, {"train": [r["train_acc"] for r in h], "validation": [r["val_acc"] for r in h]},
+            "Accuracy per epoch", "epoch", "accuracy",
+        )
+        res.figures["gap"] = line_figure(epochs, {"train - validation accuracy": gap},
+                                         "Generalization gap", "epoch", "accuracy gap")
+        res.captions["loss_curves"] = "Training loss is the running mean over the epoch (with augmentation)."
+        res.captions["gap"] = "Train accuracy minus validation accuracy per epoch; a growing gap signals overfitting."
+        res.tables.append(
+            Table("Training history", ["epoch", "train loss", "train acc", "val loss", "val acc", "gap", "lr",
+                                       "seconds", "images/s"],
+                  [[int(r["epoch"]), r["train_loss"], r["train_acc"], r["val_loss"], r["val_acc"], g, r["lr"],
+                    r["seconds"], r["images_per_s"]] for r, g in zip(h, gap, strict=True)])
+        )
+        final_gap = gap[-1]
+        res.metrics["final_gap"] = final_gap if math.isfinite(final_gap) else 0.0
+        res.metrics["epochs_trained"] = len(h)
+        finite = [(e, r["val_loss"]) for e, r in zip(epochs, h, strict=True) if math.isfinite(r["val_loss"])]
+        if not finite:
+            res.summary.append("No validation set: the overfitting verdict needs one (data.val_fraction > 0).")
+            return
+        best_epoch = min(finite, key=lambda t: t[1])[0]
+        res.metrics["best_val_loss_epoch"] = best_epoch
+        onset = overfitting_onset(h, self.overfit_tolerance)
+        res.data["overfitting_onset_epoch"] = onset
+        if onset is None:
+            res.metrics["overfitting"] = 0
+            res.summary.append(
+                f"No overfitting yet: validation loss is lowest at epoch {best_epoch} of {len(h)}; "
+                f"final train-validation accuracy gap {final_gap:.1%}."
+            )
+        else:
+            res.metrics["overfitting"] = 1
+            res.summary.append(
+                f"Overfitting from epoch {onset}: validation loss is lowest there and rises afterwards "
+                f"(final train-validation accuracy gap {final_gap:.1%})."
+            )

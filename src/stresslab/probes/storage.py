@@ -1,0 +1,54 @@
+"""ProbeResult <-> RUN_DIR/results: JSON plus one PNG per figure, written atomically."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from stresslab.probes.base import ProbeResult, Table
+from stresslab.rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
+
+
+def save_result(run: RunDir, probe: str, result: ProbeResult, seconds: float) -> dict[str, Any]:
+    """Save figures as PNG under ``results/<probe>/`` and the rest as ``results/<probe>.json``.
+
+    Figures are closed after saving. Returns the JSON record written.
+    """
+    figures = []
+    for stem, fig in result.figures.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        rel = f"{probe}/{stem}.png"
+        atomic_write_bytes(run.results / rel, buf.getvalue())
+        figures.append({"file": rel, "caption": result.captions.get(stem, "")})
+    record = {
+        "probe": probe,
+        "seconds": seconds,
+        "metrics": result.metrics,
+        "tables": [asdict(t) for t in result.tables],
+        "figures": figures,
+        "warnings": result.warnings,
+        "summary": result.summary,
+        "data": result.data,
+    }
+    atomic_write_json(run.result_json(probe), record)
+    return record
+
+
+def load_result(path: str | Path) -> ProbeResult:
+    """A saved result back as a ProbeResult (figures stay on disk; ``data['figure_files']`` lists them)."""
+    rec = read_json(path)
+    res = ProbeResult(
+        metrics=dict(rec.get("metrics", {})),
+        tables=[Table(**t) for t in rec.get("tables", [])],
+        warnings=list(rec.get("warnings", [])),
+        summary=list(rec.get("summary", [])),
+        data=dict(rec.get("data", {})),
+    )
+    res.data["figure_files"] = rec.get("figures", [])
+    return res

@@ -1,0 +1,121 @@
+"""Rebuild ``report.html`` and ``metrics.json`` from a run directory alone."""
+
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from stresslab.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
+
+# Probes in report order; others follow alphabetically.
+SECTION_ORDER = ["evaluation", "failures", "explain", "calibration", "adversarial", "corruption"]
+
+# Headline metrics for the summary cards: (probe, metric, label, is_percentage).
+HEADLINES = [
+    ("evaluation", "accuracy", "test accuracy", True),
+    ("evaluation", "macro_f1", "macro F1", False),
+    ("failures", "n_high_confidence_errors", "confident errors", False),
+    ("calibration", "ece", "ECE (15 bins)", False),
+    ("adversarial", "robust_accuracy", "robust accuracy", True),
+    ("corruption", "mean_corruption_accuracy", "corruption accuracy", True),
+]
+
+
+def fmt(value: Any) -> str:
+    """Numbers for humans: ints as is, floats with 4 significant digits; None as a dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "–"
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def flat_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """``{"probe.metric": value}`` for every finite numeric metric, sorted by key."""
+    out: dict[str, float] = {}
+    for probe, rec in results.items():
+        for key, value in rec.get("metrics", {}).items():
+            if isinstance(value, bool):
+                value = int(value)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                out[f"{probe}.{key}"] = value
+    return dict(sorted(out.items()))
+
+
+def _env() -> Environment:
+    env = Environment(
+        loader=PackageLoader("stresslab.report", "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html", "j2"), default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt"] = fmt
+    return env
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def load_results(run: RunDir) -> dict[str, dict[str, Any]]:
+    """Saved probe records in report order."""
+    found = {p.stem: read_json(p) for p in run.results.glob("*.json") if not p.name.endswith(".failed.json")}
+    order = [n for n in SECTION_ORDER if n in found] + sorted(n for n in found if n not in SECTION_ORDER)
+    return {n: found[n] for n in order}
+
+
+def render(run_dir: str | Path | RunDir) -> dict[str, float]:
+    """Write ``report.html`` (self-contained) and ``metrics.json`` (flat, strict JSON).
+
+    Returns the flat metrics. Everything from data is escaped by the template engine.
+    """
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
+    results = load_results(run)
+    metrics = flat_metrics(results)
+    atomic_write_json(run.metrics, metrics)
+
+    cfg = yaml.safe_load(run.config.read_text(encoding="utf-8")) if run.config.is_file() else {}
+    env_rec = read_json(run.env) if run.env.is_file() else {}
+    failed = {p.name[: -len(".failed.json")]: read_json(p).get("error", "") for p in run.results.glob("*.failed.json")
+              if not (run.results / (p.name[: -len(".failed.json")] + ".json")).is_file()}
+    sections = []
+    for name, rec in results.items():
+        figures = []
+        for f in rec.get("figures", []):
+            path = run.results / f["file"]
+            if path.is_file():
+                figures.append({"src": _data_uri(path), "caption": f.get("caption", ""), "name": f["file"]})
+        sections.append({"name": name, "rec": rec, "figures": figures})
+    headlines = [
+        {"label": label, "value": f"{metrics[f'{p}.{m}']:.2%}" if pct else fmt(metrics[f"{p}.{m}"])}
+        for p, m, label, pct in HEADLINES
+        if f"{p}.{m}" in metrics
+    ]
+    html = _env().get_template("report.html.j2").render(
+        title=f"stresslab report: {cfg.get('name', run.path.name)}",
+        run_name=run.path.name,
+        cfg=cfg,
+        cfg_yaml=yaml.safe_dump(cfg, sort_keys=False),
+        env=env_rec,
+        headlines=headlines,
+        summary=[(s["name"], line) for s in sections for line in s["rec"].get("summary", [])],
+        warnings=[(s["name"], w) for s in sections for w in s["rec"].get("warnings", [])],
+        sections=sections,
+        failed=failed,
+        complete=run.done.is_file() or not failed,
+    )
+    atomic_write_text(run.report, html)
+    return metrics

@@ -1,0 +1,217 @@
+"""Run directories and atomic writes: a kill at any moment leaves old or new files, complete."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stresslab.errors import StresslabError
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """UTF-8 text, atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def finite_json(obj: Any) -> Any:
+    """Replace NaN/Inf floats (also inside containers and tensors) by ``None`` for strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return finite_json(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return finite_json(obj.item())
+    return obj
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Strict JSON (no NaN or Infinity), atomically."""
+    atomic_write_text(path, json.dumps(finite_json(obj), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StresslabError(f"missing file: {p}") from None
+    except json.JSONDecodeError as e:
+        raise StresslabError(f"{p}: not valid JSON: {e}") from None
+
+
+def git_sha() -> str | None:
+    """The commit of the installed source tree, when it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: torch.device, seed: int) -> dict[str, Any]:
+    """Versions, device, threads and seed: what a reader needs to reproduce the numbers."""
+    import numpy
+    import sklearn
+
+    import stresslab
+
+    env: dict[str, Any] = {
+        "stresslab": stresslab.__version__,
+        "git_sha": git_sha(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "sklearn": sklearn.__version__,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "seed": seed,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        import torchvision
+
+        env["torchvision"] = torchvision.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import captum
+
+        env["captum"] = captum.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+class RunDir:
+    """A run directory::
+
+        RUN_DIR/config.resolved.yaml   env.json   history.json   checkpoints/{last,best}.pt
+        RUN_DIR/results/<probe>.json   results/<probe>/<figure>.png
+        RUN_DIR/metrics.json           report.html   run.lock   DONE
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / "config.resolved.yaml")
+    env = property(lambda self: self.path / "env.json")
+    history = property(lambda self: self.path / "history.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
+    best_checkpoint = property(lambda self: self.path / "checkpoints" / "best.pt")
+    results = property(lambda self: self.path / "results")
+    metrics = property(lambda self: self.path / "metrics.json")
+    report = property(lambda self: self.path / "report.html")
+    done = property(lambda self: self.path / "DONE")
+
+    def result_json(self, probe: str) -> Path:
+        return self.results / f"{probe}.json"
+
+    def figure_dir(self, probe: str) -> Path:
+        return self.results / probe
+
+    @classmethod
+    def create(cls, path: str | Path) -> RunDir:
+        """Create a new run directory; an existing non-empty one is refused, never overwritten."""
+        p = Path(path)
+        if p.exists() and any(p.iterdir()):
+            raise StresslabError(
+                f"output directory {p} already exists and is not empty; choose another --out "
+                f"or continue it with --resume {p}"
+            )
+        p.mkdir(parents=True, exist_ok=True)
+        (p / "results").mkdir(exist_ok=True)
+        (p / "checkpoints").mkdir(exist_ok=True)
+        return cls(p)
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run directory (for resume and report)."""
+        p = Path(path)
+        if not (p / "config.resolved.yaml").is_file():
+            raise StresslabError(f"{p} is not a run directory (no config.resolved.yaml)")
+        return cls(p)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive lock so two processes never write one run directory at once."""
+        lock = self.path / "run.lock"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pid = lock.read_text().strip() if lock.exists() else "?"
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                lock.unlink(missing_ok=True)  # stale lock of a killed run
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            else:
+                raise StresslabError(f"{self.path} is in use by process {pid} ({lock})") from None
+        try:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def default_run_path(name: str, root: str | Path = "runs") -> Path:
+    """``runs/<name>-<UTC timestamp>``; a suffix keeps it unique."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{name}-{stamp}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path

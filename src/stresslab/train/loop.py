@@ -1,0 +1,289 @@
+"""The training loop, top to bottom.
+
+Data stays a preloaded uint8 tensor on the training device; each step slices a batch,
+scales it to [0, 1], augments it on the device (batched) and takes one optimizer step.
+Hyperparameters carry their units: ``lr`` is the peak learning rate per step (reached
+after ``warmup_epochs``), ``weight_decay`` is the L2 coefficient (decoupled for AdamW),
+``grad_clip`` is a max global L2 norm.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stresslab.config import TrainConfig
+from stresslab.data.base import Split, to_float
+from stresslab.errors import TrainingDiverged
+from stresslab.progress import ProgressReporter
+from stresslab.train.checkpoint import save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch history (list of dicts) and where the best validation accuracy was."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the peak lr at ``step``: linear warmup, then constant or cosine to 0."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant" or total_steps <= warmup_steps:
+        return 1.0
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: torch.device,
+             channels_last: bool = False, amp: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on uint8 images ``x`` (eval mode)."""
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    try:
+        for i in range(0, len(y), batch_size):
+            xb = to_float(x[i : i + batch_size].to(device, non_blocking=True))
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = y[i : i + batch_size].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(xb)
+            loss_sum += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+    finally:
+        model.train(was_training)
+    return loss_sum / len(y), correct / len(y)
+
+
+def train(
+    model: nn.Module,
+    split: Split,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    seed: int,
+    checkpoint_dir: Path | None = None,
+    meta: dict[str, Any] | None = None,
+    resume: dict[str, Any] | None = None,
+    progress: ProgressReporter | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``split.train_*``, validating on ``split.val_*`` each epoch.
+
+    Writes ``checkpoint_dir/last.pt`` (everything resume needs) after every epoch and
+    ``best.pt`` when validation accuracy improves; both atomically, never with
+    non-finite weights. ``resume`` is a loaded ``last.pt``: training continues after its
+    epoch with the same optimizer, schedule and RNG states, so on CPU the final weights
+    equal those of an uninterrupted run. On return the model holds the best-validation
+    weights (the last ones when there is no validation set).
+
+    Raises:
+        TrainingDiverged: the loss became NaN/Inf (the message names epoch and step).
+    """
+    from stresslab.data.augment import BatchAugment
+
+    meta = dict(meta or {})
+    progress = progress or ProgressReporter(enabled=False)
+    use_cuda = device.type == "cuda"
+    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and use_cuda)
+    channels_last = cfg.channels_last == "on" or cfg.channels_last == "auto"
+
+    # Data: preloaded on the device, shuffled by a seeded generator each epoch.
+    train_x, train_y = split.train_x.to(device), split.train_y.to(device)
+    n = len(train_y)
+    if n == 0:
+        raise TrainingDiverged("the training set is empty")
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    shuffle_gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    augment = BatchAugment(
+        crop_padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip, rotation_deg=cfg.augment.rotation_deg
+    )
+    adv = cfg.adversarial
+    adv_gen = torch.Generator(device=device).manual_seed(seed + 2)
+
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule)
+    )
+
+    result = TrainResult()
+    best_acc, bad_epochs, start_epoch = -1.0, 0, 1
+    best_state: dict[str, Tensor] | None = None
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        shuffle_gen.set_state(resume["rng"]["shuffle"])
+        aug_gen.set_state(resume["rng"]["augment"].to(aug_gen.get_state().device))
+        adv_gen.set_state(resume["rng"]["adversarial"].to(adv_gen.get_state().device))
+        torch.set_rng_state(resume["rng"]["torch"])
+        if use_cuda and "cuda" in resume["rng"]:
+            torch.cuda.set_rng_state(resume["rng"]["cuda"])
+        result.history = list(resume["history"])
+        best_acc, bad_epochs = float(resume["best_val_acc"]), int(resume["bad_epochs"])
+        result.best_epoch = int(resume["best_epoch"])
+        start_epoch = int(resume["epoch"]) + 1
+        if checkpoint_dir is not None and (checkpoint_dir / "best.pt").is_file():
+            from stresslab.train.checkpoint import load_checkpoint
+
+            best_state = load_checkpoint(checkpoint_dir / "best.pt")["state_dict"]
+        log.info("resuming after epoch %d", start_epoch - 1)
+
+    has_val = len(split.val_y) > 0
+    with progress("training", max(0, cfg.epochs - start_epoch + 1) * steps_per_epoch) as advance:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=shuffle_gen).to(device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            for step in range(steps_per_epoch):
+                idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                xb, yb = to_float(train_x[idx]), train_y[idx]
+                if augment.enabled:
+                    xb = augment(xb, generator=aug_gen)
+                if adv is not None:
+                    xb = _mix_adversarial(model, xb, yb, adv, adv_gen)
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {float(loss)} at epoch {epoch}, step {step + 1}/{steps_per_epoch}; "
+                        "the last good checkpoint is kept. Try a lower lr or grad_clip."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.detach() * len(yb)
+                correct += (logits.argmax(1) == yb).sum()
+                advance(1)
+                if step % 20 == 0:
+                    advance.describe(f"epoch {epoch}/{cfg.epochs} loss {float(loss):.3f}")
+            if use_cuda:
+                torch.cuda.synchronize()
+            train_seconds = time.perf_counter() - t0
+            val_loss, val_acc = evaluate(
+                model, split.val_x, split.val_y, cfg.eval_batch_size, device, channels_last, amp
+            )
+            record = {
+                "epoch": epoch,
+                "train_loss": float(loss_sum) / n,
+                "train_acc": int(correct) / n,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+                "images_per_s": n / train_seconds,
+            }
+            result.history.append(record)
+            log.info(
+                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s",
+                epoch, cfg.epochs, record["train_loss"], record["train_acc"], val_loss, val_acc,
+                record["images_per_s"],
+            )
+            advance.describe(f"epoch {epoch}/{cfg.epochs} val acc {val_acc:.4f}")
+
+            score = val_acc if has_val else -record["train_loss"]
+            improved = score > best_acc
+            if improved:
+                best_acc, bad_epochs, result.best_epoch = score, 0, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            if checkpoint_dir is not None:
+                rng = {
+                    "shuffle": shuffle_gen.get_state(),
+                    "augment": aug_gen.get_state().cpu(),
+                    "adversarial": adv_gen.get_state().cpu(),
+                    "torch": torch.get_rng_state(),
+                }
+                if use_cuda:
+                    rng["cuda"] = torch.cuda.get_rng_state()
+                if improved:
+                    save_checkpoint(checkpoint_dir / "best.pt", model, {**meta, "epoch": epoch})
+                save_checkpoint(
+                    checkpoint_dir / "last.pt",
+                    model,
+                    {
+                        **meta,
+                        "epoch": epoch,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": rng,
+                        "history": result.history,
+                        "best_val_acc": best_acc,
+                        "best_epoch": result.best_epoch,
+                        "bad_epochs": bad_epochs,
+                    },
+                )
+            if on_epoch is not None:
+                on_epoch(record)
+            if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
+                log.info("early stopping at epoch %d (best epoch %d)", epoch, result.best_epoch)
+                result.stopped_early = True
+                break
+
+    if best_state is not None and has_val:
+        model.load_state_dict(best_state)
+    model.to(memory_format=torch.contiguous_format)
+    return result
+
+
+def _mix_adversarial(model: nn.Module, x: Tensor, y: Tensor, adv: Any, gen: torch.Generator) -> Tensor:
+    """Replace the first ``adv.fraction`` of the batch by adversarial examples."""
+    from stresslab.train.adversarial import adversarial_examples
+
+    k = max(1, round(adv.fraction * len(y)))
+    x_adv = adversarial_examples(
+        model, x[:k], y[:k], method=adv.method, epsilon=adv.epsilon, steps=adv.steps,
+        step_size=adv.step_size, generator=gen,
+    )
+    return torch.cat([x_adv, x[k:]]) if k < len(y) else x_adv

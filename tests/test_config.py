@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+
+from stresslab import config as c
+from stresslab.errors import ConfigError
+
+
+def test_defaults_are_the_fashion_mnist_study() -> None:
+    cfg = c.resolve()
+    assert cfg.data.dataset == "fashion_mnist"
+    assert cfg.model.name == "custom_cnn"
+    assert list(cfg.probes)[:2] == ["evaluation", "failures"]
+
+
+def test_preset_file_and_overrides_layer_in_order(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text("train: {epochs: 7, lr: 0.01}\nprobes: {evaluation: {}, failures: {threshold: 0.8}}\n")
+    cfg = c.resolve(f, preset="quick", overrides=["train.epochs=2", "probes.failures.n_uncertain=3"])
+    assert cfg.train.epochs == 2 and cfg.train.lr == 0.01
+    assert cfg.data.train_subset == 6000  # from the preset
+    assert cfg.probes == {"evaluation": {}, "failures": {"threshold": 0.8, "n_uncertain": 3}}
+
+
+def test_unknown_keys_and_bad_values_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="train.epoch: unknown key"):
+        c.resolve(overrides=["train.epoch=3"])
+    with pytest.raises(ConfigError, match=r"data.val_fraction"):
+        c.resolve(overrides=["data.val_fraction=1.5"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        c.resolve(bad)
+    with pytest.raises(ConfigError, match="key=value"):
+        c.parse_override("train.epochs")
+    with pytest.raises(ConfigError, match="not found"):
+        c.resolve(tmp_path / "missing.yaml")
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    cfg = c.resolve(preset="quick", overrides=["train.augment.hflip=true", "model.args={widths: [8, 16]}"])
+    f = tmp_path / "r.yaml"
+    f.write_text(c.dump_yaml(cfg))
+    assert c.resolve(f) == cfg
+
+
+def test_shipped_example_configs_validate() -> None:
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert configs, "configs/ ships example studies"
+    for f in configs:
+        c.resolve(f)

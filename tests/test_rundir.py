@@ -1,0 +1,47 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from stresslab.errors import StresslabError
+from stresslab.rundir import RunDir, atomic_write_bytes, atomic_write_json
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"old")
+
+    def boom(src: str, dst: str) -> None:
+        raise KeyboardInterrupt  # a kill between write and rename
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left
+
+
+def test_json_is_strict(tmp_path: Path) -> None:
+    atomic_write_json(tmp_path / "m.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": 2})
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": 2}
+
+
+def test_existing_output_is_never_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    RunDir.create(out)
+    (out / "x").write_text("keep")
+    with pytest.raises(StresslabError, match="already exists"):
+        RunDir.create(out)
+    assert (out / "x").read_text() == "keep"
+
+
+def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path: Path) -> None:
+    run = RunDir.create(tmp_path / "r")
+    with run.lock(), pytest.raises(StresslabError, match="in use"), run.lock():
+        pass
+    (run.path / "run.lock").write_text("999999999")  # a killed process
+    with run.lock():
+        assert (run.path / "run.lock").read_text() == str(os.getpid())
