@@ -57,3 +57,13 @@ def split() -> Split:
 def tiny_model(split: Split) -> TinyNet:
     torch.manual_seed(0)
     return TinyNet(split.info)
+
+
+@pytest.fixture(scope="session")
+def fmnist_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small Fashion-MNIST root in the real IDX .gz format (1200 train, 400 test images)."""
+    from .data_factories import write_fashion_mnist
+
+    root = tmp_path_factory.mktemp("fmnist")
+    write_fashion_mnist(root, n_train=1200, n_test=400, seed=0)
+    return str(root)

@@ -149,8 +149,7 @@ def _execute(cfg: RunConfig, run: RunDir, checkpoint: str | Path | None, resumin
             state = load_checkpoint(run.last_checkpoint)
             check_compatible(state, cfg.model.name, info, run.last_checkpoint)
         result = train(model, split, cfg.train, device=device, seed=cfg.seed, checkpoint_dir=run.checkpoints,
-                       meta=meta, resume=state, progress=progress,
-                       on_epoch=lambda _r: None)
+                       meta=meta, resume=state, progress=progress)
         history = result.history
         atomic_write_json(run.history, history)
         atomic_write_json(training_record, {"best_epoch": result.best_epoch, "stopped_early": result.stopped_early,

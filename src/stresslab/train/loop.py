@@ -193,7 +193,7 @@ def train(
                     loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
-                        f"loss became {float(loss)} at epoch {epoch}, step {step + 1}/{steps_per_epoch}; "
+                        f"loss became {loss.item()} at epoch {epoch}, step {step + 1}/{steps_per_epoch}; "
                         "the last good checkpoint is kept. Try a lower lr or grad_clip."
                     )
                 optimizer.zero_grad(set_to_none=True)
@@ -206,7 +206,7 @@ def train(
                 correct += (logits.argmax(1) == yb).sum()
                 advance(1)
                 if step % 20 == 0:
-                    advance.describe(f"epoch {epoch}/{cfg.epochs} loss {float(loss):.3f}")
+                    advance.describe(f"epoch {epoch}/{cfg.epochs} loss {loss.item():.3f}")
             if use_cuda:
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0

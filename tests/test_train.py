@@ -1,0 +1,90 @@
+"""The trainer: it learns, resumes bit-exactly on CPU, and stops cleanly on divergence."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from stresslab.config import AugmentConfig, TrainConfig
+from stresslab.errors import TrainingDiverged
+from stresslab.train.checkpoint import load_checkpoint
+from stresslab.train.loop import lr_factor, train
+
+from .conftest import TinyNet, make_split
+
+
+def _cfg(**kw):  # type: ignore[no-untyped-def]
+    base = {"epochs": 4, "batch_size": 16, "lr": 0.01,
+            "augment": AugmentConfig(crop_padding=1, hflip=True, rotation_deg=5.0)}
+    return TrainConfig(**{**base, **kw})
+
+
+def test_learns_and_records_history(tmp_path: Path) -> None:
+    split = make_split()
+    torch.manual_seed(0)
+    model = TinyNet(split.info)
+    res = train(model, split, _cfg(epochs=6, augment=AugmentConfig()), device=torch.device("cpu"), seed=0,
+                checkpoint_dir=tmp_path)
+    h = res.history
+    assert [r["epoch"] for r in h] == list(range(1, 7))
+    assert h[-1]["train_loss"] < h[0]["train_loss"]
+    assert max(r["val_acc"] for r in h) > 0.9  # the synthetic task is easy
+    assert set(h[0]) >= {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"}
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file()
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == res.best_epoch
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    split = make_split()
+    dev = torch.device("cpu")
+    torch.manual_seed(0)
+    full = TinyNet(split.info)
+    train(full, split, _cfg(), device=dev, seed=3, checkpoint_dir=tmp_path / "a")
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_2(record: dict[str, float]) -> None:
+        if record["epoch"] == 2:
+            raise Killed
+
+    torch.manual_seed(0)
+    part = TinyNet(split.info)
+    with pytest.raises(Killed):
+        train(part, split, _cfg(), device=dev, seed=3, checkpoint_dir=tmp_path / "b", on_epoch=kill_after_epoch_2)
+    # A fresh process builds a new model and resumes from last.pt.
+    state = load_checkpoint(tmp_path / "b" / "last.pt")
+    torch.manual_seed(123)  # resume must not depend on the global RNG at restart
+    resumed = TinyNet(split.info)
+    train(resumed, split, _cfg(), device=dev, seed=3, checkpoint_dir=tmp_path / "b", resume=state)
+
+    a = load_checkpoint(tmp_path / "a" / "last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "b" / "last.pt")["state_dict"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(tmp_path: Path) -> None:
+    split = make_split()
+    torch.manual_seed(0)
+    model = TinyNet(split.info)
+    train(model, split, _cfg(epochs=1), device=torch.device("cpu"), seed=0, checkpoint_dir=tmp_path)
+    good = (tmp_path / "last.pt").read_bytes()
+    with torch.no_grad():
+        model.head.bias.fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 1/"):
+        train(model, split, _cfg(epochs=2), device=torch.device("cpu"), seed=0, checkpoint_dir=tmp_path)
+    assert (tmp_path / "last.pt").read_bytes() == good
+
+
+def test_early_stopping_and_schedule() -> None:
+    split = make_split()
+    torch.manual_seed(0)
+    model = TinyNet(split.info)
+    res = train(model, split, _cfg(epochs=30, lr=1e-9, early_stopping_patience=2, augment=AugmentConfig()),
+                device=torch.device("cpu"), seed=0)
+    assert res.stopped_early and len(res.history) < 30
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(99, 100, 0, "constant") == 1.0
