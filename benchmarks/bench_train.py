@@ -68,13 +68,23 @@ def reference_epoch(root: Path, info, n_images: int, batch_size: int, device, wo
     return n_images / (time.perf_counter() - t0)
 
 
-def stresslab_epoch(split: Split, n_images: int, batch_size: int, device, model_name: str,
-                    amp: str, channels_last: str) -> float:
-    sub = Split(split.info, split.train_x[:n_images], split.train_y[:n_images],
-                split.train_x[:0], split.train_y[:0], split.test_x[:0], split.test_y[:0])
+def stresslab_epoch(
+    split: Split, n_images: int, batch_size: int, device, model_name: str, amp: str, channels_last: str
+) -> float:
+    sub = Split(
+        split.info,
+        split.train_x[:n_images],
+        split.train_y[:n_images],
+        split.train_x[:0],
+        split.train_y[:0],
+        split.test_x[:0],
+        split.test_y[:0],
+    )
     torch.manual_seed(0)
     model = build_model(model_name, split.info)
-    cfg = TrainConfig(epochs=1, batch_size=batch_size, schedule="constant", amp=amp, channels_last=channels_last)
+    cfg = TrainConfig(
+        epochs=1, batch_size=batch_size, schedule="constant", amp=amp, channels_last=channels_last
+    )
     t0 = time.perf_counter()
     train(model, sub, cfg, device=device, seed=0)
     return n_images / (time.perf_counter() - t0)
@@ -85,7 +95,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=12800, help="images per timed epoch")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--workers", type=int, default=0, help="reference DataLoader workers (the studies use 0-2)")
+    ap.add_argument(
+        "--workers", type=int, default=0, help="reference DataLoader workers (the studies use 0-2)"
+    )
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     device = pick_device(args.device)
@@ -100,21 +112,30 @@ def main() -> None:
         ref, ours = [], {m: [] for m in modes}
         for r in range(args.repeats + 1):  # first round warms up and is dropped
             a = reference_epoch(root, info, args.images, args.batch_size, device, args.workers)
-            b = {m: stresslab_epoch(split, args.images, args.batch_size, device, "custom_cnn", *m) for m in modes}
+            b = {
+                m: stresslab_epoch(split, args.images, args.batch_size, device, "custom_cnn", *m)
+                for m in modes
+            }
             if r > 0:
                 ref.append(a)
                 for m in modes:
                     ours[m].append(b[m])
     ref_med = statistics.median(ref)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, custom_cnn "
-          f"{summary['params']:,} params, {summary['gflops'] * 1e3:.1f} MFLOP forward per image")
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, custom_cnn "
+        f"{summary['params']:,} params, {summary['gflops'] * 1e3:.1f} MFLOP forward per image"
+    )
     print(f"{args.images} images per epoch, batch {args.batch_size}, Adam, {args.repeats} repeats (medians)")
-    print(f"  reference (DataLoader + ToTensor/Normalize, {args.workers} workers): {ref_med:8.0f} img/s  "
-          f"{ref_med * train_gflop_per_image:6.1f} GFLOP/s")
+    print(
+        f"  reference (DataLoader + ToTensor/Normalize, {args.workers} workers): {ref_med:8.0f} img/s  "
+        f"{ref_med * train_gflop_per_image:6.1f} GFLOP/s"
+    )
     for (amp, cl), vals in ours.items():
         med = statistics.median(vals)
-        print(f"  stresslab (amp {amp}, channels_last {cl}):{'':14}{med:8.0f} img/s  "
-              f"{med * train_gflop_per_image:6.1f} GFLOP/s  ratio {med / ref_med:.2f}x")
+        print(
+            f"  stresslab (amp {amp}, channels_last {cl}):{'':14}{med:8.0f} img/s  "
+            f"{med * train_gflop_per_image:6.1f} GFLOP/s  ratio {med / ref_med:.2f}x"
+        )
 
 
 if __name__ == "__main__":

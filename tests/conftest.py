@@ -22,12 +22,22 @@ class TinyNet(Classifier):
 
     def __init__(self, info: DatasetInfo) -> None:
         super().__init__(info.mean, info.std)
-        self.body = nn.Sequential(nn.Conv2d(info.channels, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
+        self.body = nn.Sequential(
+            nn.Conv2d(info.channels, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2)
+        )
         self.head = nn.Linear(16, info.num_classes)
 
 
-def make_split(n_train: int = 96, n_val: int = 32, n_test: int = 64, channels: int = 1, size: int = 8,
-               classes: int = 3, seed: int = 0, class_names: tuple[str, ...] | None = None) -> Split:
+def make_split(
+    n_train: int = 96,
+    n_val: int = 32,
+    n_test: int = 64,
+    channels: int = 1,
+    size: int = 8,
+    classes: int = 3,
+    seed: int = 0,
+    class_names: tuple[str, ...] | None = None,
+) -> Split:
     """A learnable synthetic split: class k has a bright square at a class-specific place."""
     g = torch.Generator().manual_seed(seed)
 
@@ -40,8 +50,9 @@ def make_split(n_train: int = 96, n_val: int = 32, n_test: int = 64, channels: i
         return x, y
 
     names = class_names or tuple(f"class{k}" for k in range(classes))
-    info = DatasetInfo("synthetic", names, channels, size, size, (0.3,) * channels, (0.3,) * channels,
-                       background=None)
+    info = DatasetInfo(
+        "synthetic", names, channels, size, size, (0.3,) * channels, (0.3,) * channels, background=None
+    )
     tx, ty = draw(n_train)
     vx, vy = draw(n_val)
     sx, sy = draw(n_test)

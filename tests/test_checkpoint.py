@@ -59,7 +59,11 @@ def test_mismatches_are_spelled_out(tmp_path: Path, tiny_model: TinyNet) -> None
     with pytest.raises(CheckpointError) as e:
         check_compatible(ck, "custom_cnn", info, "x.pt")
     msg = str(e.value)
-    assert "'simple_cnn'" in msg and "checkpoint has 10, data has 3" in msg and "channels: checkpoint has 3" in msg
+    assert (
+        "'simple_cnn'" in msg
+        and "checkpoint has 10, data has 3" in msg
+        and "channels: checkpoint has 3" in msg
+    )
     wrong = TinyNet(make_split(classes=5).info)
     with pytest.raises(CheckpointError, match=r"head.weight: checkpoint \(5, 16\) vs model \(3, 16\)"):
         load_weights(tiny_model, wrong.state_dict(), "x.pt")

@@ -16,8 +16,16 @@ from stresslab.models import build_model
 from stresslab.train.checkpoint import load_checkpoint
 
 FAST = [
-    "--set", "data.train_subset=600", "--set", "data.test_subset=300", "--set", "train.epochs=2",
-    "--set", "train.batch_size=64", "--set", "model.args={widths: [8, 16], fc: 32}",
+    "--set",
+    "data.train_subset=600",
+    "--set",
+    "data.test_subset=300",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "model.args={widths: [8, 16], fc: 32}",
 ]
 
 
@@ -30,15 +38,35 @@ def _run(args: list[str]) -> str:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory, fmnist_root: str) -> Path:
     out = tmp_path_factory.mktemp("e2e") / "run"
-    _run(["run", "--quiet", "--out", str(out), "--data-root", fmnist_root,
-          "--set", "probes=[evaluation, failures]", *FAST])
+    _run(
+        [
+            "run",
+            "--quiet",
+            "--out",
+            str(out),
+            "--data-root",
+            fmnist_root,
+            "--set",
+            "probes=[evaluation, failures]",
+            *FAST,
+        ]
+    )
     return out
 
 
 def test_quick_run_writes_everything(quick_run: Path) -> None:
-    for f in ["report.html", "metrics.json", "config.resolved.yaml", "env.json", "history.json",
-              "results/evaluation.json", "results/failures.json", "checkpoints/best.pt", "checkpoints/last.pt",
-              "DONE"]:
+    for f in [
+        "report.html",
+        "metrics.json",
+        "config.resolved.yaml",
+        "env.json",
+        "history.json",
+        "results/evaluation.json",
+        "results/failures.json",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "DONE",
+    ]:
         assert (quick_run / f).is_file(), f
     text = (quick_run / "metrics.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
@@ -63,7 +91,8 @@ def test_metrics_agree_with_an_independent_evaluation(quick_run: Path, fmnist_ro
     assert metrics["evaluation.accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-9)
     present = np.unique(y)
     assert metrics["evaluation.macro_f1"] == pytest.approx(
-        f1_score(y, pred, average="macro", labels=present, zero_division=0), abs=1e-9)
+        f1_score(y, pred, average="macro", labels=present, zero_division=0), abs=1e-9
+    )
     assert metrics["failures.n_errors"] == int((pred != y).sum())
 
 
@@ -76,21 +105,51 @@ def test_report_rebuilds_from_the_run_directory_alone(quick_run: Path) -> None:
 
 
 def test_existing_output_directory_is_refused(quick_run: Path, fmnist_root: str) -> None:
-    res = CliRunner().invoke(app, ["run", "--quiet", "--out", str(quick_run), "--data-root", fmnist_root, *FAST])
+    res = CliRunner().invoke(
+        app, ["run", "--quiet", "--out", str(quick_run), "--data-root", fmnist_root, *FAST]
+    )
     assert res.exit_code == 2 and "already exists" in res.output
 
 
 def test_checkpoint_run_skips_training(quick_run: Path, fmnist_root: str, tmp_path: Path) -> None:
     out = tmp_path / "probe-only"
-    _run(["run", "--quiet", "--out", str(out), "--data-root", fmnist_root, "--checkpoint",
-          str(quick_run / "checkpoints" / "best.pt"), "--set", "probes=[evaluation]", *FAST])
+    _run(
+        [
+            "run",
+            "--quiet",
+            "--out",
+            str(out),
+            "--data-root",
+            fmnist_root,
+            "--checkpoint",
+            str(quick_run / "checkpoints" / "best.pt"),
+            "--set",
+            "probes=[evaluation]",
+            *FAST,
+        ]
+    )
     assert not (out / "checkpoints" / "last.pt").exists()
     a = json.loads((quick_run / "metrics.json").read_text())["evaluation.accuracy"]
     b = json.loads((out / "metrics.json").read_text())["evaluation.accuracy"]
     assert a == b
-    res = CliRunner().invoke(app, ["run", "--quiet", "--out", str(tmp_path / "x"), "--data-root", fmnist_root,
-                                   "--checkpoint", str(quick_run / "checkpoints" / "best.pt"),
-                                   "--set", "model.name=simple_cnn", "--set", "probes=[evaluation]", *FAST[:-2]])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--quiet",
+            "--out",
+            str(tmp_path / "x"),
+            "--data-root",
+            fmnist_root,
+            "--checkpoint",
+            str(quick_run / "checkpoints" / "best.pt"),
+            "--set",
+            "model.name=simple_cnn",
+            "--set",
+            "probes=[evaluation]",
+            *FAST[:-2],
+        ],
+    )
     assert res.exit_code == 2 and "architecture" in res.output
 
 
@@ -104,7 +163,9 @@ def test_resume_continues_an_interrupted_run(quick_run: Path, tmp_path: Path) ->
         (run / f).unlink()
     _run(["run", "--quiet", "--resume", str(run)])
     assert (run / "DONE").is_file()
-    assert json.loads((run / "metrics.json").read_text()) == json.loads((quick_run / "metrics.json").read_text())
+    assert json.loads((run / "metrics.json").read_text()) == json.loads(
+        (quick_run / "metrics.json").read_text()
+    )
 
 
 def test_hostile_class_names_are_escaped(tmp_path: Path) -> None:
@@ -119,8 +180,24 @@ def test_hostile_class_names_are_escaped(tmp_path: Path) -> None:
     f = tmp_path / "hostile.npz"
     np.savez(f, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, class_names=names)
     out = tmp_path / "run"
-    _run(["run", "--quiet", "--out", str(out), "--set", "data.dataset=npz", "--set", f"data.root={f}",
-          "--set", "train.epochs=1", "--set", "model.name=simple_cnn", "--set", "probes=[evaluation, failures]"])
+    _run(
+        [
+            "run",
+            "--quiet",
+            "--out",
+            str(out),
+            "--set",
+            "data.dataset=npz",
+            "--set",
+            f"data.root={f}",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "model.name=simple_cnn",
+            "--set",
+            "probes=[evaluation, failures]",
+        ]
+    )
     html = (out / "report.html").read_text()
     assert "<script>alert(1)" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

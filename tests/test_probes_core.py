@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
 
+from stresslab.errors import ConfigError
 from stresslab.probes import build_probe
 from stresslab.probes.base import ProbeContext
 from stresslab.probes.evaluation import overfitting_onset
 from stresslab.probes.predictions import Predictions
-from stresslab.errors import ConfigError
 
 from .conftest import TinyNet, make_split
 
@@ -21,8 +21,16 @@ def _ctx(history=None):  # type: ignore[no-untyped-def]
     model = TinyNet(split.info)
     preds = Predictions.compute(model, split.test_x, split.test_y, split.test_index, batch_size=32)
     vpreds = Predictions.compute(model, split.val_x, split.val_y, split.val_index, batch_size=32)
-    return ProbeContext(model=model, split=split, device=torch.device("cpu"), seed=0, batch_size=32,
-                        predictions=preds, val_predictions=vpreds, history=history or [])
+    return ProbeContext(
+        model=model,
+        split=split,
+        device=torch.device("cpu"),
+        seed=0,
+        batch_size=32,
+        predictions=preds,
+        val_predictions=vpreds,
+        history=history or [],
+    )
 
 
 def test_evaluation_matches_sklearn() -> None:
@@ -31,13 +39,17 @@ def test_evaluation_matches_sklearn() -> None:
     y, p = ctx.predictions.labels.numpy(), ctx.predictions.preds.numpy()
     assert res.metrics["accuracy"] == pytest.approx(accuracy_score(y, p))
     present = np.unique(y)
-    assert res.metrics["macro_f1"] == pytest.approx(f1_score(y, p, average="macro", labels=present, zero_division=0))
+    assert res.metrics["macro_f1"] == pytest.approx(
+        f1_score(y, p, average="macro", labels=present, zero_division=0)
+    )
     assert res.metrics["macro_precision"] == pytest.approx(
-        precision_score(y, p, average="macro", labels=present, zero_division=0))
+        precision_score(y, p, average="macro", labels=present, zero_division=0)
+    )
     assert res.metrics["macro_recall"] == pytest.approx(recall_score(y, p, average="macro", labels=present))
     assert res.data["confusion_matrix"] == confusion_matrix(y, p, labels=[0, 1, 2]).tolist()
     assert res.metrics["test_loss"] == pytest.approx(
-        float(F.cross_entropy(ctx.predictions.logits, ctx.predictions.labels)), rel=1e-6)
+        float(F.cross_entropy(ctx.predictions.logits, ctx.predictions.labels)), rel=1e-6
+    )
 
 
 def test_failures_lists_every_error_with_its_numbers() -> None:
@@ -79,9 +91,19 @@ def test_overfitting_onset() -> None:
 
 
 def test_curves_and_verdict_in_evaluation() -> None:
-    h = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5 + 0.1 * e, "val_loss": v, "val_acc": 0.6,
-          "lr": 1e-3, "seconds": 1.0, "images_per_s": 100.0}
-         for e, v in enumerate([1.0, 0.6, 0.5, 0.55, 0.7], start=1)]
+    h = [
+        {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "train_acc": 0.5 + 0.1 * e,
+            "val_loss": v,
+            "val_acc": 0.6,
+            "lr": 1e-3,
+            "seconds": 1.0,
+            "images_per_s": 100.0,
+        }
+        for e, v in enumerate([1.0, 0.6, 0.5, 0.55, 0.7], start=1)
+    ]
     res = build_probe("evaluation", {}).run(_ctx(h))
     assert res.metrics["overfitting"] == 1 and res.metrics["best_val_loss_epoch"] == 3
     assert res.metrics["final_gap"] == pytest.approx(0.5 + 0.5 - 0.6)

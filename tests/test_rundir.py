@@ -8,7 +8,9 @@ from stresslab.errors import StresslabError
 from stresslab.rundir import RunDir, atomic_write_bytes, atomic_write_json
 
 
-def test_atomic_write_leaves_old_file_when_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_write_leaves_old_file_when_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "f.bin"
     atomic_write_bytes(target, b"old")
 

@@ -14,8 +14,12 @@ from .conftest import TinyNet, make_split
 
 
 def _cfg(**kw):  # type: ignore[no-untyped-def]
-    base = {"epochs": 4, "batch_size": 16, "lr": 0.01,
-            "augment": AugmentConfig(crop_padding=1, hflip=True, rotation_deg=5.0)}
+    base = {
+        "epochs": 4,
+        "batch_size": 16,
+        "lr": 0.01,
+        "augment": AugmentConfig(crop_padding=1, hflip=True, rotation_deg=5.0),
+    }
     return TrainConfig(**{**base, **kw})
 
 
@@ -23,8 +27,14 @@ def test_learns_and_records_history(tmp_path: Path) -> None:
     split = make_split()
     torch.manual_seed(0)
     model = TinyNet(split.info)
-    res = train(model, split, _cfg(epochs=6, augment=AugmentConfig()), device=torch.device("cpu"), seed=0,
-                checkpoint_dir=tmp_path)
+    res = train(
+        model,
+        split,
+        _cfg(epochs=6, augment=AugmentConfig()),
+        device=torch.device("cpu"),
+        seed=0,
+        checkpoint_dir=tmp_path,
+    )
     h = res.history
     assert [r["epoch"] for r in h] == list(range(1, 7))
     assert h[-1]["train_loss"] < h[0]["train_loss"]
@@ -51,7 +61,15 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -
     torch.manual_seed(0)
     part = TinyNet(split.info)
     with pytest.raises(Killed):
-        train(part, split, _cfg(), device=dev, seed=3, checkpoint_dir=tmp_path / "b", on_epoch=kill_after_epoch_2)
+        train(
+            part,
+            split,
+            _cfg(),
+            device=dev,
+            seed=3,
+            checkpoint_dir=tmp_path / "b",
+            on_epoch=kill_after_epoch_2,
+        )
     # A fresh process builds a new model and resumes from last.pt.
     state = load_checkpoint(tmp_path / "b" / "last.pt")
     torch.manual_seed(123)  # resume must not depend on the global RNG at restart
@@ -81,8 +99,13 @@ def test_early_stopping_and_schedule() -> None:
     split = make_split()
     torch.manual_seed(0)
     model = TinyNet(split.info)
-    res = train(model, split, _cfg(epochs=30, lr=1e-9, early_stopping_patience=2, augment=AugmentConfig()),
-                device=torch.device("cpu"), seed=0)
+    res = train(
+        model,
+        split,
+        _cfg(epochs=30, lr=1e-9, early_stopping_patience=2, augment=AugmentConfig()),
+        device=torch.device("cpu"),
+        seed=0,
+    )
     assert res.stopped_early and len(res.history) < 30
     assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
     assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)

@@ -18,8 +18,13 @@ log = logging.getLogger("stresslab")
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
     for noisy in ("matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -31,14 +36,22 @@ def _fail(e: Exception) -> None:
 
 @app.command()
 def run(
-    config: Annotated[Optional[Path], typer.Argument(help="YAML config (default: the Fashion-MNIST study)")] = None,  # noqa: UP045
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML config (default: the Fashion-MNIST study)")
+    ] = None,
     preset: Annotated[Optional[str], typer.Option(help="quick | default")] = None,  # noqa: UP045
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: key=value, repeatable")] = None,  # noqa: UP045
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override: key=value, repeatable")
+    ] = None,
     out: Annotated[Optional[Path], typer.Option(help="run directory (default runs/<name>-<time>)")] = None,  # noqa: UP045
-    checkpoint: Annotated[Optional[Path], typer.Option(help="stress-test this saved model, no training")] = None,  # noqa: UP045
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="stress-test this saved model, no training")
+    ] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue an interrupted run directory")] = None,  # noqa: UP045
     data_root: Annotated[Optional[Path], typer.Option(help="where the dataset files are")] = None,  # noqa: UP045
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable images, counting them")] = False,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="skip unreadable images, counting them")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars, warnings only")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:

@@ -73,6 +73,13 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(1024, ge=1)
 
 
+DEFAULT_PROBES = ("evaluation", "failures", "explain", "calibration", "adversarial", "corruption")
+
+
+def _default_probes() -> dict[str, dict[str, Any]]:
+    return {name: {} for name in DEFAULT_PROBES}
+
+
 class RunConfig(_Strict):
     """A whole run: data, model, training, probes (name -> settings) and report."""
 
@@ -83,16 +90,7 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    probes: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {
-            "evaluation": {},
-            "failures": {},
-            "explain": {},
-            "calibration": {},
-            "adversarial": {},
-            "corruption": {},
-        }
-    )
+    probes: dict[str, dict[str, Any]] = Field(default_factory=_default_probes)
 
     @field_validator("probes", mode="before")
     @classmethod

@@ -128,9 +128,9 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
 class RunDir:
     """A run directory::
 
-        RUN_DIR/config.resolved.yaml   env.json   history.json   checkpoints/{last,best}.pt
-        RUN_DIR/results/<probe>.json   results/<probe>/<figure>.png
-        RUN_DIR/metrics.json           report.html   run.lock   DONE
+    RUN_DIR/config.resolved.yaml   env.json   history.json   checkpoints/{last,best}.pt
+    RUN_DIR/results/<probe>.json   results/<probe>/<figure>.png
+    RUN_DIR/metrics.json           report.html   run.lock   DONE
     """
 
     def __init__(self, path: str | Path) -> None:

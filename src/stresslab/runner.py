@@ -24,7 +24,14 @@ from stresslab.probes.base import ProbeContext, ProbeResult
 from stresslab.probes.predictions import Predictions
 from stresslab.probes.storage import load_result, save_result
 from stresslab.progress import ProgressReporter
-from stresslab.rundir import RunDir, atomic_write_json, atomic_write_text, default_run_path, environment, read_json
+from stresslab.rundir import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    default_run_path,
+    environment,
+    read_json,
+)
 from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights
 from stresslab.train.loop import pick_device, train
 
@@ -69,9 +76,16 @@ def probe_order(names: list[str]) -> list[str]:
 def load_data(cfg: RunConfig) -> Split:
     d = cfg.data
     return load_split(
-        d.dataset, root=d.root, val_fraction=d.val_fraction, split_seed=d.split_seed,
-        train_subset=d.train_subset, test_subset=d.test_subset, image_size=d.image_size,
-        channels=d.channels, skip_bad=d.skip_bad, download=d.download,
+        d.dataset,
+        root=d.root,
+        val_fraction=d.val_fraction,
+        split_seed=d.split_seed,
+        train_subset=d.train_subset,
+        test_subset=d.test_subset,
+        image_size=d.image_size,
+        channels=d.channels,
+        skip_bad=d.skip_bad,
+        download=d.download,
     )
 
 
@@ -109,8 +123,9 @@ def execute(
         return _execute(cfg, run, checkpoint, resume is not None, show_progress)
 
 
-def _execute(cfg: RunConfig, run: RunDir, checkpoint: str | Path | None, resuming: bool,
-             show_progress: bool) -> RunOutcome:
+def _execute(
+    cfg: RunConfig, run: RunDir, checkpoint: str | Path | None, resuming: bool, show_progress: bool
+) -> RunOutcome:
     for name in cfg.probes:
         PROBES.get(name)  # unknown probe names fail before any work
     probes = {name: build_probe(name, settings) for name, settings in cfg.probes.items()}
@@ -126,9 +141,17 @@ def _execute(cfg: RunConfig, run: RunDir, checkpoint: str | Path | None, resumin
     log.info("loading data: %s", cfg.data.dataset)
     split = load_data(cfg)
     info = split.info
-    log.info("%s: %d train, %d validation, %d test images, %d classes, %dx%dx%d",
-             info.name, len(split.train_y), len(split.val_y), len(split.test_y), info.num_classes,
-             info.channels, info.height, info.width)
+    log.info(
+        "%s: %d train, %d validation, %d test images, %d classes, %dx%dx%d",
+        info.name,
+        len(split.train_y),
+        len(split.val_y),
+        len(split.test_y),
+        info.num_classes,
+        info.channels,
+        info.height,
+        info.width,
+    )
     model = build_model(cfg.model.name, info, cfg.model.args, cfg.model.source)
     meta = model_meta(cfg, split)
 
@@ -148,25 +171,55 @@ def _execute(cfg: RunConfig, run: RunDir, checkpoint: str | Path | None, resumin
         if resuming and run.last_checkpoint.is_file():
             state = load_checkpoint(run.last_checkpoint)
             check_compatible(state, cfg.model.name, info, run.last_checkpoint)
-        result = train(model, split, cfg.train, device=device, seed=cfg.seed, checkpoint_dir=run.checkpoints,
-                       meta=meta, resume=state, progress=progress)
+        result = train(
+            model,
+            split,
+            cfg.train,
+            device=device,
+            seed=cfg.seed,
+            checkpoint_dir=run.checkpoints,
+            meta=meta,
+            resume=state,
+            progress=progress,
+        )
         history = result.history
         atomic_write_json(run.history, history)
-        atomic_write_json(training_record, {"best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-                                            "final_weights": "best.pt" if len(split.val_y) else "last.pt"})
+        atomic_write_json(
+            training_record,
+            {
+                "best_epoch": result.best_epoch,
+                "stopped_early": result.stopped_early,
+                "final_weights": "best.pt" if len(split.val_y) else "last.pt",
+            },
+        )
     else:
         log.warning("train.epochs is 0 and no --checkpoint: probing an untrained model")
     model.to(device).eval()
 
     t0 = time.perf_counter()
-    preds = Predictions.compute(model, split.test_x, split.test_y, split.test_index,
-                                batch_size=cfg.train.eval_batch_size, device=device)
-    val_preds = Predictions.compute(model, split.val_x, split.val_y, split.val_index,
-                                    batch_size=cfg.train.eval_batch_size, device=device)
+    preds = Predictions.compute(
+        model,
+        split.test_x,
+        split.test_y,
+        split.test_index,
+        batch_size=cfg.train.eval_batch_size,
+        device=device,
+    )
+    val_preds = Predictions.compute(
+        model, split.val_x, split.val_y, split.val_index, batch_size=cfg.train.eval_batch_size, device=device
+    )
     log.info("predictions computed in %.1f s", time.perf_counter() - t0)
-    ctx = ProbeContext(model=model, split=split, device=device, seed=cfg.seed,
-                       batch_size=cfg.train.eval_batch_size, predictions=preds, val_predictions=val_preds,
-                       history=history, progress=progress)
+    ctx = ProbeContext(
+        model=model,
+        split=split,
+        device=device,
+        seed=cfg.seed,
+        batch_size=cfg.train.eval_batch_size,
+        predictions=preds,
+        val_predictions=val_preds,
+        history=history,
+        progress=progress,
+    )
 
     outcome = RunOutcome(run)
     for name in probe_order(list(probes)):
@@ -179,18 +232,20 @@ def _execute(cfg: RunConfig, run: RunDir, checkpoint: str | Path | None, resumin
         seed_everything(cfg.seed)
         t0 = time.perf_counter()
         try:
-            result = probes[name].run(ctx)
+            probe_result = probes[name].run(ctx)
         except Exception as e:  # one broken probe must not lose the others' results
             log.error("probe %s failed: %s", name, e)
             outcome.failed_probes.append(name)
-            result = ProbeResult(warnings=[f"probe {name} failed: {type(e).__name__}: {e}"],
-                                 data={"traceback": traceback.format_exc()})
+            probe_result = ProbeResult(
+                warnings=[f"probe {name} failed: {type(e).__name__}: {e}"],
+                data={"traceback": traceback.format_exc()},
+            )
             atomic_write_json(run.results / f"{name}.failed.json", {"error": str(e)})
-            ctx.results[name] = result
+            ctx.results[name] = probe_result
             continue
         seconds = time.perf_counter() - t0
-        save_result(run, name, result, seconds)
-        ctx.results[name] = result
+        save_result(run, name, probe_result, seconds)
+        ctx.results[name] = probe_result
         log.info("probe %s: done in %.1f s", name, seconds)
 
     from stresslab.report.render import render

@@ -93,7 +93,10 @@ class ProbeContext:
 
 class _NullProgress:
     def __enter__(self) -> Callable[[int], None]:
-        return lambda n=1: None
+        def advance(n: int = 1) -> None:
+            return None
+
+        return advance
 
     def __exit__(self, *exc: object) -> None:
         return None
@@ -149,9 +152,7 @@ def build_probe(name: str, settings: dict[str, Any]) -> Probe:
 
 
 @torch.no_grad()
-def batched_forward(
-    model: nn.Module, x: Tensor, batch_size: int, device: torch.device
-) -> Tensor:
+def batched_forward(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
     """Logits for float images ``x`` (N, C, H, W) in [0, 1], in batches, returned on CPU."""
     outs = []
     for i in range(0, len(x), batch_size):

@@ -18,8 +18,8 @@ def overfitting_onset(history: list[dict[str, float]], tolerance: float = 0.02) 
     Returns ``None`` when validation loss is still at (or within ``tolerance``, relative,
     of) its minimum at the last epoch, i.e. no sign of overfitting yet.
     """
-    vals = [(int(h["epoch"]), h.get("val_loss")) for h in history]
-    vals = [(e, v) for e, v in vals if v is not None and math.isfinite(v)]
+    vals = [(int(h["epoch"]), float(h["val_loss"])) for h in history if h.get("val_loss") is not None]
+    vals = [(e, v) for e, v in vals if math.isfinite(v)]
     if len(vals) < 2:
         return None
     best_epoch, best = min(vals, key=lambda ev: ev[1])
@@ -71,7 +71,7 @@ class EvaluationProbe(Probe):
             macro_recall=float(rec[present].mean()),
             macro_f1=float(f1[present].mean()),
             test_loss=test_loss,
-            n_test=int(len(y)),
+            n_test=len(y),
             worst_class_accuracy=float(class_acc[present].min()),
         )
         if (~present).any():
@@ -83,8 +83,17 @@ class EvaluationProbe(Probe):
             Table(
                 "Per-class metrics (weakest first)",
                 ["class", "support", "accuracy", "precision", "recall", "F1"],
-                [[names[i], int(support[i]), float(class_acc[i]), float(prec[i]), float(rec[i]), float(f1[i])]
-                 for i in order],
+                [
+                    [
+                        names[i],
+                        int(support[i]),
+                        float(class_acc[i]),
+                        float(prec[i]),
+                        float(rec[i]),
+                        float(f1[i]),
+                    ]
+                    for i in order
+                ],
             )
         )
         off = cm.copy()
@@ -102,12 +111,21 @@ class EvaluationProbe(Probe):
             class_names=names,
             confusion_matrix=cm.tolist(),
             confusion_matrix_normalized=cm_norm.tolist(),
-            per_class={names[i]: {"support": int(support[i]), "accuracy": float(class_acc[i]),
-                                  "precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i])}
-                       for i in range(k)},
+            per_class={
+                names[i]: {
+                    "support": int(support[i]),
+                    "accuracy": float(class_acc[i]),
+                    "precision": float(prec[i]),
+                    "recall": float(rec[i]),
+                    "f1": float(f1[i]),
+                }
+                for i in range(k)
+            },
             confused_pairs=[{"true": t, "pred": q, "count": int(cm[t, q])} for t, q in pairs],
         )
-        res.figures["confusion"] = matrix_figure(cm_norm, names, "Confusion matrix (row-normalized)", fmt=".2f")
+        res.figures["confusion"] = matrix_figure(
+            cm_norm, names, "Confusion matrix (row-normalized)", fmt=".2f"
+        )
         res.captions["confusion"] = "Row i, column j: share of class i's test images predicted as class j."
 
         weakest = [names[i] for i in order[:3] if present[i]]
@@ -132,29 +150,64 @@ class EvaluationProbe(Probe):
         epochs = [int(r["epoch"]) for r in h]
         gap = [float(r["train_acc"]) - float(r.get("val_acc", float("nan"))) for r in h]
         res.figures["loss_curves"] = line_figure(
-            epochs, {"train": [r["train_loss"] for r in h], "validation": [r["val_loss"] for r in h]},
-            "Loss per epoch", "epoch", "cross-entropy",
+            epochs,
+            {"train": [r["train_loss"] for r in h], "validation": [r["val_loss"] for r in h]},
+            "Loss per epoch",
+            "epoch",
+            "cross-entropy",
         )
         res.figures["accuracy_curves"] = line_figure(
-            epochs, {"train": [r["train_acc"] for r in h], "validation": [r["val_acc"] for r in h]},
-            "Accuracy per epoch", "epoch", "accuracy",
+            epochs,
+            {"train": [r["train_acc"] for r in h], "validation": [r["val_acc"] for r in h]},
+            "Accuracy per epoch",
+            "epoch",
+            "accuracy",
         )
-        res.figures["gap"] = line_figure(epochs, {"train - validation accuracy": gap},
-                                         "Generalization gap", "epoch", "accuracy gap")
+        res.figures["gap"] = line_figure(
+            epochs, {"train - validation accuracy": gap}, "Generalization gap", "epoch", "accuracy gap"
+        )
         res.captions["loss_curves"] = "Training loss is the running mean over the epoch (with augmentation)."
-        res.captions["gap"] = "Train accuracy minus validation accuracy per epoch; a growing gap signals overfitting."
+        res.captions["gap"] = (
+            "Train accuracy minus validation accuracy per epoch; a growing gap signals overfitting."
+        )
         res.tables.append(
-            Table("Training history", ["epoch", "train loss", "train acc", "val loss", "val acc", "gap", "lr",
-                                       "seconds", "images/s"],
-                  [[int(r["epoch"]), r["train_loss"], r["train_acc"], r["val_loss"], r["val_acc"], g, r["lr"],
-                    r["seconds"], r["images_per_s"]] for r, g in zip(h, gap, strict=True)])
+            Table(
+                "Training history",
+                [
+                    "epoch",
+                    "train loss",
+                    "train acc",
+                    "val loss",
+                    "val acc",
+                    "gap",
+                    "lr",
+                    "seconds",
+                    "images/s",
+                ],
+                [
+                    [
+                        int(r["epoch"]),
+                        r["train_loss"],
+                        r["train_acc"],
+                        r["val_loss"],
+                        r["val_acc"],
+                        g,
+                        r["lr"],
+                        r["seconds"],
+                        r["images_per_s"],
+                    ]
+                    for r, g in zip(h, gap, strict=True)
+                ],
+            )
         )
         final_gap = gap[-1]
         res.metrics["final_gap"] = final_gap if math.isfinite(final_gap) else 0.0
         res.metrics["epochs_trained"] = len(h)
         finite = [(e, r["val_loss"]) for e, r in zip(epochs, h, strict=True) if math.isfinite(r["val_loss"])]
         if not finite:
-            res.summary.append("No validation set: the overfitting verdict needs one (data.val_fraction > 0).")
+            res.summary.append(
+                "No validation set: the overfitting verdict needs one (data.val_fraction > 0)."
+            )
             return
         best_epoch = min(finite, key=lambda t: t[1])[0]
         res.metrics["best_val_loss_epoch"] = best_epoch

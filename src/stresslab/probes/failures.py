@@ -86,8 +86,9 @@ class FailuresProbe(Probe):
             mean_confidence_correct=float(correct_conf.mean()) if len(correct_conf) else 0.0,
             threshold=self.threshold,
         )
-        res.data.update(errors=errors, high_confidence_errors=high, most_uncertain=uncertain,
-                        threshold=self.threshold)
+        res.data.update(
+            errors=errors, high_confidence_errors=high, most_uncertain=uncertain, threshold=self.threshold
+        )
 
         res.summary.append(
             f"{len(errors)} of {n} test images are misclassified; {len(high)} of them with confidence "
@@ -99,15 +100,26 @@ class FailuresProbe(Probe):
             for r in high:
                 pair_counts[(r["true"], r["pred"])] = pair_counts.get((r["true"], r["pred"]), 0) + 1
             (t, q), c = max(pair_counts.items(), key=lambda kv: kv[1])
-            res.summary.append(f"Most frequent confident mistake: {names[t]} → {names[q]} ({c} of {len(high)}).")
+            res.summary.append(
+                f"Most frequent confident mistake: {names[t]} → {names[q]} ({c} of {len(high)})."
+            )
 
         cols = ["test index", "true", "predicted", "confidence", "entropy (nats)", "margin"]
+
         def rows(recs: list[dict[str, Any]]) -> list[list[Any]]:
-            return [[r["index"], names[r["true"]], names[r["pred"]], r["confidence"], r["entropy"], r["margin"]]
-                    for r in recs]
-        res.tables.append(Table(f"High-confidence errors (confidence >= {self.threshold:g})", cols,
-                                rows(high[:50]),
-                                caption=f"{len(high)} in all; the full list of errors is in results/failures.json."))
+            return [
+                [r["index"], names[r["true"]], names[r["pred"]], r["confidence"], r["entropy"], r["margin"]]
+                for r in recs
+            ]
+
+        res.tables.append(
+            Table(
+                f"High-confidence errors (confidence >= {self.threshold:g})",
+                cols,
+                rows(high[:50]),
+                caption=f"{len(high)} in all; the full list of errors is in results/failures.json.",
+            )
+        )
         res.tables.append(Table("Most uncertain predictions (highest entropy)", cols, rows(uncertain)))
 
         res.figures["high_confidence_errors"] = self._gallery(
@@ -115,17 +127,23 @@ class FailuresProbe(Probe):
         )
         res.figures["most_uncertain"] = self._gallery(ctx, uncertain, "Most uncertain predictions")
 
-        pairs = ctx.results["evaluation"].data.get("confused_pairs", []) if "evaluation" in ctx.results else []
+        pairs = (
+            ctx.results["evaluation"].data.get("confused_pairs", []) if "evaluation" in ctx.results else []
+        )
         if not pairs and errors:
             counts = np.zeros((len(names), len(names)), dtype=int)
             for r in errors:
                 counts[r["true"], r["pred"]] += 1
             flat = np.argsort(counts, axis=None)[::-1][: self.n_pairs]
-            pairs = [{"true": int(i // len(names)), "pred": int(i % len(names))} for i in flat if counts.flat[i]]
+            pairs = [
+                {"true": int(i // len(names)), "pred": int(i % len(names))} for i in flat if counts.flat[i]
+            ]
         for j, pair in enumerate(pairs[: self.n_pairs]):
             t, q = pair["true"], pair["pred"]
             recs = [r for r in errors if r["true"] == t and r["pred"] == q][: self.per_pair]
             stem = f"pair_{j + 1}"
             res.figures[stem] = self._gallery(ctx, recs, f"{names[t]} predicted as {names[q]}")
-            res.captions[stem] = f"Confused pair {j + 1}: true {names[t]}, predicted {names[q]} (most confident first)."
+            res.captions[stem] = (
+                f"Confused pair {j + 1}: true {names[t]}, predicted {names[q]} (most confident first)."
+            )
         return res

@@ -77,7 +77,8 @@ class Predictions:
                 xb = to_float(x[i : i + batch_size]).to(device)
                 if has_features:
                     f = model.features(xb)  # type: ignore[operator]
-                    out = model.head(f) if hasattr(model, "head") else model(xb)
+                    head = getattr(model, "head", None)
+                    out = head(f) if callable(head) else model(xb)
                     feats.append(f.float().cpu())
                 else:
                     out = model(xb)

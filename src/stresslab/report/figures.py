@@ -8,15 +8,19 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from torch import Tensor
 
 
 def to_hwc(image: Tensor | np.ndarray) -> np.ndarray:
     """One image (C, H, W) in [0, 1] or 0..255 -> array (H, W) or (H, W, 3) in [0, 1]."""
-    arr = image.detach().cpu().float().numpy() if isinstance(image, Tensor) else np.asarray(image, dtype=np.float32)
+    arr = (
+        image.detach().cpu().float().numpy()
+        if isinstance(image, Tensor)
+        else np.asarray(image, dtype=np.float32)
+    )
     if arr.max() > 1.0:
         arr = arr / 255.0
     arr = np.clip(arr, 0.0, 1.0)
@@ -49,7 +53,11 @@ def overlay_heatmap(
     A non-diverging map is scaled to [0, 1] by its max; a diverging one (signed, e.g. an
     occlusion drop) is centered on zero with a blue-white-red map.
     """
-    hm = heatmap.detach().cpu().float().numpy() if isinstance(heatmap, Tensor) else np.asarray(heatmap, dtype=np.float32)
+    hm = (
+        heatmap.detach().cpu().float().numpy()
+        if isinstance(heatmap, Tensor)
+        else np.asarray(heatmap, dtype=np.float32)
+    )
     show_image(ax, image, title)
     if diverging:
         m = float(np.abs(hm).max()) or 1.0
@@ -114,8 +122,15 @@ def matrix_figure(
         for i in range(k):
             for j in range(k):
                 v = matrix[i, j]
-                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=6,
-                        color="white" if hi and v > hi / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    format(v, fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if hi and v > hi / 2 else "black",
+                )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -143,5 +158,48 @@ def line_figure(
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_figure(
+    matrix: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    fmt: str = ".2f",
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Figure:
+    """A (R, C) matrix of values (e.g. accuracy per corruption and severity) with row and column
+    labels and every cell annotated; rows and columns need not match (unlike ``matrix_figure``)."""
+    rows, cols = matrix.shape
+    fig, ax = plt.subplots(figsize=(min(2.5 + 0.8 * cols, 14.0), min(1.2 + 0.32 * rows, 14.0)))
+    im = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(cols), list(col_labels), fontsize=7)
+    ax.set_yticks(range(rows), list(row_labels), fontsize=7)
+    lo = float(np.min(matrix)) if vmin is None else vmin
+    hi = float(np.max(matrix)) if vmax is None else vmax
+    mid = (lo + hi) / 2
+    for i in range(rows):
+        for j in range(cols):
+            v = matrix[i, j]
+            ax.text(
+                j,
+                i,
+                format(v, fmt),
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="black" if v > mid else "white",
+            )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -87,11 +87,14 @@ def render(run_dir: str | Path | RunDir) -> dict[str, float]:
     metrics = flat_metrics(results)
     atomic_write_json(run.metrics, metrics)
 
-    cfg = yaml.safe_load(run.config.read_text(encoding="utf-8")) if run.config.is_file() else {}
+    cfg: dict[str, Any] = yaml.safe_load(run.config.read_text(encoding="utf-8")) if run.config.is_file() else {}
     env_rec = read_json(run.env) if run.env.is_file() else {}
-    failed = {p.name[: -len(".failed.json")]: read_json(p).get("error", "") for p in run.results.glob("*.failed.json")
-              if not (run.results / (p.name[: -len(".failed.json")] + ".json")).is_file()}
-    sections = []
+    failed = {
+        p.name[: -len(".failed.json")]: read_json(p).get("error", "")
+        for p in run.results.glob("*.failed.json")
+        if not (run.results / (p.name[: -len(".failed.json")] + ".json")).is_file()
+    }
+    sections: list[dict[str, Any]] = []
     for name, rec in results.items():
         figures = []
         for f in rec.get("figures", []):
@@ -104,18 +107,22 @@ def render(run_dir: str | Path | RunDir) -> dict[str, float]:
         for p, m, label, pct in HEADLINES
         if f"{p}.{m}" in metrics
     ]
-    html = _env().get_template("report.html.j2").render(
-        title=f"stresslab report: {cfg.get('name', run.path.name)}",
-        run_name=run.path.name,
-        cfg=cfg,
-        cfg_yaml=yaml.safe_dump(cfg, sort_keys=False),
-        env=env_rec,
-        headlines=headlines,
-        summary=[(s["name"], line) for s in sections for line in s["rec"].get("summary", [])],
-        warnings=[(s["name"], w) for s in sections for w in s["rec"].get("warnings", [])],
-        sections=sections,
-        failed=failed,
-        complete=run.done.is_file() or not failed,
+    html = (
+        _env()
+        .get_template("report.html.j2")
+        .render(
+            title=f"stresslab report: {cfg.get('name', run.path.name)}",
+            run_name=run.path.name,
+            cfg=cfg,
+            cfg_yaml=yaml.safe_dump(cfg, sort_keys=False),
+            env=env_rec,
+            headlines=headlines,
+            summary=[(s["name"], line) for s in sections for line in s["rec"].get("summary", [])],
+            warnings=[(s["name"], w) for s in sections for w in s["rec"].get("warnings", [])],
+            sections=sections,
+            failed=failed,
+            complete=run.done.is_file() or not failed,
+        )
     )
     atomic_write_text(run.report, html)
     return metrics

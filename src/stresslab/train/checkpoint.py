@@ -106,7 +106,9 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], path: st
         if missing:
             parts.append(f"missing keys: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
         if unexpected:
-            parts.append(f"unexpected keys: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+            parts.append(
+                f"unexpected keys: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+            )
         if shapes:
             parts.append("shape mismatches: " + "; ".join(shapes[:8]))
         raise CheckpointError(f"{path}: weights do not fit the model:\n  " + "\n  ".join(parts))

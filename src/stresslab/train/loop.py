@@ -68,8 +68,15 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, device: torch.device,
-             channels_last: bool = False, amp: bool = False) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    device: torch.device,
+    channels_last: bool = False,
+    amp: bool = False,
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on uint8 images ``x`` (eval mode)."""
     if len(y) == 0:
         return float("nan"), float("nan")
@@ -226,7 +233,12 @@ def train(
             result.history.append(record)
             log.info(
                 "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s",
-                epoch, cfg.epochs, record["train_loss"], record["train_acc"], val_loss, val_acc,
+                epoch,
+                cfg.epochs,
+                record["train_loss"],
+                record["train_acc"],
+                val_loss,
+                val_acc,
                 record["images_per_s"],
             )
             advance.describe(f"epoch {epoch}/{cfg.epochs} val acc {val_acc:.4f}")
@@ -283,7 +295,13 @@ def _mix_adversarial(model: nn.Module, x: Tensor, y: Tensor, adv: Any, gen: torc
 
     k = max(1, round(adv.fraction * len(y)))
     x_adv = adversarial_examples(
-        model, x[:k], y[:k], method=adv.method, epsilon=adv.epsilon, steps=adv.steps,
-        step_size=adv.step_size, generator=gen,
+        model,
+        x[:k],
+        y[:k],
+        method=adv.method,
+        epsilon=adv.epsilon,
+        steps=adv.steps,
+        step_size=adv.step_size,
+        generator=gen,
     )
     return torch.cat([x_adv, x[k:]]) if k < len(y) else x_adv
