@@ -1,6 +1,7 @@
 """Probes: importing this package registers every built-in probe in ``PROBES``."""
 
 from stresslab.probes import evaluation as _evaluation  # noqa: F401
+from stresslab.probes import explain as _explain  # noqa: F401
 from stresslab.probes import failures as _failures  # noqa: F401
 from stresslab.probes.base import PROBES, Probe, ProbeContext, ProbeResult, Table, build_probe, register_probe
 

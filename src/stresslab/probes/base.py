@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -84,7 +85,7 @@ class ProbeContext:
         """A CPU generator seeded from the run seed (plus ``salt``), for reproducible draws."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
 
-    def track(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+    def track(self, description: str, total: int) -> AbstractContextManager[Callable[[int], None]]:
         """Progress context: ``with ctx.track("occlusion", n) as advance: advance(1)``."""
         if self.progress is None:
             return _null_progress()

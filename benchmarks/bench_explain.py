@@ -1,0 +1,245 @@
+"""Explanation throughput: stresslab's batched occlusion and Grad-CAM vs the peer libraries.
+
+Occlusion maps per second: stresslab's ``Occlusion`` (all (image, position) pairs in large
+batches) vs Captum's ``Occlusion`` (``perturbations_per_eval`` = every window position of
+an image) vs a naive loop of one forward pass per patch, on the same model and images,
+with the maps checked equal (max abs difference). Grad-CAM maps per second: stresslab's
+``GradCam`` vs pytorch-grad-cam's ``GradCAM`` (and Captum's ``LayerGradCam``) on the same
+model, layer and batch, with the Pearson correlation of the upsampled maps (both bilinear
+with half-pixel centers; Pearson ignores pytorch-grad-cam's min-max scaling).
+
+Model: the repo's ``custom_cnn`` (seed 001's CNN) on 1x28x28 Fashion-MNIST test images
+(random images when the Debian files are absent). Medians over repeats, measured
+alternately in one process.
+
+    pip install grad-cam          # pytorch-grad-cam, for this benchmark only
+    .venv/bin/python benchmarks/bench_explain.py            # 2-core CPU: about 1 minute when idle
+    .venv/bin/python benchmarks/bench_explain.py --quick
+    .venv/bin/python benchmarks/bench_explain.py --device cuda --occ-images 64 --cam-images 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stresslab.data.base import DatasetInfo
+from stresslab.models import build_model, default_cam_layer, get_layer
+from stresslab.probes.explain import GradCam, Occlusion
+from stresslab.probes.explain.occlusion import window_starts
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+
+
+def load_images(n: int, seed: int) -> tuple[Tensor, str]:
+    """(n, 1, 28, 28) float images in [0, 1]: Fashion-MNIST test images if present."""
+    if FMNIST.exists():
+        with gzip.open(FMNIST) as f:
+            raw = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+        return torch.from_numpy(raw[:n].copy()).float() / 255.0, "Fashion-MNIST test images"
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed)), "random images"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, Tensor]:
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def naive_occlusion(
+    model: nn.Module, x: Tensor, target: Tensor, window: int, stride: int, fill: float
+) -> Tensor:
+    """One forward pass per patch position; per-pixel mean drop of the target probability."""
+    n, _, h, w = x.shape
+    out = torch.zeros(n, h, w, device=x.device)
+    count = torch.zeros(h, w, device=x.device)
+    with torch.no_grad():
+        for i in range(n):
+            xi = x[i : i + 1]
+            base = torch.softmax(model(xi), 1)[0, target[i]]
+            for r in window_starts(h, window, stride):
+                for c in window_starts(w, window, stride):
+                    occluded = xi.clone()
+                    occluded[:, :, r : r + window, c : c + window] = fill
+                    p = torch.softmax(model(occluded), 1)[0, target[i]]
+                    out[i, r : r + window, c : c + window] += base - p
+                    if i == 0:
+                        count[r : r + window, c : c + window] += 1
+    return out / count
+
+
+def pearson_rows(a: Tensor, b: Tensor) -> Tensor:
+    a = a.flatten(1).double()
+    b = b.flatten(1).double()
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-30)
+
+
+def median_of(times: dict[str, list[float]], key: str) -> float:
+    return statistics.median(times[key])
+
+
+def bench_occlusion(
+    model: nn.Module, x: Tensor, target: Tensor, repeats: int, device: torch.device, n_naive: int
+) -> None:
+    from captum.attr import Occlusion as CaptumOcclusion
+
+    window, stride, fill = 8, 2, 0.5
+    occ = Occlusion(window, stride, fill)
+    n_pos = occ.positions(x.shape[2], x.shape[3])
+    captum = CaptumOcclusion(lambda z: torch.softmax(model(z), dim=1))
+
+    runs: dict[str, Callable[[], Tensor]] = {
+        "stresslab": lambda: occ.maps(model, x, target[:, None], batch_size=2048).drop[:, 0],
+        "captum": lambda: captum.attribute(
+            x,
+            sliding_window_shapes=(1, window, window),
+            strides=(1, stride, stride),
+            baselines=fill,
+            target=target,
+            perturbations_per_eval=n_pos,
+        )[:, 0].cpu(),
+        # The naive loop is slow: it runs on the first ``n_naive`` images only.
+        "naive loop": lambda: naive_occlusion(
+            model, x[:n_naive], target[:n_naive], window, stride, fill
+        ).cpu(),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    outs: dict[str, Tensor] = {}
+    for name, fn in runs.items():  # warm-up
+        outs[name] = fn()
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t, outs[name] = timed(fn, device)
+            times[name].append(t)
+    n = len(x)
+    print(
+        f"\nOcclusion: {n} images 1x28x28 ({n_naive} for the naive loop), window {window}, "
+        f"stride {stride}, gray fill, {n_pos} positions/image"
+    )
+    print(f"{'implementation':<16}{'median s':>10}{'maps/s':>10}{'max |diff| vs stresslab':>26}")
+    rate = {}
+    for name in runs:
+        med = median_of(times, name)
+        m = n_naive if name == "naive loop" else n
+        rate[name] = m / med
+        diff = (outs[name] - outs["stresslab"][:m]).abs().max().item()
+        print(f"{name:<16}{med:>10.3f}{rate[name]:>10.2f}{diff:>26.2e}")
+    print(
+        f"ratio stresslab vs captum (maps/s):     {rate['stresslab'] / rate['captum']:.2f}x (target >= 1.0x)"
+    )
+    print(
+        f"ratio stresslab vs naive (maps/s):      {rate['stresslab'] / rate['naive loop']:.2f}x "
+        "(target >= 3x)"
+    )
+
+
+def bench_gradcam(model: nn.Module, x: Tensor, target: Tensor, repeats: int, device: torch.device) -> None:
+    from captum.attr import LayerGradCam
+
+    layer_name = default_cam_layer(model)
+    layer = get_layer(model, layer_name)
+    size = (x.shape[2], x.shape[3])
+    ours = GradCam(layer_name)
+    captum = LayerGradCam(model, layer)
+
+    def captum_run() -> Tensor:
+        m = captum.attribute(x, target=target, relu_attributions=True)
+        return F.interpolate(m, size=size, mode="bilinear", align_corners=False)[:, 0].detach().cpu()
+
+    runs: dict[str, Callable[[], Tensor]] = {
+        "stresslab": lambda: ours.attribute(model, x, target, batch_size=len(x)),
+        "captum": captum_run,
+    }
+    pgc = None
+    try:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        pgc = GradCAM(model=model, target_layers=[layer])
+        targets = [ClassifierOutputTarget(int(c)) for c in target]
+        runs["pytorch-grad-cam"] = lambda: torch.from_numpy(pgc(input_tensor=x, targets=targets))
+    except ImportError:
+        print("\npytorch-grad-cam is not installed (pip install grad-cam); comparing with Captum only")
+
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    outs: dict[str, Tensor] = {}
+    for name, fn in runs.items():
+        outs[name] = fn()
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t, outs[name] = timed(fn, device)
+            times[name].append(t)
+    if pgc is not None:
+        pgc.activations_and_grads.release()
+    model.zero_grad(set_to_none=True)
+    n = len(x)
+    print(f"\nGrad-CAM: batch of {n} images 1x28x28, layer {layer_name!r}, upsampled bilinearly to 28x28")
+    print(f"{'implementation':<18}{'median s':>10}{'maps/s':>10}{'min Pearson vs stresslab':>27}")
+    for name in runs:
+        med = median_of(times, name)
+        r = pearson_rows(outs[name], outs["stresslab"])
+        # Constant maps (all zero after ReLU) have no correlation; compare those directly.
+        flat = outs["stresslab"].flatten(1)
+        const = flat.max(1).values == flat.min(1).values
+        r = r[~const]
+        print(f"{name:<18}{med:>10.4f}{n / med:>10.1f}{(r.min().item() if len(r) else float('nan')):>27.6f}")
+    ours_t = median_of(times, "stresslab")
+    for name in runs:
+        if name != "stresslab":
+            target_note = " (target >= 2x)" if name == "pytorch-grad-cam" else ""
+            print(f"ratio stresslab vs {name}: {median_of(times, name) / ours_t:.2f}x{target_note}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--occ-images", type=int, default=8, help="images for occlusion")
+    ap.add_argument("--cam-images", type=int, default=128, help="batch size for Grad-CAM")
+    ap.add_argument("--naive-images", type=int, default=1, help="images for the naive occlusion loop")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="8 occlusion images, 128 Grad-CAM images, 1 naive image, 3 repeats",
+    )
+    args = ap.parse_args()
+    if args.quick:
+        args.occ_images, args.cam_images, args.naive_images, args.repeats = 4, 64, 1, 3
+    device = torch.device(args.device)
+    images, source = load_images(max(args.occ_images, args.cam_images), seed=0)
+    info = DatasetInfo("fashion_mnist", tuple(str(k) for k in range(10)), 1, 28, 28, (0.286,), (0.353,))
+    torch.manual_seed(0)
+    model = build_model("custom_cnn", info).to(device).eval()
+    with torch.no_grad():
+        preds = model(images.to(device)).argmax(1)
+    print(
+        f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, model custom_cnn "
+        f"(untrained, seed 0), {source}, {args.repeats} repeats (medians)"
+    )
+    xo = images[: args.occ_images].to(device)
+    n_naive = max(1, min(args.naive_images, args.occ_images))
+    bench_occlusion(model, xo, preds[: args.occ_images], args.repeats, device, n_naive)
+    xc = images[: args.cam_images].to(device)
+    bench_gradcam(model, xc, preds[: args.cam_images], args.repeats, device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Occlusion sensitivity (Zeiler and Fergus, "Visualizing and Understanding Convolutional
+Networks", ECCV 2014): slide a plain patch over the image and watch the class probability."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stresslab.probes.explain.base import ATTRIBUTIONS, Attribution, fill_value, model_device
+from stresslab.scoped import inference_scope
+
+
+@dataclass(frozen=True)
+class OcclusionMaps:
+    """Occlusion results for T targets per image, on CPU.
+
+    ``base``: (N, T) softmax probability of each target on the unoccluded image.
+    ``grid``: (N, T, R, S) probability with the patch at each window position (row-major
+    positions ``r * stride``, ``s * stride``): the confidence matrix of seed studies.
+    ``drop``: (N, T, H, W) per pixel, the mean over the windows covering it of
+    ``base - occluded probability`` (Captum's ``Occlusion`` attribution).
+    ``confidence``: (N, T, H, W) per pixel, the mean occluded probability (``base - drop``).
+    """
+
+    base: Tensor
+    grid: Tensor
+    drop: Tensor
+
+    @property
+    def confidence(self) -> Tensor:
+        return self.base[:, :, None, None] - self.drop
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets of a window sliding over ``size`` pixels; the last one may be clipped
+    at the edge (Captum's convention: ceil((size - window) / stride) + 1 positions)."""
+    return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
+
+
+@ATTRIBUTIONS.register("occlusion")
+class Occlusion(Attribution):
+    """Drop of the target's softmax probability when a ``window`` x ``window`` patch of
+    ``fill`` ("gray", "mean", "zero" or a number) covers each pixel, windows every
+    ``stride`` pixels. Maps are signed: negative where covering a pixel raises the
+    probability. All (image, position) pairs go through the model in large batches.
+    """
+
+    name: ClassVar[str] = "occlusion"
+    label: ClassVar[str] = "occlusion"
+    signed: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        window: int = 8,
+        stride: int = 2,
+        fill: str | float = "gray",
+        mean: Sequence[float] | None = None,
+    ) -> None:
+        if window < 1 or stride < 1 or stride > window:
+            raise ValueError(f"occlusion needs 1 <= stride <= window; got window {window}, stride {stride}")
+        self.window = window
+        self.stride = stride
+        self.fill = fill
+        self.mean = mean
+
+    def positions(self, height: int, width: int) -> int:
+        """Number of window positions on an image of this size."""
+        if self.window > min(height, width):
+            raise ValueError(f"occlusion window {self.window} is larger than the image ({height}x{width})")
+        return len(window_starts(height, self.window, self.stride)) * len(
+            window_starts(width, self.window, self.stride)
+        )
+
+    @property
+    def cost(self) -> int:
+        # unknown until the image size is known; 64 positions is typical of small images
+        return 64
+
+    def _attribute(
+        self, model: nn.Module, x: Tensor, target: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        return self._maps(model, x, target[:, None], batch_size=4096).drop
+
+    def maps(self, model: nn.Module, x: Tensor, targets: Tensor, *, batch_size: int = 1024) -> OcclusionMaps:
+        """Occlusion maps for images ``x`` (N, C, H, W) in [0, 1] and ``targets`` (N, T)
+        int64 (several classes per image cost nothing extra). ``batch_size`` is the number
+        of occluded images per forward pass. Results on CPU."""
+        device = model_device(model)
+        with inference_scope(model):
+            m = self._maps(model, x.to(device, torch.float32), targets.to(device, torch.long), batch_size)
+        return OcclusionMaps(base=m.base.cpu(), grid=m.grid.cpu(), drop=m.drop.cpu())
+
+    # Inference mode: these outputs never enter autograd, and it skips version counting.
+    @torch.inference_mode()
+    def _maps(self, model: nn.Module, x: Tensor, targets: Tensor, batch_size: int) -> OcclusionMaps:
+        n, c, h, w = x.shape
+        t = targets.shape[1]
+        rows = torch.tensor(window_starts(h, self.window, self.stride), device=x.device)
+        cols = torch.tensor(window_starts(w, self.window, self.stride), device=x.device)
+        n_pos = len(rows) * len(cols)
+        # Window membership per position along each axis; a patch is their outer product.
+        ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        in_rows = (ar_h >= rows[:, None]) & (ar_h < rows[:, None] + self.window)  # (R, H)
+        in_cols = (ar_w >= cols[:, None]) & (ar_w < cols[:, None] + self.window)  # (S, W)
+        pos_r = torch.arange(n_pos, device=x.device) // len(cols)
+        pos_c = torch.arange(n_pos, device=x.device) % len(cols)
+        fill = fill_value(self.fill, c, self.mean).to(x.device)
+
+        base = F.softmax(model(x).float(), dim=1).gather(1, targets)  # (N, T)
+        occluded = torch.empty(n * n_pos, t, device=x.device)
+        for start in range(0, n * n_pos, batch_size):
+            k = torch.arange(start, min(start + batch_size, n * n_pos), device=x.device)
+            img, pos = k // n_pos, k % n_pos
+            patch = in_rows[pos_r[pos]][:, :, None] & in_cols[pos_c[pos]][:, None, :]  # (b, H, W)
+            xb = torch.where(patch[:, None], fill, x[img])
+            probs = F.softmax(model(xb).float(), dim=1)
+            occluded[k] = probs.gather(1, targets[img])
+        grid = occluded.view(n, len(rows), len(cols), t).permute(0, 3, 1, 2).contiguous()
+        # Spread each position's drop over its window and average by coverage: a transposed
+        # convolution with a ones kernel, cropped where the last windows overhang the edge.
+        diff = (base[:, :, None, None] - grid).view(n * t, 1, len(rows), len(cols))
+        ones = torch.ones(1, 1, self.window, self.window, device=x.device)
+        total = F.conv_transpose2d(diff, ones, stride=self.stride)[..., :h, :w]
+        count = F.conv_transpose2d(torch.ones_like(diff[:1]), ones, stride=self.stride)[..., :h, :w]
+        drop = (total / count).view(n, t, h, w)
+        return OcclusionMaps(base=base, grid=grid, drop=drop)
