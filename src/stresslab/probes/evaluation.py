@@ -166,7 +166,10 @@ class EvaluationProbe(Probe):
         res.figures["gap"] = line_figure(
             epochs, {"train - validation accuracy": gap}, "Generalization gap", "epoch", "accuracy gap"
         )
-        res.captions["loss_curves"] = "Training loss is the running mean over the epoch (with augmentation)."
+        res.captions["loss_curves"] = (
+            "Training loss and accuracy are running means over each epoch in training mode "
+            "(dropout and augmentation on)."
+        )
         res.captions["gap"] = (
             "Train accuracy minus validation accuracy per epoch; a growing gap signals overfitting."
         )
