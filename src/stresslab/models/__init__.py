@@ -1,0 +1,27 @@
+"""Models: the registry of classifiers and the user's own model.
+
+Importing this package registers every built-in model in :data:`MODELS`.
+"""
+
+from stresslab.models import configurable_cnn, custom_cnn, resnet, small_cnn, vgg
+from stresslab.models.base import Classifier, Normalize, default_cam_layer, get_layer
+from stresslab.models.external import load_user_model
+from stresslab.models.factory import MODELS, ModelFactory, build_model, model_args, model_summary
+
+__all__ = [
+    "MODELS",
+    "Classifier",
+    "ModelFactory",
+    "Normalize",
+    "build_model",
+    "configurable_cnn",
+    "custom_cnn",
+    "default_cam_layer",
+    "get_layer",
+    "load_user_model",
+    "model_args",
+    "model_summary",
+    "resnet",
+    "small_cnn",
+    "vgg",
+]

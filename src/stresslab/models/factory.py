@@ -1,0 +1,111 @@
+"""The model registry, ``build_model`` (registered or user-supplied) and ``model_summary``.
+
+Every registered factory has the signature ``(info: DatasetInfo, *, **args) -> Classifier``;
+its keyword arguments are the model's config settings (``model.args`` in a study config).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from stresslab.data.base import DatasetInfo
+from stresslab.errors import ConfigError
+from stresslab.models.base import Classifier
+from stresslab.registry import Registry
+from stresslab.scoped import inference_scope
+
+ModelFactory = Callable[..., Classifier]
+
+MODELS: Registry[ModelFactory] = Registry("model")
+
+
+def model_args(name: str) -> dict[str, Any]:
+    """The config settings of registered model ``name`` with their defaults (``inspect.Parameter.empty``
+    marks a required one)."""
+    params = list(inspect.signature(MODELS.get(name)).parameters.values())[1:]
+    return {
+        p.name: p.default
+        for p in params
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def _check_args(name: str, factory: ModelFactory, args: dict[str, Any]) -> None:
+    params = list(inspect.signature(factory).parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params]
+    unknown = sorted(set(args) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"model {name!r} got unknown argument(s) {', '.join(map(repr, unknown))}; "
+            f"it accepts: {', '.join(accepted) or '(none)'}"
+        )
+
+
+def build_model(
+    name: str, info: DatasetInfo, args: dict[str, Any] | None = None, source: str | None = None
+) -> Classifier:
+    """Build a classifier for images shaped like ``info`` (C x H x W, K = ``info.num_classes``).
+
+    ``name`` is a registered model (``MODELS.names()``) and ``args`` its keyword settings; an
+    unknown setting raises :class:`ConfigError` listing the accepted ones. When ``source`` is
+    given (``path/to/file.py:ClassName`` or ``package.module:ClassName``) the user's own class is
+    built with ``args`` instead (see :func:`stresslab.models.external.load_user_model`) and
+    ``name`` only labels it.
+    """
+    args = dict(args or {})
+    if source:
+        from stresslab.models.external import load_user_model
+
+        return load_user_model(source, info, args)
+    factory = MODELS.get(name)
+    _check_args(name, factory, args)
+    try:
+        return factory(info, **args)
+    except TypeError as exc:
+        # A wrongly typed setting (e.g. a string where a list of widths belongs).
+        raise ConfigError(f"model {name!r} could not be built from args {args}: {exc}") from exc
+
+
+def model_summary(model: nn.Module, info: DatasetInfo) -> dict[str, int | float]:
+    """Parameter counts and forward cost per image of ``model`` on one (1, C, H, W) input.
+
+    Returns ``params`` and ``trainable_params`` (counts), ``macs`` (multiply-accumulates of
+    every Conv2d and Linear layer per image, biases, norms and activations not counted) and
+    ``gflops`` (= 2 * macs / 1e9, one MAC counted as two FLOPs). The model is run once on a
+    zero image in eval mode; its mode, parameters and gradients are left as they were.
+    """
+    macs = 0
+
+    def count(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        nonlocal macs
+        per_image = output.numel() // max(1, output.shape[0])
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            macs += per_image * (module.in_channels // module.groups) * kh * kw
+        elif isinstance(module, nn.Linear):
+            macs += per_image * module.in_features
+
+    handles = [
+        m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    try:
+        with inference_scope(model), torch.no_grad():
+            model(torch.zeros(1, info.channels, info.height, info.width, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return {
+        "params": sum(p.numel() for p in params),
+        "trainable_params": sum(p.numel() for p in params if p.requires_grad),
+        "macs": macs,
+        "gflops": 2.0 * macs / 1e9,
+    }
