@@ -1,0 +1,1 @@
+"""Metric functions: pure functions of predictions and labels."""
