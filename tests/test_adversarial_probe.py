@@ -1,0 +1,193 @@
+"""The adversarial probe on tiny data: numbers, checks, warnings, and a model left untouched."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stresslab.attacks import FGSM
+from stresslab.data.base import DatasetInfo, Split, to_float
+from stresslab.errors import ConfigError
+from stresslab.models.base import Classifier
+from stresslab.probes import build_probe
+from stresslab.probes.adversarial import AdversarialProbe, default_threat_models, stratified_subset
+from stresslab.probes.base import ProbeContext
+from stresslab.probes.predictions import Predictions
+from stresslab.scoped import inference_scope
+
+from .conftest import make_split
+
+SMALL = {
+    "epsilons": [0.0, 0.05, 0.1, 0.2],
+    "l2_epsilons": [0.0, 0.5, 1.0],
+    "steps": 3,
+    "max_images": 48,
+    "gallery_images": 2,
+    "attacks": ["fgsm_linf", "pgd_linf", "pgd_l2"],
+}
+
+
+class BNNet(Classifier):
+    """Conv -> BatchNorm -> ReLU -> pool -> linear."""
+
+    def __init__(self, info: DatasetInfo) -> None:
+        super().__init__(info.mean, info.std)
+        self.body = nn.Sequential(
+            nn.Conv2d(info.channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2)
+        )
+        self.head = nn.Linear(16, info.num_classes)
+
+
+def _trained(split: Split) -> BNNet:
+    torch.manual_seed(0)
+    model = BNNet(split.info)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x, y = to_float(split.train_x), split.train_y
+    for _ in range(40):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+def _ctx(model: nn.Module, split: Split, seed: int = 0) -> ProbeContext:
+    preds = Predictions.compute(model, split.test_x, split.test_y, split.test_index, batch_size=32)
+    vpreds = Predictions.compute(model, split.val_x, split.val_y, split.val_index, batch_size=32)
+    return ProbeContext(
+        model=model,
+        split=split,
+        device=torch.device("cpu"),
+        seed=seed,
+        batch_size=32,
+        predictions=preds,
+        val_predictions=vpreds,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[BNNet, Split]:
+    split = make_split(n_train=192, n_test=80, classes=3, seed=2)
+    return _trained(split), split
+
+
+def test_probe_leaves_the_model_as_it_came(trained: tuple[BNNet, Split]) -> None:
+    model, split = trained
+    model.train()  # e.g. a probe run in the middle of training
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    marker = [torch.full_like(p, 3.0) for p in model.parameters()]
+    for p, m in zip(model.parameters(), marker, strict=True):
+        p.grad = m.clone()
+    res = AdversarialProbe(**{**SMALL, "attacks": ["fgsm_linf", "pgd_linf"], "gallery_images": 0}).run(
+        _ctx(model, split)
+    )
+    assert model.training and all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k  # weights and BatchNorm running statistics
+    for p, m in zip(model.parameters(), marker, strict=True):
+        assert p.requires_grad and torch.equal(p.grad, m)  # type: ignore[arg-type]
+    for mod in model.modules():
+        assert not (mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks)
+    checks = {(r[0], r[1]): r[2] for r in res.tables[-1].rows}
+    assert checks[("model in eval mode during attacks", "model")] == "pass"
+    assert checks[("BatchNorm statistics and buffers untouched", "model")] == "pass"
+    for p in model.parameters():
+        p.grad = None
+    model.eval()
+
+
+def test_probe_numbers_tables_and_figures(trained: tuple[BNNet, Split]) -> None:
+    model, split = trained
+    model.eval()
+    ctx = _ctx(model, split)
+    res = build_probe("adversarial", {**SMALL, "confusion_epsilon": 0.1}).run(ctx)
+    m = res.metrics
+    assert all(math.isfinite(v) for v in m.values())
+    assert m["n_images"] == 48
+    # epsilon 0 is clean accuracy; accuracy falls under attack; robust accuracy is the worst case.
+    for spec in ("fgsm_linf", "pgd_linf"):
+        assert m[f"{spec}.acc_eps0"] == m["clean_accuracy"]
+        assert m[f"{spec}.acc_eps0.2"] <= m[f"{spec}.acc_eps0.05"]
+    assert m["pgd_l2.acc_eps0"] == m["clean_accuracy"]
+    assert m["robust_accuracy"] <= min(m["fgsm_linf.acc_eps0.2"], m["pgd_linf.acc_eps0.2"])
+    assert m["epsilon"] == 0.2 and m["l2_epsilon"] == 1.0  # the default reporting epsilon is the largest
+    assert m["clean_accuracy"] > 0.8 and m["pgd_linf.acc_eps0.2"] < m["clean_accuracy"]
+    # The whole-test-set FGSM matches an independent run of the attack, and the confusion matrix counts it.
+    x, y = to_float(split.test_x), split.test_y
+    with inference_scope(model):
+        adv = FGSM().perturb(model, x, y, 0.1)
+        acc = float((model(adv).argmax(1) == y).float().mean())
+    assert m["fgsm_test_set.accuracy"] == pytest.approx(acc)
+    cm = torch.tensor(res.data["adversarial_confusion"])
+    assert int(cm.sum()) == len(y) and float(cm.diag().sum()) / len(y) == pytest.approx(acc)
+    titles = [t.title for t in res.tables]
+    assert titles == [
+        "Accuracy versus L-inf epsilon",
+        "Accuracy versus L2 epsilon",
+        "Robust accuracy per class",
+        "Validity checks",
+    ]
+    checks = res.tables[-1].rows
+    assert {r[2] for r in checks} <= {"pass", "fail"} and len(checks) >= 10
+    assert sum(r[2] == "fail" for r in checks) == m["checks_failed"] == len(res.warnings)
+    assert {"accuracy_vs_epsilon_linf", "accuracy_vs_epsilon_l2", "adversarial_confusion"} <= set(res.figures)
+    galleries = [s for s in res.figures if s.startswith("gallery_pgd_linf")]
+    assert len(galleries) == 3  # one per non-zero epsilon
+    assert all(s in res.captions for s in res.figures)
+    assert len(res.data["index"]) == 48 and len(res.data["robust_correct"]["linf"]) == 48
+
+
+def test_probe_is_reproducible_from_the_seed(trained: tuple[BNNet, Split]) -> None:
+    model, split = trained
+    model.eval()
+    settings = {**SMALL, "attacks": ["pgd_linf"], "convergence_check": False, "gallery_images": 0}
+    a = AdversarialProbe(**settings).run(_ctx(model, split, seed=5))
+    b = AdversarialProbe(**settings).run(_ctx(model, split, seed=5))
+    assert a.metrics == b.metrics
+    assert a.data["index"] == b.data["index"]
+
+
+class Quantized(Classifier):
+    """Rounds its input (zero input gradient everywhere) and counts its calls in a buffer."""
+
+    def __init__(self, info: DatasetInfo) -> None:
+        super().__init__(info.mean, info.std)
+        self.register_buffer("calls", torch.zeros(()))
+        self.head = nn.Linear(info.channels * info.height * info.width, info.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1  # a side effect the buffer check must catch
+        return torch.round(x * 4).flatten(1) / 4
+
+
+def test_failed_checks_become_warnings() -> None:
+    split = make_split(n_test=30, classes=3)
+    torch.manual_seed(0)
+    model = Quantized(split.info)
+    res = AdversarialProbe(attacks=["fgsm_linf"], epsilons=[0.0, 0.1], max_images=0).run(_ctx(model, split))
+    failed = {r[0] for r in res.tables[-1].rows if r[2] == "fail"}
+    assert "input gradients are non-zero" in failed
+    assert "BatchNorm statistics and buffers untouched" in failed
+    assert any("all-zero input gradient" in w for w in res.warnings)
+    assert res.metrics["n_images"] == 30  # max_images=0 attacks every test image
+
+
+def test_stratified_subset_and_defaults() -> None:
+    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    idx = stratified_subset(labels, 20, torch.Generator().manual_seed(0))
+    assert torch.equal(idx, idx.sort().values) and len(set(idx.tolist())) == 20
+    assert torch.bincount(labels[idx], minlength=3).tolist() == [12, 6, 2]
+    assert torch.equal(idx, stratified_subset(labels, 20, torch.Generator().manual_seed(0)))
+    assert torch.equal(stratified_subset(labels, None, torch.Generator()), torch.arange(100))
+    gray = default_threat_models(DatasetInfo("f", tuple("abc"), 1, 28, 28, (0.5,), (0.5,)))
+    assert gray["linf"].epsilons[0] == 0.0 and gray["linf"].epsilon == 0.1 and len(gray["linf"].epsilons) >= 6
+    color = default_threat_models(DatasetInfo("c", tuple("abc"), 3, 32, 32, (0.5,) * 3, (0.5,) * 3))
+    assert color["linf"].epsilon == pytest.approx(8 / 255) and color["l2"].epsilon == 0.5
+    with pytest.raises(ConfigError):
+        build_probe("adversarial", {"attacks": ["cw_linf"]})
+    with pytest.raises(ConfigError):
+        build_probe("adversarial", {"epsilons": [-0.1]})
