@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.logging import RichHandler
@@ -39,16 +39,12 @@ def run(
     config: Annotated[
         Path | None, typer.Argument(help="YAML config (default: the Fashion-MNIST study)")
     ] = None,
-    preset: Annotated[Optional[str], typer.Option(help="quick | default")] = None,  # noqa: UP045
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override: key=value, repeatable")
-    ] = None,
-    out: Annotated[Optional[Path], typer.Option(help="run directory (default runs/<name>-<time>)")] = None,  # noqa: UP045
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="stress-test this saved model, no training")
-    ] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="continue an interrupted run directory")] = None,  # noqa: UP045
-    data_root: Annotated[Optional[Path], typer.Option(help="where the dataset files are")] = None,  # noqa: UP045
+    preset: Annotated[str | None, typer.Option(help="quick | default")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: key=value, repeatable")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (default runs/<name>-<time>)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="stress-test this saved model, no training")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue an interrupted run directory")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="where the dataset files are")] = None,
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="skip unreadable images, counting them")
     ] = False,

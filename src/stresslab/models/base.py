@@ -11,6 +11,9 @@ from torch import Tensor, nn
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` as a layer, so every caller passes [0, 1] images."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))

@@ -87,7 +87,9 @@ def render(run_dir: str | Path | RunDir) -> dict[str, float]:
     metrics = flat_metrics(results)
     atomic_write_json(run.metrics, metrics)
 
-    cfg: dict[str, Any] = yaml.safe_load(run.config.read_text(encoding="utf-8")) if run.config.is_file() else {}
+    cfg: dict[str, Any] = {}
+    if run.config.is_file():
+        cfg = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
     env_rec = read_json(run.env) if run.env.is_file() else {}
     failed = {
         p.name[: -len(".failed.json")]: read_json(p).get("error", "")
