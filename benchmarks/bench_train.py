@@ -42,7 +42,9 @@ def torchvision_root(tmp: Path) -> Path:
     return tmp
 
 
-def reference_epoch(root: Path, info, n_images: int, batch_size: int, device, workers: int) -> float:
+def reference_epoch(
+    root: Path, info, n_images: int, batch_size: int, device, workers: int, model_name: str
+) -> float:
     """Images/s of the hand-written loop over the first ``n_images`` training images."""
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
@@ -51,7 +53,7 @@ def reference_epoch(root: Path, info, n_images: int, batch_size: int, device, wo
     ds = Subset(datasets.FashionMNIST(str(root), train=True, download=False, transform=tf), range(n_images))
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers)
     torch.manual_seed(0)
-    model = build_model("custom_cnn", info).to(device)
+    model = build_model(model_name, info).to(device)
     model.normalize.mean.zero_()  # the loader normalizes already; keep the work identical otherwise
     model.normalize.std.fill_(1.0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -99,11 +101,12 @@ def main() -> None:
         "--workers", type=int, default=0, help="reference DataLoader workers (the studies use 0-2)"
     )
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default="custom_cnn", help="a registered model name")
     args = ap.parse_args()
     device = pick_device(args.device)
     split = load_split("fashion_mnist", val_fraction=0.0)
     info = split.info
-    summary = model_summary(build_model("custom_cnn", info), info)
+    summary = model_summary(build_model(args.model, info), info)
     train_gflop_per_image = 3 * summary["gflops"]  # forward + backward ~ 3x forward
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,10 +114,9 @@ def main() -> None:
         modes = [("off", "off"), ("off", "on")] if device.type == "cpu" else [("off", "off"), ("bf16", "on")]
         ref, ours = [], {m: [] for m in modes}
         for r in range(args.repeats + 1):  # first round warms up and is dropped
-            a = reference_epoch(root, info, args.images, args.batch_size, device, args.workers)
+            a = reference_epoch(root, info, args.images, args.batch_size, device, args.workers, args.model)
             b = {
-                m: stresslab_epoch(split, args.images, args.batch_size, device, "custom_cnn", *m)
-                for m in modes
+                m: stresslab_epoch(split, args.images, args.batch_size, device, args.model, *m) for m in modes
             }
             if r > 0:
                 ref.append(a)
@@ -122,7 +124,7 @@ def main() -> None:
                     ours[m].append(b[m])
     ref_med = statistics.median(ref)
     print(
-        f"device {device}, torch threads {torch.get_num_threads()}, custom_cnn "
+        f"device {device}, torch threads {torch.get_num_threads()}, {args.model} "
         f"{summary['params']:,} params, {summary['gflops'] * 1e3:.1f} MFLOP forward per image"
     )
     print(f"{args.images} images per epoch, batch {args.batch_size}, Adam, {args.repeats} repeats (medians)")

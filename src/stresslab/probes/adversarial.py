@@ -363,7 +363,7 @@ class AdversarialProbe(Probe):
         failed = [c for c in checks if c[2] == "fail"]
         res.metrics["checks_failed"] = float(len(failed))
         for c in failed:
-            res.warnings.append(f"{c[0]} ({c[1]}): {c[3]}")
+            res.warnings.append(f"check failed: {c[0]} ({c[1]}): {c[3]}")
 
         self._tables(res, runs, threats, robust, clean_correct, y, names, checks, conv_runs)
         self._figures(res, runs, threats, full, y_all, names, conf_eps, x, y, gallery_idx, clean_preds)
