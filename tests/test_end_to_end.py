@@ -202,3 +202,48 @@ def test_hostile_class_names_are_escaped(tmp_path: Path) -> None:
     assert "<script>alert(1)" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "a&amp;b" in html
+
+
+def test_every_registered_probe_runs_in_one_quick_run(tmp_path: Path, fmnist_root: str) -> None:
+    from stresslab.probes import PROBES
+
+    out = tmp_path / "all"
+    _run(
+        [
+            "run",
+            "--quiet",
+            "--preset",
+            "quick",
+            "--out",
+            str(out),
+            "--data-root",
+            fmnist_root,
+            *FAST,
+            "--set",
+            "data.test_subset=120",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "probes.adversarial={max_images: 40, convergence_check: false}",
+            "--set",
+            "probes.corruption={max_images: 40, severities: [1, 5]}",
+        ]
+    )
+    assert (out / "DONE").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in PROBES.names():
+        assert (out / "results" / f"{name}.json").is_file(), name
+        assert any(k.startswith(f"{name}.") for k in metrics), name
+    html = (out / "report.html").read_text()
+    for name in PROBES.names():
+        assert f'id="probe-{name}"' in html
+
+
+def test_list_shows_every_registry() -> None:
+    from stresslab.data import DATASETS
+    from stresslab.models import MODELS
+    from stresslab.probes import PROBES
+
+    out = _run(["list"])
+    for name in [*DATASETS.names(), *MODELS.names(), *PROBES.names(), "pgd", "gaussian_noise"]:
+        assert name in out
