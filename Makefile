@@ -29,5 +29,6 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup  ## side-by-side benchmarks against peer implementations
+bench:  ## side-by-side benchmarks against peer implementations (installs the peers)
+	@bash scripts/setup.sh dev,bench
 	$(BIN)/python benchmarks/run_all.py

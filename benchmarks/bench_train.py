@@ -95,6 +95,7 @@ def stresslab_epoch(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=12800, help="images per timed epoch")
+    ap.add_argument("--quick", action="store_true", help="6,400 images per epoch")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument(
@@ -103,6 +104,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--model", default="custom_cnn", help="a registered model name")
     args = ap.parse_args()
+    if args.quick:
+        args.images = 6400
     device = pick_device(args.device)
     split = load_split("fashion_mnist", val_fraction=0.0)
     info = split.info
