@@ -76,6 +76,11 @@ class TrainConfig(_Strict):
 DEFAULT_PROBES = ("evaluation", "failures", "explain", "calibration", "adversarial", "corruption")
 
 
+def run_name(cfg: RunConfig) -> str:
+    """The run's name: ``cfg.name``, else ``<dataset>-<model>``."""
+    return cfg.name or f"{cfg.data.dataset}-{cfg.model.name}"
+
+
 def _default_probes() -> dict[str, dict[str, Any]]:
     return {name: {} for name in DEFAULT_PROBES}
 
@@ -83,7 +88,7 @@ def _default_probes() -> dict[str, dict[str, Any]]:
 class RunConfig(_Strict):
     """A whole run: data, model, training, probes (name -> settings) and report."""
 
-    name: str = "study"
+    name: str | None = None  # default: "<dataset>-<model>"
     seed: int = 0
     device: str = "auto"
     threads: int | None = Field(None, ge=1)

@@ -118,7 +118,7 @@ def execute(
         run = RunDir.open(resume)
         cfg = config_mod.resolve(run.config)
     else:
-        run = RunDir.create(out or default_run_path(cfg.name))
+        run = RunDir.create(out or default_run_path(config_mod.run_name(cfg)))
     with run.lock():
         return _execute(cfg, run, checkpoint, resume is not None, show_progress)
 

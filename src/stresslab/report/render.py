@@ -113,7 +113,7 @@ def render(run_dir: str | Path | RunDir) -> dict[str, float]:
         _env()
         .get_template("report.html.j2")
         .render(
-            title=f"stresslab report: {cfg.get('name', run.path.name)}",
+            title=f"stresslab report: {cfg.get('name') or run.path.name}",
             run_name=run.path.name,
             cfg=cfg,
             cfg_yaml=yaml.safe_dump(cfg, sort_keys=False),
