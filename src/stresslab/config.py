@@ -117,7 +117,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "probes": {
             "evaluation": {},
             "failures": {},
-            "explain": {"n_high_confidence": 4, "n_uncertain": 2, "n_correct_per_class": 0},
+            "explain": {"n_high_confidence": 4, "n_uncertain": 2},
             "calibration": {},
             "adversarial": {"max_images": 300},
             "corruption": {"max_images": 300, "severities": [1, 3, 5]},
