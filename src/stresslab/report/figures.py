@@ -73,7 +73,7 @@ def grid(n: int, ncols: int, cell: float = 1.6) -> tuple[Figure, np.ndarray]:
     """A figure with ``n`` cells in rows of ``ncols``; unused cells are hidden. Returns flat axes."""
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + 0.3), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, 1.25 * cell * nrows + 0.4), squeeze=False)
     flat = axes.ravel()
     for ax in flat[n:]:
         ax.axis("off")
