@@ -70,6 +70,33 @@ def reference_epoch(
     return n_images / (time.perf_counter() - t0)
 
 
+def compute_only(split: Split, n_images: int, batch_size: int, device, model_name: str) -> float:
+    """Images/s of forward, backward and Adam on ready-made contiguous batches: no data path.
+
+    The reference's model work, with its data loading removed; the ratio of this to the
+    reference is the most any data path can gain without changing the arithmetic.
+    """
+    torch.manual_seed(0)
+    model = build_model(model_name, split.info).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = [
+        (
+            split.train_x[i : i + batch_size].float().div(255).to(device),
+            split.train_y[i : i + batch_size].to(device),
+        )
+        for i in range(0, n_images, batch_size)
+    ]
+    t0 = time.perf_counter()
+    for x, y in batches:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return n_images / (time.perf_counter() - t0)
+
+
 def stresslab_epoch(
     split: Split, n_images: int, batch_size: int, device, model_name: str, amp: str, channels_last: str
 ) -> float:
@@ -115,14 +142,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = torchvision_root(Path(tmp))
         modes = [("off", "off"), ("off", "on")] if device.type == "cpu" else [("off", "off"), ("bf16", "on")]
-        ref, ours = [], {m: [] for m in modes}
+        ref, bare, ours = [], [], {m: [] for m in modes}
         for r in range(args.repeats + 1):  # first round warms up and is dropped
             a = reference_epoch(root, info, args.images, args.batch_size, device, args.workers, args.model)
             b = {
                 m: stresslab_epoch(split, args.images, args.batch_size, device, args.model, *m) for m in modes
             }
+            c = compute_only(split, args.images, args.batch_size, device, args.model)
             if r > 0:
                 ref.append(a)
+                bare.append(c)
                 for m in modes:
                     ours[m].append(b[m])
     ref_med = statistics.median(ref)
@@ -134,6 +163,11 @@ def main() -> None:
     print(
         f"  reference (DataLoader + ToTensor/Normalize, {args.workers} workers): {ref_med:8.0f} img/s  "
         f"{ref_med * train_gflop_per_image:6.1f} GFLOP/s"
+    )
+    bare_med = statistics.median(bare)
+    print(
+        f"  model work alone, contiguous, no data path:{'':11}{bare_med:8.0f} img/s  "
+        f"{bare_med * train_gflop_per_image:6.1f} GFLOP/s  ratio {bare_med / ref_med:.2f}x (ceiling)"
     )
     for (amp, cl), vals in ours.items():
         med = statistics.median(vals)
