@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -78,3 +79,12 @@ def fmnist_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("fmnist")
     write_fashion_mnist(root, n_train=1200, n_test=400, seed=0)
     return str(root)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures() -> Iterator[None]:
+    """Probes return open matplotlib figures; tests that do not save them close them here."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
