@@ -129,6 +129,7 @@ def test_checkpoint_run_skips_training(quick_run: Path, fmnist_root: str, tmp_pa
         ]
     )
     assert not (out / "checkpoints" / "last.pt").exists()
+    assert (out / "results" / "evaluation" / "loss_curves.png").is_file()  # history travels with best.pt
     a = json.loads((quick_run / "metrics.json").read_text())["evaluation.accuracy"]
     b = json.loads((out / "metrics.json").read_text())["evaluation.accuracy"]
     assert a == b

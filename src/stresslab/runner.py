@@ -126,8 +126,7 @@ def execute(
 def _execute(
     cfg: RunConfig, run: RunDir, checkpoint: str | Path | None, resuming: bool, show_progress: bool
 ) -> RunOutcome:
-    for name in cfg.probes:
-        PROBES.get(name)  # unknown probe names fail before any work
+    # Unknown probes and settings fail here, before any work.
     probes = {name: build_probe(name, settings) for name, settings in cfg.probes.items()}
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -157,12 +156,15 @@ def _execute(
 
     history: list[dict[str, float]] = []
     training_record = run.path / "training.json"
+    source_record = run.path / "source_checkpoint.json"
+    if resuming and checkpoint is None and source_record.is_file():
+        checkpoint = read_json(source_record)["path"]  # a probe-only run keeps probing its model
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
         check_compatible(ckpt, cfg.model.name, info, checkpoint)
         load_weights(model, ckpt["state_dict"], checkpoint)
         history = list(ckpt.get("history", []))
-        atomic_write_json(run.path / "source_checkpoint.json", {"path": str(Path(checkpoint).resolve())})
+        atomic_write_json(source_record, {"path": str(Path(checkpoint).resolve())})
     elif resuming and training_record.is_file():
         load_weights(model, load_checkpoint(_final_weights(run))["state_dict"], run.path)
         history = read_json(run.history)

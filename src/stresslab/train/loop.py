@@ -260,7 +260,9 @@ def train(
                 if use_cuda:
                     rng["cuda"] = torch.cuda.get_rng_state()
                 if improved:
-                    save_checkpoint(checkpoint_dir / "best.pt", model, {**meta, "epoch": epoch})
+                    save_checkpoint(
+                        checkpoint_dir / "best.pt", model, {**meta, "epoch": epoch, "history": result.history}
+                    )
                 save_checkpoint(
                     checkpoint_dir / "last.pt",
                     model,
