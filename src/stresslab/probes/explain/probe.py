@@ -64,6 +64,17 @@ def _paired_gain_test(q: _MethodQuality, random_q: _MethodQuality) -> tuple[int,
     return wins, p if math.isfinite(p) else 1.0
 
 
+def _difference_p(a: Tensor, b: Tensor) -> float:
+    """Two-sided Mann-Whitney U p-value that samples ``a`` and ``b`` differ (1.0 if undefined)."""
+    from scipy.stats import mannwhitneyu
+
+    a, b = a[torch.isfinite(a)], b[torch.isfinite(b)]
+    if len(a) == 0 or len(b) == 0:
+        return 1.0
+    p = float(mannwhitneyu(a.double().numpy(), b.double().numpy(), alternative="two-sided").pvalue)
+    return p if math.isfinite(p) else 1.0
+
+
 @dataclass
 class _MethodQuality:
     deletion: Tensor  # (N, S+1)
@@ -457,11 +468,18 @@ class ExplainProbe(Probe):
                     f"background share for {who} is undefined (no such cases with attribution)"
                 )
         if math.isfinite(e) and math.isfinite(c):
+            p_value = _difference_p(share[is_err], share[~is_err])
+            res.metrics["background_share_p"] = p_value
+            verdict = (
+                f"a difference a two-sided Mann-Whitney U test supports (p = {p_value:.3g})"
+                if p_value < self.faithfulness_alpha
+                else f"a difference these {len(cases)} images do not establish "
+                f"(two-sided Mann-Whitney U p = {p_value:.3g})"
+            )
             res.summary.append(
                 f"With {methods[head].label}, errors put {e:.0%} of their attribution on the background "
-                f"versus "
-                f"{c:.0%} for correct predictions (the background covers {area_e:.0%} and {area_c:.0%} of "
-                f"those images)."
+                f"versus {c:.0%} for correct predictions (the background covers {area_e:.0%} and "
+                f"{area_c:.0%} of those images): {verdict}."
             )
         res.tables.append(
             Table(
