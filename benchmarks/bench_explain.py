@@ -8,7 +8,7 @@ with the maps checked equal (max abs difference). Grad-CAM maps per second: stre
 model, layer and batch, with the Pearson correlation of the upsampled maps (both bilinear
 with half-pixel centers; Pearson ignores pytorch-grad-cam's min-max scaling).
 
-Model: the repo's ``custom_cnn`` (seed 001's CNN) on 1x28x28 Fashion-MNIST test images
+Model: the repo's ``custom_cnn`` (the default model) on 1x28x28 Fashion-MNIST test images
 (random images when the Debian files are absent). Medians over repeats, measured
 alternately in one process.
 

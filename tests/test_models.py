@@ -104,7 +104,7 @@ def test_normalization_is_inside_the_model(name: str) -> None:
 
 
 def test_small_images_96_and_seed_shapes() -> None:
-    # Seed 000: 3x32x32 -> 128x4x4 = 2048 flattened; seed 001: 1x28x28 -> 64x7x7 = 3136.
+    # simple_cnn: 3x32x32 -> 128x4x4 = 2048 flattened; custom_cnn: 1x28x28 -> 64x7x7 = 3136.
     simple = build_model("simple_cnn", make_info(3, 32, 32, classes=10))
     assert simple.body.fc1.in_features == 2048
     custom = build_model("custom_cnn", make_info(1, 28, 28, classes=10))

@@ -1,5 +1,5 @@
-"""A plain CNN built from a list of widths: the architecture study of seed 003, and the base of
-``simple_cnn`` and ``custom_cnn``.
+"""A plain CNN built from a list of widths, as in depth/filters studies on mini-ImageNet;
+the base of ``simple_cnn`` and ``custom_cnn``.
 
 Layout: ``body.block1 .. body.blockN`` (each ``convs`` -> ``pool`` -> ``drop``), an optional
 global average pool, flatten, hidden FC layers (``fc1``, ``relu1``, ``drop1``, ...), then
@@ -173,7 +173,9 @@ def configurable_cnn(
     conv_dropout: float = 0.0,
     global_pool: bool = False,
 ) -> Classifier:
-    """The configurable CNN of seed 003 (its best run by default: filters [32, 64, 128], FC [256, 128]).
+    """The configurable CNN of a mini-ImageNet depth/filters study.
+
+    Its best run is the default: filters [32, 64, 128], FC [256, 128].
 
     ``filters``: one stage per entry, each ``convs_per_block`` 3x3 convs of that width.
     ``fc``: hidden fully connected widths before the K-way head. ``downsample``: ``"maxpool"``

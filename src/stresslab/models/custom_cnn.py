@@ -1,4 +1,4 @@
-"""``custom_cnn``: the controlled-capacity CNN of seed 001, stresslab's default model."""
+"""``custom_cnn``: the controlled-capacity CNN of a Fashion-MNIST study, stresslab's default model."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def custom_cnn(
     dropout: float = 0.5,
 ) -> Classifier:
     """Two stages of 2 x (3x3 conv + BatchNorm + ReLU) -> 2x2 max-pool -> dropout, then
-    flatten -> FC ``fc`` -> ReLU -> dropout -> FC K (seed 001's baseline, 92.97-93.21% test
+    flatten -> FC ``fc`` -> ReLU -> dropout -> FC K (that study's baseline, 92.97-93.21% test
     accuracy on Fashion-MNIST after 15 epochs of Adam).
 
     ``widths`` gives one stage per entry (default 32 and 64 filters); ``conv_dropout`` is the

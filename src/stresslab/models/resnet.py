@@ -1,4 +1,4 @@
-"""``resnet18``: torchvision's ResNet-18 adapted to small images (seeds 001 and 002).
+"""``resnet18``: torchvision's ResNet-18 adapted to small images (3x3 stem, no max-pool).
 
 He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (arXiv:1512.03385).
 """

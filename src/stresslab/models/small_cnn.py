@@ -1,4 +1,4 @@
-"""``simple_cnn``: the three-block baseline CNN of seed 000."""
+"""``simple_cnn``: the three-block baseline CNN of a CIFAR-10 study."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from stresslab.models.factory import MODELS
 @MODELS.register("simple_cnn")
 def simple_cnn(info: DatasetInfo, *, dropout: float = 0.0) -> Classifier:
     """Three blocks of 3x3 conv (pad 1) + ReLU + 2x2 max-pool with 32, 64 and 128 filters, then
-    flatten -> FC 256 -> ReLU -> [dropout] -> FC K (seed 000's SimpleCNN; on 3x32x32 inputs the
+    flatten -> FC 256 -> ReLU -> [dropout] -> FC K (that study's SimpleCNN; on 3x32x32 inputs the
     flattened map is 128x4x4 = 2,048).
 
     ``dropout`` is the rate after the hidden FC layer (0 = none, as in the seed).

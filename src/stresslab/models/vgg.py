@@ -1,4 +1,4 @@
-"""``vgg16`` and ``vgg19``: torchvision's VGG layer configs adapted to small images (seed 001).
+"""``vgg16`` and ``vgg19``: torchvision's VGG layer configs adapted to small images.
 
 Simonyan and Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition",
 ICLR 2015 (arXiv:1409.1556).

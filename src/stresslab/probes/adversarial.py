@@ -27,7 +27,7 @@ from stresslab.scoped import inference_scope
 _BOUND_SLACK = 1e-5
 
 # Default sweeps, in [0, 1] pixel units. Grayscale: up to 0.1 as on (Fashion-)MNIST and in
-# seed 004; color: up to 16/255 around the usual 8/255 of CIFAR-10 and SVHN. L2 radii are
+# an SVHN FGSM study; color: up to 16/255 around the usual 8/255 of CIFAR-10 and SVHN. L2 radii are
 # the usual ones for 28x28x1 (1.5) and 32x32x3 (0.5) images, scaled by sqrt(d / d_ref) for
 # other sizes d so that the per-pixel change stays comparable.
 _GRAY_LINF = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1)
