@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib
 
@@ -100,6 +100,23 @@ def image_gallery(
     return fig
 
 
+def _annotate(ax: plt.Axes, matrix: np.ndarray, fmt: str, dark: Callable[[float], bool]) -> None:
+    """Write each cell's value in it: white on cells ``dark(value)`` says are dark, else black."""
+    rows, cols = matrix.shape
+    for i in range(rows):
+        for j in range(cols):
+            v = matrix[i, j]
+            ax.text(
+                j,
+                i,
+                format(v, fmt),
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if dark(v) else "black",
+            )
+
+
 def matrix_figure(
     matrix: np.ndarray,
     labels: Sequence[str],
@@ -120,18 +137,7 @@ def matrix_figure(
         ax.set_yticks(range(k), labels, fontsize=7)
     if k <= 20:
         hi = float(np.max(matrix)) if matrix.size else 0.0
-        for i in range(k):
-            for j in range(k):
-                v = matrix[i, j]
-                ax.text(
-                    j,
-                    i,
-                    format(v, fmt),
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if hi and v > hi / 2 else "black",
-                )
+        _annotate(ax, matrix, fmt, dark=lambda v: bool(hi) and v > hi / 2)  # "Blues": high is dark
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -188,18 +194,7 @@ def heatmap_figure(
     lo = float(np.min(matrix)) if vmin is None else vmin
     hi = float(np.max(matrix)) if vmax is None else vmax
     mid = (lo + hi) / 2
-    for i in range(rows):
-        for j in range(cols):
-            v = matrix[i, j]
-            ax.text(
-                j,
-                i,
-                format(v, fmt),
-                ha="center",
-                va="center",
-                fontsize=6,
-                color="black" if v > mid else "white",
-            )
+    _annotate(ax, matrix, fmt, dark=lambda v: v <= mid)  # "viridis": low is dark
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
