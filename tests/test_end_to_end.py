@@ -169,6 +169,16 @@ def test_resume_continues_an_interrupted_run(quick_run: Path, tmp_path: Path) ->
     )
 
 
+def test_resume_without_a_validation_set(tmp_path: Path, fmnist_root: str) -> None:
+    out = tmp_path / "noval"
+    args = ["--set", "data.val_fraction=0", "--set", "probes=[evaluation]", *FAST]
+    _run(["run", "--quiet", "--out", str(out), "--data-root", fmnist_root, *args])
+    (out / "results" / "evaluation.json").unlink()
+    (out / "DONE").unlink()
+    _run(["run", "--quiet", "--resume", str(out)])
+    assert (out / "DONE").is_file()
+
+
 def test_hostile_class_names_are_escaped(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     names = np.array(["<script>alert(1)</script>", "a&b", '"quoted"'])

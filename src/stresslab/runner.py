@@ -167,7 +167,10 @@ def _execute(
         atomic_write_json(source_record, {"path": str(Path(checkpoint).resolve())})
     elif resuming and training_record.is_file():
         load_weights(model, load_checkpoint(_final_weights(run))["state_dict"], run.path)
-        history = read_json(run.history)
+        # Strict JSON stored NaN (no validation set) as null; the probes expect floats.
+        history = [
+            {k: float("nan") if v is None else v for k, v in r.items()} for r in read_json(run.history)
+        ]
     elif cfg.train.epochs > 0:
         state = None
         if resuming and run.last_checkpoint.is_file():
