@@ -224,6 +224,7 @@ def _execute(
         val_predictions=val_preds,
         history=history,
         progress=progress,
+        sample_seed=cfg.data.split_seed,
     )
 
     outcome = RunOutcome(run)

@@ -12,8 +12,8 @@ from stresslab.data.datasets import (
     channel_stats,
     convert_images,
     load_split,
-    stratified_sample,
 )
+from stresslab.data.sampling import stratified_sample
 
 __all__ = [
     "DATASETS",

@@ -6,6 +6,26 @@ from stresslab.probes import corruption as _corruption  # noqa: F401
 from stresslab.probes import evaluation as _evaluation  # noqa: F401
 from stresslab.probes import explain as _explain  # noqa: F401
 from stresslab.probes import failures as _failures  # noqa: F401
-from stresslab.probes.base import PROBES, Probe, ProbeContext, ProbeResult, Table, build_probe, register_probe
+from stresslab.probes.base import (
+    PROBES,
+    Headline,
+    Offer,
+    Probe,
+    ProbeContext,
+    ProbeResult,
+    Table,
+    build_probe,
+    register_probe,
+)
 
-__all__ = ["PROBES", "Probe", "ProbeContext", "ProbeResult", "Table", "build_probe", "register_probe"]
+__all__ = [
+    "PROBES",
+    "Headline",
+    "Offer",
+    "Probe",
+    "ProbeContext",
+    "ProbeResult",
+    "Table",
+    "build_probe",
+    "register_probe",
+]

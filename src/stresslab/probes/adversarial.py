@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -18,7 +17,8 @@ from stresslab.attacks import ATTACKS, Attack, perturbation_norms
 from stresslab.attacks.base import NORMS, Norm, check_epsilon, check_norm, input_gradient
 from stresslab.data.base import DatasetInfo, to_float
 from stresslab.errors import ConfigError
-from stresslab.probes.base import Probe, ProbeContext, ProbeResult, Table, register_probe
+from stresslab.metrics.confusion import confusion_counts
+from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, Table, register_probe
 from stresslab.report.figures import image_gallery, line_figure, matrix_figure
 from stresslab.scoped import inference_scope
 
@@ -158,6 +158,9 @@ class AdversarialProbe(Probe):
     robust accuracy (a fraction) the doubled runs may cause; ``tolerance`` the rise in
     accuracy (a fraction) allowed by the monotonicity and PGD-versus-FGSM checks.
     """
+
+    order = 50
+    headlines = (Headline("robust_accuracy", "robust accuracy", percent=True),)
 
     def __init__(
         self,
@@ -390,7 +393,7 @@ class AdversarialProbe(Probe):
             "epsilons": {n: list(tm.epsilons) for n, tm in threats.items()},
             "accuracy": {r.spec: r.accuracy() for r in runs},
             "confusion_epsilon": conf_eps,
-            "adversarial_confusion": _confusion(y_all, full.preds[0], len(names)).tolist(),
+            "adversarial_confusion": confusion_counts(y_all, full.preds[0], len(names)).tolist(),
             "checks": [{"check": c[0], "scope": c[1], "result": c[2], "detail": c[3]} for c in checks],
             "settings": {**self.attack_settings, "max_images": self.max_images},
         }
@@ -663,7 +666,7 @@ class AdversarialProbe(Probe):
                 ylabel="accuracy",
             )
             res.captions[stem] = f"Accuracy on {len(y)} test images versus the {label} radius of the attack."
-        cm = _confusion(y_all, full.preds[0], len(names))
+        cm = confusion_counts(y_all, full.preds[0], len(names))
         res.figures["adversarial_confusion"] = matrix_figure(
             cm, names, title=f"FGSM L-inf, epsilon {conf_eps:.4g}", xlabel="predicted under attack"
         )
@@ -699,9 +702,3 @@ class AdversarialProbe(Probe):
                 f"{gallery_run.spec} at epsilon {e:.4g}: clean image (true: predicted), the change amplified "
                 "(gray = 0), and the adversarial image with the prediction and its confidence."
             )
-
-
-def _confusion(y: Tensor, pred: Tensor, k: int) -> np.ndarray:
-    """Counts (k, k): rows true class, columns predicted class."""
-    flat = y.long() * k + pred.long()
-    return torch.bincount(flat, minlength=k * k).view(k, k).numpy()

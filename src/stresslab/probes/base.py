@@ -11,12 +11,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from stresslab.data.base import DatasetInfo, Split
+from stresslab.data.sampling import stratified_sample
 from stresslab.errors import ConfigError
 from stresslab.registry import Registry
 
@@ -34,6 +35,29 @@ class Table:
     columns: list[str]
     rows: list[list[Any]]
     caption: str = ""
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A metric a probe puts on the report's summary cards.
+
+    ``metric`` is the key in ``ProbeResult.metrics``; ``label`` may name settings the probe
+    saved in ``data["settings"]`` as ``{key}`` (e.g. ``"ECE ({n_bins} bins)"``);
+    ``percent`` shows the value as a percentage.
+    """
+
+    metric: str
+    label: str
+    percent: bool = False
+
+
+class Offer:
+    """Base of the typed records a probe hands to later probes (``Probe.offers``).
+
+    Subclasses are dataclasses of JSON-safe fields: the runner saves them with the result
+    (``asdict``) and rebuilds them with ``cls(**saved)`` when a run is resumed, so a later
+    probe reads the same typed object either way (:meth:`ProbeContext.offer`).
+    """
 
 
 @dataclass
@@ -55,6 +79,10 @@ class ProbeResult:
     warnings: list[str] = field(default_factory=list)
     summary: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    offer: Offer | None = None
+
+
+OfferT = TypeVar("OfferT", bound=Offer)
 
 
 @dataclass
@@ -63,7 +91,9 @@ class ProbeContext:
 
     ``results`` holds the results of probes that ran earlier in this run (see
     ``Probe.requires``). ``progress(description, total)`` returns a context manager
-    yielding an ``advance(n)`` callable for a progress bar.
+    yielding an ``advance(n)`` callable for a progress bar. ``sample_seed`` seeds
+    :meth:`sample`; it does not depend on the training seed, so runs of a study that share
+    their data draw the same test images.
     """
 
     model: nn.Module
@@ -76,6 +106,8 @@ class ProbeContext:
     history: list[dict[str, float]] = field(default_factory=list)
     results: dict[str, ProbeResult] = field(default_factory=dict)
     progress: Callable[[str, int], Any] | None = None
+    sample_seed: int = 0
+    samples: dict[str, int] = field(default_factory=dict)
 
     @property
     def info(self) -> DatasetInfo:
@@ -84,6 +116,33 @@ class ProbeContext:
     def generator(self, salt: int = 0) -> torch.Generator:
         """A CPU generator seeded from the run seed (plus ``salt``), for reproducible draws."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
+
+    def sample(self, n: int | None, purpose: str) -> Tensor:
+        """Sorted test-set positions (n,) of a seeded class-stratified sample of size ``n``.
+
+        Every probe that asks for the same ``n`` gets the same positions (and a larger ``n``
+        contains a smaller one class by class), so their per-image results join; ``None``,
+        0 or ``n >= N`` returns every position. ``purpose`` (e.g. ``"adversarial"``) is
+        recorded in ``samples`` for the run's record.
+        """
+        total = len(self.predictions.labels)
+        size = total if not n or n >= total else int(n)
+        self.samples[purpose] = size
+        if size == total:
+            return torch.arange(total)
+        return stratified_sample(self.predictions.labels, size, seed=self.sample_seed)
+
+    def offer(self, probe: str, kind: type[OfferT]) -> OfferT | None:
+        """The typed record ``probe`` offered in this run, or ``None`` if it did not run.
+
+        Raises ``TypeError`` when ``probe`` offered something other than ``kind``.
+        """
+        res = self.results.get(probe)
+        if res is None or res.offer is None:
+            return None
+        if not isinstance(res.offer, kind):
+            raise TypeError(f"probe {probe} offers {type(res.offer).__name__}, not {kind.__name__}")
+        return res.offer
 
     def track(self, description: str, total: int) -> AbstractContextManager[Callable[[int], None]]:
         """Progress context: ``with ctx.track("occlusion", n) as advance: advance(1)``."""
@@ -111,11 +170,17 @@ class Probe(ABC):
     """Base class. Subclasses take keyword-only settings in ``__init__``.
 
     ``requires`` names probes whose results this one reads from ``ctx.results``; the
-    runner runs them first.
+    runner runs them first. ``headlines`` are the metrics shown on the report's summary
+    cards, ``order`` places the probe's section in the report (lower first; equal orders
+    go by name), and ``offers`` is the :class:`Offer` type the probe puts in
+    ``ProbeResult.offer`` for later probes.
     """
 
     name: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
+    headlines: ClassVar[tuple[Headline, ...]] = ()
+    order: ClassVar[int] = 100
+    offers: ClassVar[type[Offer] | None] = None
 
     @abstractmethod
     def run(self, ctx: ProbeContext) -> ProbeResult:

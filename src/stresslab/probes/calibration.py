@@ -13,7 +13,7 @@ from stresslab.metrics.calibration import (
     fit_temperature,
     reliability_bins,
 )
-from stresslab.probes.base import Probe, ProbeContext, ProbeResult, Table, register_probe
+from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, Table, register_probe
 
 # Metrics shown before and after temperature scaling, with their labels in the table.
 _COMPARED = {
@@ -118,6 +118,9 @@ class CalibrationProbe(Probe):
     the fitted temperature to ``[1 / max_temperature, max_temperature]``.
     """
 
+    order = 40
+    headlines = (Headline("ece", "ECE ({n_bins} bins)"),)
+
     def __init__(self, *, n_bins: int = DEFAULT_BINS, max_temperature: float = 20.0) -> None:
         if n_bins < 1:
             raise ValueError(f"n_bins must be >= 1, got {n_bins}")
@@ -128,6 +131,7 @@ class CalibrationProbe(Probe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         res = ProbeResult()
+        res.data["settings"] = {"n_bins": self.n_bins, "max_temperature": self.max_temperature}
         logits, labels = ctx.predictions.logits, ctx.predictions.labels
         n = len(labels)
         before = calibration_summary(logits, labels, self.n_bins)

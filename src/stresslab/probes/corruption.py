@@ -24,7 +24,15 @@ from stresslab.corruptions import CORRUPTIONS, SEVERITIES
 from stresslab.data.base import to_float
 from stresslab.errors import ConfigError
 from stresslab.metrics.calibration import expected_calibration_error
-from stresslab.probes.base import Probe, ProbeContext, ProbeResult, Table, batched_forward, register_probe
+from stresslab.probes.base import (
+    Headline,
+    Probe,
+    ProbeContext,
+    ProbeResult,
+    Table,
+    batched_forward,
+    register_probe,
+)
 from stresslab.report.figures import heatmap_figure, line_figure, plt, show_image
 from stresslab.scoped import inference_scope
 
@@ -73,6 +81,9 @@ class CorruptionProbe(Probe):
     default all), ``max_images`` (class-stratified seeded subset of the test set; 0 or None:
     all), ``n_bins`` (equal-width ECE bins, 15).
     """
+
+    order = 60
+    headlines = (Headline("mean_corruption_accuracy", "corruption accuracy", percent=True),)
 
     def __init__(
         self,

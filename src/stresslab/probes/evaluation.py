@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import torch.nn.functional as F
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import precision_recall_fscore_support
 
-from stresslab.probes.base import Probe, ProbeContext, ProbeResult, Table, register_probe
+from stresslab.metrics.confusion import confusion_counts, row_normalized, top_confused_pairs
+from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, Table, register_probe
 from stresslab.report.figures import line_figure, matrix_figure
 
 
@@ -36,6 +37,9 @@ class EvaluationProbe(Probe):
     curves with the generalization gap per epoch.
     """
 
+    order = 10
+    headlines = (Headline("accuracy", "test accuracy", percent=True), Headline("macro_f1", "macro F1"))
+
     def __init__(self, *, top_pairs: int = 10, overfit_tolerance: float = 0.02) -> None:
         if top_pairs < 1:
             raise ValueError(f"top_pairs must be >= 1, got {top_pairs}")
@@ -52,10 +56,9 @@ class EvaluationProbe(Probe):
             res.warnings.append("the test set is empty; nothing was evaluated")
             return res
 
-        cm = confusion_matrix(y, yhat, labels=list(range(k)))
+        cm = confusion_counts(p.labels, p.preds, k)
         support = cm.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cm_norm = np.where(support[:, None] > 0, cm / np.maximum(support[:, None], 1), 0.0)
+        cm_norm = row_normalized(cm)
         prec, rec, f1, _ = precision_recall_fscore_support(
             y, yhat, labels=list(range(k)), average=None, zero_division=0
         )
@@ -96,10 +99,7 @@ class EvaluationProbe(Probe):
                 ],
             )
         )
-        off = cm.copy()
-        np.fill_diagonal(off, 0)
-        flat = np.argsort(off, axis=None)[::-1][: self.top_pairs]
-        pairs = [(int(i // k), int(i % k)) for i in flat if off.flat[i] > 0]
+        pairs = top_confused_pairs(cm, self.top_pairs)
         res.tables.append(
             Table(
                 "Most confused pairs",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from stresslab.data.base import to_float
-from stresslab.probes.base import Probe, ProbeContext, ProbeResult, Table, register_probe
+from stresslab.metrics.confusion import confusion_counts, top_confused_pairs
+from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, Table, register_probe
 from stresslab.report.figures import image_gallery
 
 
@@ -36,6 +36,9 @@ class FailuresProbe(Probe):
     (confidence >= ``threshold``), the most uncertain predictions (highest entropy) and
     galleries for the most confused class pairs. Each case keeps its test-set index.
     """
+
+    order = 20
+    headlines = (Headline("n_high_confidence_errors", "confident errors"),)
 
     requires = ("evaluation",)
 
@@ -131,13 +134,8 @@ class FailuresProbe(Probe):
             ctx.results["evaluation"].data.get("confused_pairs", []) if "evaluation" in ctx.results else []
         )
         if not pairs and errors:
-            counts = np.zeros((len(names), len(names)), dtype=int)
-            for r in errors:
-                counts[r["true"], r["pred"]] += 1
-            flat = np.argsort(counts, axis=None)[::-1][: self.n_pairs]
-            pairs = [
-                {"true": int(i // len(names)), "pred": int(i % len(names))} for i in flat if counts.flat[i]
-            ]
+            cm = confusion_counts(p.labels, p.preds, len(names))
+            pairs = [{"true": t, "pred": q} for t, q in top_confused_pairs(cm, self.n_pairs)]
         for j, pair in enumerate(pairs[: self.n_pairs]):
             t, q = pair["true"], pair["pred"]
             recs = [r for r in errors if r["true"] == t and r["pred"] == q][: self.per_pair]

@@ -9,7 +9,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from stresslab.probes.base import ProbeResult, Table
+from stresslab.probes.base import PROBES, ProbeResult, Table
 from stresslab.rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
 
 
@@ -26,8 +26,11 @@ def save_result(run: RunDir, probe: str, result: ProbeResult, seconds: float) ->
         rel = f"{probe}/{stem}.png"
         atomic_write_bytes(run.results / rel, buf.getvalue())
         figures.append({"file": rel, "caption": result.captions.get(stem, "")})
+    cls = PROBES.get(probe) if probe in PROBES else None
     record = {
         "probe": probe,
+        "order": cls.order if cls else 100,
+        "headlines": [asdict(h) for h in cls.headlines] if cls else [],
         "seconds": seconds,
         "metrics": result.metrics,
         "tables": [asdict(t) for t in result.tables],
@@ -35,6 +38,7 @@ def save_result(run: RunDir, probe: str, result: ProbeResult, seconds: float) ->
         "warnings": result.warnings,
         "summary": result.summary,
         "data": result.data,
+        "offer": asdict(result.offer) if result.offer is not None else None,  # type: ignore[call-overload]
     }
     atomic_write_json(run.result_json(probe), record)
     return record
@@ -51,4 +55,8 @@ def load_result(path: str | Path) -> ProbeResult:
         data=dict(rec.get("data", {})),
     )
     res.data["figure_files"] = rec.get("figures", [])
+    probe = rec.get("probe", Path(path).stem)
+    offered = rec.get("offer")
+    if offered is not None and probe in PROBES and PROBES.get(probe).offers is not None:
+        res.offer = PROBES.get(probe).offers(**offered)  # type: ignore[misc]
     return res

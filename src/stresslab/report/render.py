@@ -12,19 +12,6 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from stresslab.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 
-# Probes in report order; others follow alphabetically.
-SECTION_ORDER = ["evaluation", "failures", "explain", "calibration", "adversarial", "corruption"]
-
-# Headline metrics for the summary cards: (probe, metric, label, is_percentage).
-HEADLINES = [
-    ("evaluation", "accuracy", "test accuracy", True),
-    ("evaluation", "macro_f1", "macro F1", False),
-    ("failures", "n_high_confidence_errors", "confident errors", False),
-    ("calibration", "ece", "ECE (15 bins)", False),
-    ("adversarial", "robust_accuracy", "robust accuracy", True),
-    ("corruption", "mean_corruption_accuracy", "corruption accuracy", True),
-]
-
 
 def fmt(value: Any) -> str:
     """Numbers for humans: ints as is, floats with 4 significant digits; None as a dash."""
@@ -71,10 +58,31 @@ def _data_uri(path: Path) -> str:
 
 
 def load_results(run: RunDir) -> dict[str, dict[str, Any]]:
-    """Saved probe records in report order."""
+    """Saved probe records in report order: each probe's declared ``order``, then name."""
     found = {p.stem: read_json(p) for p in run.results.glob("*.json") if not p.name.endswith(".failed.json")}
-    order = [n for n in SECTION_ORDER if n in found] + sorted(n for n in found if n not in SECTION_ORDER)
-    return {n: found[n] for n in order}
+    return dict(sorted(found.items(), key=lambda kv: (kv[1].get("order", 100), kv[0])))
+
+
+def headline_cards(results: dict[str, dict[str, Any]], metrics: dict[str, float]) -> list[dict[str, str]]:
+    """Summary cards from the headlines each probe declared (``Probe.headlines``).
+
+    A label's ``{key}`` placeholders are filled from the probe's saved ``data["settings"]``;
+    a declared metric the probe did not produce is skipped.
+    """
+    cards = []
+    for probe, rec in results.items():
+        settings = rec.get("data", {}).get("settings", {})
+        for h in rec.get("headlines", []):
+            key = f"{probe}.{h['metric']}"
+            if key not in metrics:
+                continue
+            try:
+                label = h["label"].format(**settings)
+            except (KeyError, IndexError, ValueError):
+                label = h["label"]
+            value = f"{metrics[key]:.2%}" if h.get("percent") else fmt(metrics[key])
+            cards.append({"label": label, "value": value})
+    return cards
 
 
 def render(run_dir: str | Path | RunDir) -> dict[str, float]:
@@ -104,11 +112,7 @@ def render(run_dir: str | Path | RunDir) -> dict[str, float]:
             if path.is_file():
                 figures.append({"src": _data_uri(path), "caption": f.get("caption", ""), "name": f["file"]})
         sections.append({"name": name, "rec": rec, "figures": figures})
-    headlines = [
-        {"label": label, "value": f"{metrics[f'{p}.{m}']:.2%}" if pct else fmt(metrics[f"{p}.{m}"])}
-        for p, m, label, pct in HEADLINES
-        if f"{p}.{m}" in metrics
-    ]
+    headlines = headline_cards(results, metrics)
     html = (
         _env()
         .get_template("report.html.j2")

@@ -113,6 +113,8 @@ class ExplainProbe(Probe):
     pixels are those within ``background_tolerance`` of the dataset's background value.
     """
 
+    order = 30
+
     requires = ("failures",)
 
     def __init__(
