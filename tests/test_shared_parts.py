@@ -109,3 +109,24 @@ def test_headline_cards_fill_labels_from_settings_and_skip_missing_metrics() -> 
         {"label": "ECE (20 bins)", "value": "0.0123"},
         {"label": "test accuracy", "value": "90.00%"},
     ]
+
+
+def test_failures_offers_typed_cases_that_survive_a_save_and_reload(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from stresslab.probes import build_probe
+    from stresslab.probes.failures import FailureCases
+    from stresslab.probes.storage import load_result, save_result
+    from stresslab.rundir import RunDir
+
+    ctx = _ctx()
+    res = build_probe("failures", {"threshold": 0.34}).run(ctx)
+    cases = res.offer
+    assert isinstance(cases, FailureCases)
+    wrong = set(torch.nonzero(~ctx.predictions.correct).flatten().tolist())
+    assert set(cases.errors) == wrong
+    conf = ctx.predictions.confidence
+    assert all(conf[a] >= conf[b] for a, b in zip(cases.errors, cases.errors[1:], strict=False))
+    assert set(cases.high_confidence) == {i for i in wrong if conf[i] >= 0.34}
+    run = RunDir.create(tmp_path / "run")
+    save_result(run, "failures", res, 0.0)
+    back = load_result(run.result_json("failures"))
+    assert back.offer == cases

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from stresslab.data.base import to_float
 from stresslab.metrics.confusion import confusion_counts, top_confused_pairs
-from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, Table, register_probe
+from stresslab.probes.base import Headline, Offer, Probe, ProbeContext, ProbeResult, Table, register_probe
 from stresslab.report.figures import image_gallery
 
 
@@ -30,6 +31,23 @@ def case_records(ctx: ProbeContext, positions: torch.Tensor) -> list[dict[str, A
     ]
 
 
+@dataclass
+class FailureCases(Offer):
+    """The failure lists the ``failures`` probe hands to later probes (``ctx.offer``).
+
+    Each list holds test-set positions (rows of ``ctx.split.test_x`` and
+    ``ctx.predictions``; ``ctx.predictions.index[pos]`` is the official test index).
+    ``errors``: every misclassified image, most confident first; ``high_confidence``: the
+    errors with confidence >= ``threshold`` (in [0, 1]), in the same order;
+    ``most_uncertain``: the highest-entropy predictions, most uncertain first.
+    """
+
+    errors: list[int]
+    high_confidence: list[int]
+    most_uncertain: list[int]
+    threshold: float
+
+
 @register_probe("failures")
 class FailuresProbe(Probe):
     """Misclassified test images with confidence, entropy and margin; high-confidence errors
@@ -41,6 +59,7 @@ class FailuresProbe(Probe):
     headlines = (Headline("n_high_confidence_errors", "confident errors"),)
 
     requires = ("evaluation",)
+    offers = FailureCases
 
     def __init__(
         self,
@@ -91,6 +110,12 @@ class FailuresProbe(Probe):
         )
         res.data.update(
             errors=errors, high_confidence_errors=high, most_uncertain=uncertain, threshold=self.threshold
+        )
+        res.offer = FailureCases(
+            errors=[r["position"] for r in errors],
+            high_confidence=[r["position"] for r in high],
+            most_uncertain=[r["position"] for r in uncertain],
+            threshold=self.threshold,
         )
 
         res.summary.append(
