@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -11,6 +11,9 @@ from stresslab.data.base import to_float
 from stresslab.metrics.confusion import confusion_counts, top_confused_pairs
 from stresslab.probes.base import Headline, Offer, Probe, ProbeContext, ProbeResult, Table, register_probe
 from stresslab.report.figures import image_gallery
+
+if TYPE_CHECKING:
+    from stresslab.probes.predictions import Predictions
 
 
 def case_records(ctx: ProbeContext, positions: torch.Tensor) -> list[dict[str, Any]]:
@@ -46,6 +49,20 @@ class FailureCases(Offer):
     high_confidence: list[int]
     most_uncertain: list[int]
     threshold: float
+
+    @classmethod
+    def from_predictions(cls, p: Predictions, threshold: float, n_uncertain: int) -> FailureCases:
+        """The lists for predictions ``p``: how the ``failures`` probe builds them, and how a
+        probe that needs them builds them when ``failures`` did not run."""
+        wrong = torch.nonzero(~p.correct).flatten()
+        conf = p.confidence
+        errors = wrong[torch.argsort(conf[wrong], descending=True, stable=True)]
+        return cls(
+            errors=errors.tolist(),
+            high_confidence=errors[conf[errors] >= threshold].tolist(),
+            most_uncertain=torch.argsort(p.entropy, descending=True, stable=True)[:n_uncertain].tolist(),
+            threshold=threshold,
+        )
 
 
 @register_probe("failures")
@@ -91,12 +108,12 @@ class FailuresProbe(Probe):
         names = list(ctx.info.class_names)
         res = ProbeResult()
         n = len(p.labels)
-        wrong = torch.nonzero(~p.correct).flatten()
+        cases = FailureCases.from_predictions(p, self.threshold, self.n_uncertain)
+        wrong = torch.tensor(cases.errors, dtype=torch.long)
         conf = p.confidence
-        errors = case_records(ctx, wrong[torch.argsort(conf[wrong], descending=True, stable=True)])
-        high = [r for r in errors if r["confidence"] >= self.threshold]
-        ent_order = torch.argsort(p.entropy, descending=True, stable=True)[: self.n_uncertain]
-        uncertain = case_records(ctx, ent_order)
+        errors = case_records(ctx, wrong)
+        high = errors[: len(cases.high_confidence)]
+        uncertain = case_records(ctx, torch.tensor(cases.most_uncertain, dtype=torch.long))
 
         correct_conf = conf[p.correct]
         res.metrics.update(
@@ -111,12 +128,7 @@ class FailuresProbe(Probe):
         res.data.update(
             errors=errors, high_confidence_errors=high, most_uncertain=uncertain, threshold=self.threshold
         )
-        res.offer = FailureCases(
-            errors=[r["position"] for r in errors],
-            high_confidence=[r["position"] for r in high],
-            most_uncertain=[r["position"] for r in uncertain],
-            threshold=self.threshold,
-        )
+        res.offer = cases
 
         res.summary.append(
             f"{len(errors)} of {n} test images are misclassified; {len(high)} of them with confidence "
