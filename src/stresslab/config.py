@@ -73,7 +73,15 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(1024, ge=1)
 
 
-DEFAULT_PROBES = ("evaluation", "failures", "explain", "calibration", "adversarial", "corruption")
+DEFAULT_PROBES = (
+    "evaluation",
+    "failures",
+    "explain",
+    "calibration",
+    "adversarial",
+    "corruption",
+    "representation",
+)
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -121,6 +129,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "calibration": {},
             "adversarial": {"max_images": 300},
             "corruption": {"max_images": 300, "severities": [1, 3, 5]},
+            "representation": {"max_train": 3000, "max_test": 1000, "map_points": 500},
         },
     },
 }

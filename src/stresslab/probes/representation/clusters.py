@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
 from sklearn.metrics.cluster import contingency_matrix
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 
@@ -64,13 +65,14 @@ def cluster_report(
     k = max(1, min(int(n_clusters), n))
     x = F.normalize(embeddings.float(), dim=1).numpy().astype(np.float64)
     y = labels.long().numpy()
-    km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x)
-    assign = km.labels_.astype(np.int64)
+    # One thread, as for the other scikit-learn fits here (busy machines: see linear.py).
+    with threadpool_limits(1):
+        assign = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x).labels_.astype(np.int64)
+        n_found = len(np.unique(assign))
+        sil = float(silhouette_score(x, assign, metric="euclidean")) if 2 <= n_found < n else None
     num_classes = max(int(y.max()) + 1, 1)
     table = np.zeros((k, num_classes), dtype=np.int64)
     np.add.at(table, (assign, y), 1)
-    n_found = len(np.unique(assign))
-    sil = float(silhouette_score(x, assign, metric="euclidean")) if 2 <= n_found < n else None
     return ClusterReport(
         n=n,
         n_clusters=k,

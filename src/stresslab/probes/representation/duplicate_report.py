@@ -9,7 +9,7 @@ import torch
 
 from stresslab.data.base import to_float
 from stresslab.probes.base import ProbeContext, ProbeResult, Table
-from stresslab.probes.representation.duplicates import DuplicatePair, accuracy_split
+from stresslab.probes.representation.duplicates import DuplicatePair, accuracy_split, pixel_mae
 from stresslab.probes.representation.figures import pair_gallery
 from stresslab.probes.representation.present import pct
 
@@ -75,7 +75,7 @@ def duplicate_section(
             f"{len(near)} test images have a training image with cosine similarity >= {threshold:g} in "
             f"feature space among the {n_train_sample} sampled ({n_exact_in} of them exact copies); the "
             f"model is right on {pct(on or 0.0)} of them. Near-copies in feature space can be "
-            "look-alikes: see the gallery."
+            "look-alikes: the table gives each pair's pixel difference."
         )
     cols = [
         "test index",
@@ -84,18 +84,21 @@ def duplicate_section(
         "train label",
         "similarity",
         "training copies",
+        "pixel MAE (0-255)",
         "model right",
     ]
     for kind, pairs in (("exact", exact), ("near", near)):
+        mae = pixel_mae(ctx.split.train_x, ctx.split.test_x, pairs)
         res.data[f"{kind}_duplicates"] = [
             {
                 "index": int(ctx.split.test_index[d.test]),
                 "train_index": int(ctx.split.train_index[d.train]),
                 "similarity": d.similarity,
                 "copies": d.copies,
+                "pixel_mae": m,
                 "correct": bool(p.correct[d.test]),
             }
-            for d in pairs
+            for d, m in zip(pairs, mae, strict=True)
         ]
         if not pairs:
             continue
@@ -107,9 +110,10 @@ def duplicate_section(
                 names[int(ctx.split.train_y[d.train])],
                 d.similarity,
                 d.copies,
+                m,
                 bool(p.correct[d.test]),
             ]
-            for d in pairs[:50]
+            for d, m in zip(pairs[:50], mae, strict=False)
         ]
         what = (
             "exact pixel copies (whole sets)"

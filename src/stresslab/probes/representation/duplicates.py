@@ -81,6 +81,18 @@ def near_duplicates(
     ]
 
 
+def pixel_mae(train_x: Tensor, test_x: Tensor, pairs: list[DuplicatePair]) -> list[float]:
+    """Mean absolute pixel difference of each pair, in uint8 units (0: identical, 255: opposite).
+
+    A near-duplicate in feature space with a large pixel difference is a look-alike, not a copy.
+    """
+    if not pairs:
+        return []
+    a = test_x[[d.test for d in pairs]].float().flatten(1)
+    b = train_x[[d.train for d in pairs]].float().flatten(1)
+    return (a - b).abs().mean(dim=1).tolist()
+
+
 def accuracy_split(correct: Tensor, flagged: list[int]) -> tuple[float | None, float | None]:
     """Accuracy (in [0, 1]) on the flagged test positions and on the others; ``None`` where a
     group is empty. ``correct`` is bool (M,) over the whole test set."""

@@ -28,9 +28,9 @@ def tsne_map(embeddings: Tensor, *, seed: int, perplexity: float = 30.0) -> np.n
     x = F.normalize(embeddings.float(), dim=1).numpy()
     perp = float(min(perplexity, (n - 1) / 3))
     tsne = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed)
-    # One OpenMP thread: on a busy 2-core machine the Barnes-Hut gradient ran 8x slower with
-    # two spinning threads (37 s against 4.6 s for 1,500 points, 1,000 iterations).
-    with threadpool_limits(1, user_api="openmp"):
+    # One thread: on a busy 2-core machine the Barnes-Hut gradient ran 8x slower with two
+    # spinning OpenMP threads (37 s against 4.6 s for 1,500 points, 1,000 iterations).
+    with threadpool_limits(1):
         return np.asarray(tsne.fit_transform(x), dtype=np.float64)
 
 

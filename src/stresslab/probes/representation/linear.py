@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def linear_probe(
     if len(np.unique(train_y.numpy())) < 2:
         raise ValueError("the linear probe needs at least two classes among the training embeddings")
     pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
-    with warnings.catch_warnings(record=True) as caught:
+    # One BLAS/OpenMP thread: on a shared 2-core machine two spinning threads made this fit 30x
+    # slower (3.9 s against 0.12 s for 6,000 x 256 features).
+    with warnings.catch_warnings(record=True) as caught, threadpool_limits(1):
         warnings.simplefilter("always", ConvergenceWarning)
         pipe.fit(train_emb.float().numpy(), train_y.numpy())
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)

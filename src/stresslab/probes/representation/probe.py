@@ -59,7 +59,7 @@ class RepresentationProbe(Probe):
         max_train: int | None = 10000,
         max_test: int | None = 5000,
         map_points: int = 1500,
-        near_duplicate_threshold: float = 0.995,
+        near_duplicate_threshold: float = 0.999,
         threshold: float = 0.9,
         n_pairs: int = 3,
         linear_c: float = 1.0,
