@@ -34,6 +34,7 @@ from stresslab.rundir import (
 )
 from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights
 from stresslab.train.loop import pick_device, train
+from stresslab.train.pretrain import pretraining
 
 log = logging.getLogger(__name__)
 
@@ -176,17 +177,29 @@ def _execute(
         if resuming and run.last_checkpoint.is_file():
             state = load_checkpoint(run.last_checkpoint)
             check_compatible(state, cfg.model.name, info, run.last_checkpoint)
-        result = train(
+        # Without train.pretrain this is a plain `train`; with it, SimCLR runs first.
+        with pretraining(
             model,
             split,
             cfg.train,
             device=device,
             seed=cfg.seed,
             checkpoint_dir=run.checkpoints,
+            history_path=run.path / "pretrain_history.json",
             meta=meta,
-            resume=state,
             progress=progress,
-        )
+        ):
+            result = train(
+                model,
+                split,
+                cfg.train,
+                device=device,
+                seed=cfg.seed,
+                checkpoint_dir=run.checkpoints,
+                meta=meta,
+                resume=state,
+                progress=progress,
+            )
         history = result.history
         atomic_write_json(run.history, history)
         atomic_write_json(
