@@ -195,3 +195,21 @@ def test_a_model_without_features_does_not_fail_the_run(tmp_path: Path, fmnist_r
     assert (out / "DONE").is_file()
     rec = json.loads((out / "results" / "representation.json").read_text())
     assert any("no features()" in w for w in rec["warnings"]) and rec["metrics"] == {}
+
+
+def test_simclr_configs_match_the_study_arms() -> None:
+    import yaml
+
+    from stresslab.config import resolve
+
+    root = Path(__file__).resolve().parents[1]
+    spec = yaml.safe_load((root / "studies" / "simclr_fashion_mnist.yaml").read_text())
+    base = (root / "studies" / spec["base"]).resolve()
+    assert spec["compare_to"] in spec["arms"] and spec["arms"]["supervised"] == {}
+    for arm, then in (("simclr_linear", "linear"), ("simclr_finetune", "finetune")):
+        overrides = [f"{k}={json.dumps(v)}" for k, v in spec["arms"][arm].items()]
+        from_study = resolve(base, overrides=overrides)
+        plain = resolve(root / "configs" / f"fashion_mnist_simclr_{then}.yaml")
+        assert from_study.train == plain.train and plain.train.pretrain is not None
+        assert plain.train.pretrain.then == then
+        assert from_study.model == plain.model and from_study.data == plain.data

@@ -42,7 +42,7 @@ class RepresentationProbe(Probe):
     """
 
     order = 35
-    requires = ("evaluation", "failures")
+    requires = ("failures",)
     headlines = (
         Headline("knn_accuracy", "kNN accuracy (k={k})", percent=True),
         Headline("linear_probe_accuracy", "linear probe accuracy", percent=True),
