@@ -17,7 +17,7 @@ def cosine_topk(
     keys: Tensor,
     k: int,
     *,
-    chunk: int = 1024,
+    chunk: int | None = None,
     keys_normalized: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` keys most cosine-similar to each query, most similar first.
@@ -26,7 +26,8 @@ def cosine_topk(
         queries: float (Q, D).
         keys: float (N, D) on the same device; rows of zeros have similarity 0 to everything.
         k: neighbours per query, clipped to N.
-        chunk: queries per matrix product (memory: ``chunk x N`` floats).
+        chunk: queries per matrix product (memory: ``chunk x N`` floats); default: as many as
+            keep that near 2^25 similarities (128 MiB), between 1 and 4096.
         keys_normalized: the keys already have unit L2 norm (skips normalizing them again).
 
     Returns:
@@ -42,6 +43,7 @@ def cosine_topk(
     if k <= 0 or len(queries) == 0:
         empty = torch.empty(len(queries), max(k, 0))
         return empty, empty.long()
+    chunk = chunk or max(1, min(4096, 2**25 // len(keys)))
     keys_n = keys.float() if keys_normalized else F.normalize(keys.float(), dim=1)
     keys_t = keys_n.t().contiguous()
     sims, idx = [], []
@@ -86,7 +88,7 @@ def knn_classify(
     k: int,
     num_classes: int,
     *,
-    chunk: int = 1024,
+    chunk: int | None = None,
 ) -> Tensor:
     """kNN predictions (Q,) of queries (Q, D) from labelled keys (N, D), (N,): cosine, majority
     vote with ties to the nearest (:func:`knn_vote`)."""

@@ -149,7 +149,8 @@ class RepresentationProbe(Probe):
 
         # Nearest training images of every test image, once; everything below reads them.
         width = max(self.k, self.gallery_neighbours)
-        sim, nn_idx = cosine_topk(p.embeddings, train.embeddings, width)
+        sim, nn_idx = cosine_topk(p.embeddings.to(ctx.device), train.embeddings.to(ctx.device), width)
+        sim, nn_idx = sim.cpu(), nn_idx.cpu()
         k = min(self.k, nn_idx.shape[1])
         if k < self.k:
             res.warnings.append(
