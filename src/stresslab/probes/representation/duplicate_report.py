@@ -20,7 +20,7 @@ def _title(ctx: ProbeContext, names: list[str], d: DuplicatePair, test: bool) ->
     if test:
         return f"test #{int(ctx.split.test_index[d.test])}\n{names[int(ctx.split.test_y[d.test])][:10]}"
     label = names[int(ctx.split.train_y[d.train])][:10]
-    return f"train #{int(ctx.split.train_index[d.train])}\n{label} {d.similarity:.3f}"
+    return f"train #{int(ctx.split.train_index[d.train])}\n{label} {d.similarity:.4f}"
 
 
 def _pairs_figure(ctx: ProbeContext, names: list[str], pairs: list[DuplicatePair], title: str) -> Any:
