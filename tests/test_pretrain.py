@@ -117,6 +117,23 @@ def test_linear_mode_trains_the_head_only_and_keeps_encoder_statistics() -> None
     assert all(m.training for m in model.modules())  # the freeze is undone
 
 
+def test_dropout_is_off_while_pretraining_and_restored_after() -> None:
+    split, model = _bn_model()
+    drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    seen: list[bool] = []
+    for m in drops:
+        m.register_forward_hook(lambda mod, inp, out: seen.append(mod.training))
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    bn_seen: list[bool] = []
+    bns[0].register_forward_hook(lambda mod, inp, out: bn_seen.append(mod.training))
+    model.train()
+    pretrain(model, split, _cfg(epochs=1), device=CPU, seed=0)
+    assert drops and seen and not any(seen)
+    assert any(bn_seen)  # BatchNorm trains as usual
+    model.train()
+    assert all(m.training for m in drops)
+
+
 def test_finetune_mode_trains_the_whole_model() -> None:
     split, model = _bn_model()
     tcfg = TrainConfig(epochs=1, batch_size=32, lr=0.01, pretrain=_cfg(epochs=1, then="finetune"))
