@@ -230,3 +230,48 @@ def test_simclr_configs_match_the_study_arms() -> None:
         assert from_study.train == plain.train and plain.train.pretrain is not None
         assert plain.train.pretrain.then == then
         assert from_study.model == plain.model and from_study.data == plain.data
+
+
+def test_a_run_killed_during_pretraining_resumes_to_the_same_weights(
+    tmp_path: Path, fmnist_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stresslab.train.pretrain as pretrain_mod
+    from stresslab.config import resolve
+    from stresslab.runner import execute
+
+    sets = [
+        f"data.root={fmnist_root}",
+        "data.train_subset=200",
+        "data.test_subset=50",
+        "train.epochs=1",
+        "model.args={widths: [4], fc: 8}",
+        "train.pretrain={epochs: 2, batch_size: 64, then: finetune}",
+        "probes=[evaluation]",
+    ]
+    cfg = resolve(None, overrides=sets)
+    execute(cfg, out=tmp_path / "whole", show_progress=False)
+
+    class Killed(Exception):
+        pass
+
+    real = pretrain_mod.pretrain
+
+    def killed_after_epoch_1(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def kill(record: dict[str, float]) -> None:
+            if record["epoch"] == 1:
+                raise Killed
+
+        return real(*args, **kwargs, on_epoch=kill)
+
+    monkeypatch.setattr(pretrain_mod, "pretrain", killed_after_epoch_1)
+    with pytest.raises(Killed):
+        execute(cfg, out=tmp_path / "killed", show_progress=False)
+    monkeypatch.setattr(pretrain_mod, "pretrain", real)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / PRETRAIN_LAST)["pretrain"]["epoch"] == 1
+    execute(cfg, resume=tmp_path / "killed", show_progress=False)
+
+    for name in (PRETRAIN_LAST, "last.pt"):
+        a = load_checkpoint(tmp_path / "whole" / "checkpoints" / name)["state_dict"]
+        b = load_checkpoint(tmp_path / "killed" / "checkpoints" / name)["state_dict"]
+        assert all(torch.equal(v, b[k]) for k, v in a.items()), name
+    assert (tmp_path / "killed" / "DONE").is_file()
