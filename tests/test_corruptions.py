@@ -31,7 +31,7 @@ from stresslab.data.base import DatasetInfo, Split, to_float
 from stresslab.errors import ConfigError
 from stresslab.models.base import Classifier
 from stresslab.probes.base import PROBES, ProbeContext
-from stresslab.probes.corruption import CorruptionProbe, CorruptionScores, summary
+from stresslab.probes.corruption import CorruptionGrid, CorruptionProbe, CorruptionScores, summary
 from stresslab.probes.predictions import Predictions
 
 PAPER_ORDER = [
@@ -501,11 +501,11 @@ def scores_with_accuracy(acc: np.ndarray, clean: float, n: int = 10) -> Corrupti
     for i, j in itertools.product(range(c), range(k)):
         correct[i, j, : round(acc[i, j] * n)] = 1.0
     clean_correct = (torch.arange(n) < round(clean * n)).double()
-    names = tuple(f"c{i}" for i in range(c))
+    grid = CorruptionGrid(tuple(f"c{i}" for i in range(c)), tuple(range(1, k + 1)), 15)
+    labels = torch.zeros(n, dtype=torch.long)
     return CorruptionScores(
-        names, tuple(range(1, k + 1)), torch.zeros(n, dtype=torch.long), list(range(n)),
-        correct, clean_correct, (0.1,) * c, 0.05, (0,) * c, 0, 15,
-    )  # fmt: skip
+        grid, labels, list(range(n)), correct, clean_correct, (0.1,) * c, 0.05, (0,) * c, 0
+    )
 
 
 def test_probe_warns_when_accuracy_rises_with_severity() -> None:

@@ -5,7 +5,7 @@ Perturbations", ICLR 2019. Accuracies are raw (not normalized by a reference mod
 paper's mCE is). Importing this package registers the probe. Parts, one job each:
 
 - ``compute``: corrupt the shared test sample, run the model, score it into typed records
-  (:class:`CorruptionScores`, :class:`ClassShift`, :class:`Gallery`);
+  (:class:`SampleLogits` -> :class:`CorruptionScores`, :class:`ClassShift`, :class:`Gallery`);
 - ``tables`` and ``figures``: present those records;
 - ``summary``: flat metrics, findings in words and warnings;
 - ``probe``: the settings and the run that ties them together.
@@ -14,7 +14,14 @@ Undefined values (an ECE over non-finite logits, a ratio to a zero accuracy) are
 of the metrics and are empty cells in the tables, with a warning saying why.
 """
 
-from stresslab.probes.corruption.compute import ClassShift, CorruptionScores, Gallery, corruption_salt
+from stresslab.probes.corruption.compute import (
+    ClassShift,
+    CorruptionGrid,
+    CorruptionScores,
+    Gallery,
+    SampleLogits,
+    corruption_salt,
+)
 from stresslab.probes.corruption.probe import CorruptionProbe
 from stresslab.probes.corruption.summary import FEW_IMAGES, RISE_TOLERANCE
 
@@ -22,8 +29,10 @@ __all__ = [
     "FEW_IMAGES",
     "RISE_TOLERANCE",
     "ClassShift",
+    "CorruptionGrid",
     "CorruptionProbe",
     "CorruptionScores",
     "Gallery",
+    "SampleLogits",
     "corruption_salt",
 ]

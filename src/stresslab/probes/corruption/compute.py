@@ -58,6 +58,25 @@ def mean_or_nan(values: Tensor | np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
+class CorruptionGrid:
+    """What is run: corruption names (registered), severities (sorted, in 1..5), ECE bins."""
+
+    corruptions: tuple[str, ...]
+    severities: tuple[int, ...]
+    n_bins: int
+
+
+@dataclass(frozen=True)
+class SampleLogits:
+    """Model outputs on the sample: ``clean`` (N, K) and ``corrupted[c][s]`` (N, K), with labels (N,)."""
+
+    labels: Tensor
+    test_index: list[int]
+    clean: Tensor
+    corrupted: list[list[Tensor]]
+
+
+@dataclass(frozen=True)
 class CorruptionScores:
     """Per-image correctness of the model on clean and corrupted versions of the same images.
 
@@ -68,8 +87,7 @@ class CorruptionScores:
     ``test_index`` (N,) positions in the official test set.
     """
 
-    corruptions: tuple[str, ...]
-    severities: tuple[int, ...]
+    grid: CorruptionGrid
     labels: Tensor
     test_index: list[int]
     correct: Tensor
@@ -78,7 +96,18 @@ class CorruptionScores:
     clean_ece: float
     nonfinite: tuple[int, ...]
     clean_nonfinite: int
-    n_bins: int
+
+    @property
+    def corruptions(self) -> tuple[str, ...]:
+        return self.grid.corruptions
+
+    @property
+    def severities(self) -> tuple[int, ...]:
+        return self.grid.severities
+
+    @property
+    def n_bins(self) -> int:
+        return self.grid.n_bins
 
     @property
     def n_images(self) -> int:
@@ -146,19 +175,17 @@ def clean_logits(ctx: ProbeContext, subset: Tensor, images: Tensor) -> Tensor:
     return batched_forward(ctx.model, to_float(images), ctx.batch_size, ctx.device)
 
 
-def corrupted_logits(
-    ctx: ProbeContext, images: Tensor, corruptions: Sequence[str], severities: Sequence[int]
-) -> list[list[Tensor]]:
+def corrupted_logits(ctx: ProbeContext, images: Tensor, grid: CorruptionGrid) -> list[list[Tensor]]:
     """Logits (N, K) per corruption and severity; uint8 ``images`` corrupted batch by batch on the device."""
     out: list[list[Tensor]] = []
     bs = max(1, ctx.batch_size)
     # ``track`` is typed as an iterator in the contract but returns a context manager.
-    tracker: Any = ctx.track("corruptions", len(corruptions) * len(severities))
+    tracker: Any = ctx.track("corruptions", len(grid.corruptions) * len(grid.severities))
     with tracker as advance:
-        for name in corruptions:
+        for name in grid.corruptions:
             fn = CORRUPTIONS.get(name)
             row = []
-            for s in severities:
+            for s in grid.severities:
                 gen = ctx.generator(salt=corruption_salt(name, s))
                 chunks = []
                 for i in range(0, len(images), bs):
@@ -170,31 +197,23 @@ def corrupted_logits(
     return out
 
 
-def score(
-    logits: list[list[Tensor]],
-    clean: Tensor,
-    labels: Tensor,
-    test_index: list[int],
-    corruptions: Sequence[str],
-    severities: Sequence[int],
-    n_bins: int,
-) -> CorruptionScores:
-    """Correctness and ECE from the logits of :func:`corrupted_logits` and :func:`clean_logits`."""
-    correct = torch.stack([torch.stack([hits(lg, labels) for lg in row]) for row in logits])
-    eces = tuple(calibration_error(torch.cat(row), labels.repeat(len(row)), n_bins) for row in logits)
-    nonfinite = tuple(int(sum(int((~torch.isfinite(lg).all(1)).sum()) for lg in row)) for row in logits)
+def _nonfinite_rows(logits: Tensor) -> int:
+    return int((~torch.isfinite(logits).all(1)).sum())
+
+
+def score(logits: SampleLogits, grid: CorruptionGrid) -> CorruptionScores:
+    """Correctness and ECE from the logits of :func:`clean_logits` and :func:`corrupted_logits`."""
+    labels, rows = logits.labels, logits.corrupted
     return CorruptionScores(
-        corruptions=tuple(corruptions),
-        severities=tuple(severities),
+        grid=grid,
         labels=labels,
-        test_index=test_index,
-        correct=correct,
-        clean_correct=hits(clean, labels),
-        ece=eces,
-        clean_ece=calibration_error(clean, labels, n_bins),
-        nonfinite=nonfinite,
-        clean_nonfinite=int((~torch.isfinite(clean).all(1)).sum()),
-        n_bins=n_bins,
+        test_index=logits.test_index,
+        correct=torch.stack([torch.stack([hits(lg, labels) for lg in row]) for row in rows]),
+        clean_correct=hits(logits.clean, labels),
+        ece=tuple(calibration_error(torch.cat(row), labels.repeat(len(row)), grid.n_bins) for row in rows),
+        clean_ece=calibration_error(logits.clean, labels, grid.n_bins),
+        nonfinite=tuple(sum(_nonfinite_rows(lg) for lg in row) for row in rows),
+        clean_nonfinite=_nonfinite_rows(logits.clean),
     )
 
 
@@ -215,21 +234,18 @@ def class_shifts(scores: CorruptionScores, class_names: Sequence[str]) -> list[C
 
 
 def gallery(
-    ctx: ProbeContext,
-    images: Tensor,
-    labels: Tensor,
-    clean: Tensor,
-    corruptions: Sequence[str],
-    severities: Sequence[int],
+    ctx: ProbeContext, images: Tensor, labels: Tensor, clean: Tensor, grid: CorruptionGrid
 ) -> Gallery:
     """The first correctly classified image (else the first) under every corruption and severity."""
     correct = torch.nonzero(clean.argmax(1) == labels).flatten()
     pos = int(correct[0]) if len(correct) else 0
     x = to_float(images[pos : pos + 1]).to(ctx.device)
     cells, preds = [], []
-    for name in corruptions:
+    for name in grid.corruptions:
         fn = CORRUPTIONS.get(name)
-        batch = torch.cat([fn(x, s, ctx.generator(salt=corruption_salt(name, s) + 1)) for s in severities])
+        batch = torch.cat(
+            [fn(x, s, ctx.generator(salt=corruption_salt(name, s) + 1)) for s in grid.severities]
+        )
         preds.append(ctx.model(batch).argmax(1).cpu().tolist())
         cells.append(batch.cpu())
     return Gallery(x.cpu()[0], int(labels[pos]), int(clean[pos].argmax()), cells, preds)

@@ -65,13 +65,13 @@ class CorruptionProbe(Probe):
             res.warnings.append("The test set is empty; the corruption probe measured nothing.")
             return res
 
-        names, sev = self.corruptions, self.severities
+        grid = compute.CorruptionGrid(tuple(self.corruptions), tuple(self.severities), self.n_bins)
         with inference_scope(ctx.model), torch.no_grad():
             clean = compute.clean_logits(ctx, subset, images)
-            logits = compute.corrupted_logits(ctx, images, names, sev)
-            gallery = compute.gallery(ctx, images, labels, clean, names, sev)
+            corrupted = compute.corrupted_logits(ctx, images, grid)
+            gallery = compute.gallery(ctx, images, labels, clean, grid)
         test_index = ctx.split.test_index[subset].tolist()
-        scores = compute.score(logits, clean, labels, test_index, names, sev, self.n_bins)
+        scores = compute.score(compute.SampleLogits(labels, test_index, clean, corrupted), grid)
         shifts = compute.class_shifts(scores, ctx.info.class_names)
 
         res.metrics = summary.metrics(scores, shifts)
@@ -82,8 +82,8 @@ class CorruptionProbe(Probe):
         res.summary = summary.summary(scores, shifts)
         res.warnings = summary.warnings(scores)
         res.data = {
-            "corruptions": names,
-            "severities": sev,
+            "corruptions": self.corruptions,
+            "severities": self.severities,
             "accuracy": [[defined(float(v)) for v in row] for row in scores.accuracy],
             "ece": [defined(e) for e in scores.ece],
             "clean_accuracy": defined(scores.clean_accuracy),
