@@ -289,17 +289,26 @@ def write_npz(
     channels: int = 3,
     class_names: tuple[str, ...] | None = ("a", "b", "c", "d"),
     drop: str | None = None,
+    train_labels: list[int] | None = None,
+    test_labels: list[int] | None = None,
     seed: int = 0,
 ) -> Written:
     """A ``.npz`` with ``x_train, y_train, x_test, y_test`` (+ ``class_names``) in ``layout``.
 
     ``layout`` is ``"nhwc"``, ``"nchw"`` or ``"nhw"`` (grayscale); ``as_float`` stores
-    images as float32 in [0, 1]; ``drop`` leaves one key out.
+    images as float32 in [0, 1]; ``drop`` leaves one key out. ``train_labels`` /
+    ``test_labels`` replace the balanced labels (and set ``n_train`` / ``n_test``).
     """
     num_classes = len(class_names) if class_names else 4
     c = 1 if layout == "nhw" else channels
+    n_train = len(train_labels) if train_labels is not None else n_train
+    n_test = len(test_labels) if test_labels is not None else n_test
     train_x, train_y = class_images(n_train, c, 12, 10, num_classes, seed)
     test_x, test_y = class_images(n_test, c, 12, 10, num_classes, seed + 1)
+    if train_labels is not None:
+        train_y = np.asarray(train_labels, dtype=np.int64)
+    if test_labels is not None:
+        test_y = np.asarray(test_labels, dtype=np.int64)
 
     def store(x: np.ndarray) -> np.ndarray:
         out: np.ndarray = {"nhwc": x.transpose(0, 2, 3, 1), "nchw": x, "nhw": x[:, 0]}[layout]

@@ -42,7 +42,10 @@ class Split:
     tensors of shape (N,). ``train_index`` / ``val_index`` are the positions of the
     training and validation images in the dataset's official training set, and
     ``test_index`` the positions in its official test set, so a case keeps one identity
-    across runs and subsets.
+    across runs and subsets. ``skipped`` lists files a loader left out (``skip_bad``);
+    ``warnings`` are sentences about the data that make results untrustworthy (a test class
+    never seen in training, classes with few training images), already logged, for the top
+    of the report.
     """
 
     info: DatasetInfo
@@ -56,6 +59,7 @@ class Split:
     val_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     test_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.train_index.numel() == 0:
