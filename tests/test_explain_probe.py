@@ -330,3 +330,19 @@ def test_undefined_values_are_left_out_not_written_as_numbers() -> None:
     assert "A dash" in shares.caption and "A dash" in per_class.caption
     assert any("undefined: every image's gain over random maps is zero" in s for s in res.summary)
     assert all(c["gradcam"]["randomization_spearman"] is None for c in res.data["cases"])
+
+
+def test_shipped_configs_and_quick_preset_use_the_methods_form(caplog: pytest.LogCaptureFixture) -> None:
+    from pathlib import Path
+
+    from stresslab import config
+
+    files = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    resolved = [config.resolve(f) for f in files] + [config.resolve(preset="quick")]
+    with caplog.at_level(logging.WARNING, logger="stresslab.probes.explain.settings"):
+        built = [build_probe("explain", cfg.probes["explain"]) for cfg in resolved if "explain" in cfg.probes]
+    assert len(built) >= 4
+    assert "deprecated" not in caplog.text
+    for probe in built:
+        assert isinstance(probe, ExplainProbe)
+        assert probe.methods["occlusion"].used_settings() == {"window": 8, "stride": 2, "fill": "gray"}
