@@ -117,7 +117,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "probes": {
             "evaluation": {},
             "failures": {},
-            "explain": {"n_high_confidence": 4, "n_uncertain": 2},
+            "explain": {
+                "n_high_confidence": 4,
+                "n_uncertain": 2,
+                "methods": {
+                    "gradcam": {},
+                    "saliency": {},
+                    "smoothgrad": {"samples": 20},
+                    "occlusion": {"window": 8, "stride": 2, "fill": "gray"},
+                },
+            },
             "calibration": {},
             "adversarial": {"max_images": 300},
             "corruption": {"max_images": 300, "severities": [1, 3, 5]},

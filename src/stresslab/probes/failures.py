@@ -10,6 +10,7 @@ import torch
 from stresslab.data.base import to_float
 from stresslab.metrics.confusion import confusion_counts, top_confused_pairs
 from stresslab.probes.base import Headline, Offer, Probe, ProbeContext, ProbeResult, Table, register_probe
+from stresslab.probes.predictions import Predictions
 from stresslab.report.figures import image_gallery
 
 
@@ -46,6 +47,28 @@ class FailureCases(Offer):
     high_confidence: list[int]
     most_uncertain: list[int]
     threshold: float
+
+
+def failure_cases(p: Predictions, threshold: float, n_uncertain: int) -> FailureCases:
+    """The failure lists of predictions ``p``: every error by confidence (highest first,
+    ties in test order), those with confidence >= ``threshold`` (in [0, 1]) in the same
+    order, and the ``n_uncertain`` highest-entropy predictions (highest first).
+
+    The one derivation of these lists: the ``failures`` probe offers it, and a probe that
+    runs without ``failures`` calls it on the predictions.
+    """
+    conf = p.confidence
+    wrong = torch.nonzero(~p.correct).flatten()
+    errors = wrong[torch.argsort(conf[wrong], descending=True, stable=True)]
+    # float64: the threshold is compared as written, not rounded to float32
+    high = errors[conf[errors].double() >= threshold]
+    uncertain = torch.argsort(p.entropy, descending=True, stable=True)[: max(0, n_uncertain)]
+    return FailureCases(
+        errors=errors.tolist(),
+        high_confidence=high.tolist(),
+        most_uncertain=uncertain.tolist(),
+        threshold=threshold,
+    )
 
 
 @register_probe("failures")
@@ -91,12 +114,11 @@ class FailuresProbe(Probe):
         names = list(ctx.info.class_names)
         res = ProbeResult()
         n = len(p.labels)
-        wrong = torch.nonzero(~p.correct).flatten()
+        cases = failure_cases(p, self.threshold, self.n_uncertain)
         conf = p.confidence
-        errors = case_records(ctx, wrong[torch.argsort(conf[wrong], descending=True, stable=True)])
-        high = [r for r in errors if r["confidence"] >= self.threshold]
-        ent_order = torch.argsort(p.entropy, descending=True, stable=True)[: self.n_uncertain]
-        uncertain = case_records(ctx, ent_order)
+        errors = case_records(ctx, torch.tensor(cases.errors, dtype=torch.long))
+        high = errors[: len(cases.high_confidence)]
+        uncertain = case_records(ctx, torch.tensor(cases.most_uncertain, dtype=torch.long))
 
         correct_conf = conf[p.correct]
         res.metrics.update(
@@ -104,19 +126,14 @@ class FailuresProbe(Probe):
             error_rate=len(errors) / n if n else 0.0,
             n_high_confidence_errors=len(high),
             high_confidence_share_of_errors=len(high) / len(errors) if errors else 0.0,
-            mean_confidence_errors=float(conf[wrong].mean()) if errors else 0.0,
+            mean_confidence_errors=float(conf[~p.correct].mean()) if errors else 0.0,
             mean_confidence_correct=float(correct_conf.mean()) if len(correct_conf) else 0.0,
             threshold=self.threshold,
         )
         res.data.update(
             errors=errors, high_confidence_errors=high, most_uncertain=uncertain, threshold=self.threshold
         )
-        res.offer = FailureCases(
-            errors=[r["position"] for r in errors],
-            high_confidence=[r["position"] for r in high],
-            most_uncertain=[r["position"] for r in uncertain],
-            threshold=self.threshold,
-        )
+        res.offer = cases
 
         res.summary.append(
             f"{len(errors)} of {n} test images are misclassified; {len(high)} of them with confidence "

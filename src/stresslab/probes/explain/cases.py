@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from stresslab.probes.base import ProbeContext
+from stresslab.probes.failures import FailureCases, failure_cases
 from stresslab.probes.predictions import Predictions
 
 HIGH_CONFIDENCE = "high-confidence error"
@@ -48,20 +49,6 @@ def _case(p: Predictions, position: int, kind: str) -> Case:
     )
 
 
-def derive_failures(p: Predictions, min_confidence: float) -> dict[str, list[dict[str, Any]]]:
-    """The lists the ``failures`` probe provides, computed from predictions: errors with
-    confidence >= ``min_confidence`` by confidence (highest first), and all predictions
-    by entropy (highest first)."""
-    wrong = (~p.correct) & (p.confidence >= min_confidence)
-    pos = torch.nonzero(wrong).flatten()
-    conf_order = pos[torch.argsort(p.confidence[pos], descending=True, stable=True)]
-    ent_order = torch.argsort(p.entropy, descending=True, stable=True)
-    return {
-        "high_confidence_errors": [_case(p, int(i), HIGH_CONFIDENCE).to_dict() for i in conf_order],
-        "most_uncertain": [_case(p, int(i), UNCERTAIN).to_dict() for i in ent_order[:100]],
-    }
-
-
 def select_cases(
     ctx: ProbeContext,
     *,
@@ -69,23 +56,26 @@ def select_cases(
     n_uncertain: int,
     n_correct_per_class: int,
     min_confidence: float,
-) -> tuple[list[Case], bool]:
+) -> tuple[list[Case], FailureCases | None]:
     """Cases in report order: high-confidence errors, uncertain predictions, then up to
     ``n_correct_per_class`` correct predictions per true class (drawn with the run's seed).
-    Returns the cases and whether the lists came from the ``failures`` probe."""
+
+    The failure lists come from the ``failures`` probe's offer; when it did not run they are
+    derived from the predictions by the same function (errors with confidence >=
+    ``min_confidence``). Returns the cases and the offer (``None`` when derived).
+    """
     p = ctx.predictions
-    failures = ctx.results.get("failures")
-    from_failures = failures is not None and "high_confidence_errors" in failures.data
-    lists = failures.data if failures is not None and from_failures else derive_failures(p, min_confidence)
+    offered = ctx.offer("failures", FailureCases)
+    # Enough uncertain ones: at most n_high_confidence of them are already taken.
+    lists = offered or failure_cases(p, min_confidence, n_high_confidence + n_uncertain)
     cases: list[Case] = []
     seen: set[int] = set()
-    for key, kind, limit in (
-        ("high_confidence_errors", HIGH_CONFIDENCE, n_high_confidence),
-        ("most_uncertain", UNCERTAIN, n_uncertain),
+    for positions, kind, limit in (
+        (lists.high_confidence, HIGH_CONFIDENCE, n_high_confidence),
+        (lists.most_uncertain, UNCERTAIN, n_uncertain),
     ):
         taken = 0
-        for row in lists.get(key, []):
-            position = int(row["position"])
+        for position in positions:
             if taken >= limit:
                 break
             if position in seen:
@@ -103,4 +93,4 @@ def select_cases(
             for position in chosen:
                 seen.add(position)
                 cases.append(_case(p, position, CORRECT))
-    return cases, from_failures
+    return cases, offered
