@@ -14,7 +14,7 @@ from stresslab.data.base import DatasetInfo, Split, to_float
 from stresslab.errors import ConfigError
 from stresslab.models.base import Classifier
 from stresslab.probes import build_probe
-from stresslab.probes.adversarial import AdversarialProbe, default_threat_models, stratified_subset
+from stresslab.probes.adversarial import AdversarialProbe, default_threat_models
 from stresslab.probes.base import ProbeContext
 from stresslab.probes.predictions import Predictions
 from stresslab.scoped import inference_scope
@@ -176,13 +176,7 @@ def test_failed_checks_become_warnings() -> None:
     assert res.metrics["n_images"] == 30  # max_images=0 attacks every test image
 
 
-def test_stratified_subset_and_defaults() -> None:
-    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
-    idx = stratified_subset(labels, 20, torch.Generator().manual_seed(0))
-    assert torch.equal(idx, idx.sort().values) and len(set(idx.tolist())) == 20
-    assert torch.bincount(labels[idx], minlength=3).tolist() == [12, 6, 2]
-    assert torch.equal(idx, stratified_subset(labels, 20, torch.Generator().manual_seed(0)))
-    assert torch.equal(stratified_subset(labels, None, torch.Generator()), torch.arange(100))
+def test_default_threat_models_and_bad_settings() -> None:
     gray = default_threat_models(DatasetInfo("f", tuple("abc"), 1, 28, 28, (0.5,), (0.5,)))
     assert gray["linf"].epsilons[0] == 0.0 and gray["linf"].epsilon == 0.1 and len(gray["linf"].epsilons) >= 6
     color = default_threat_models(DatasetInfo("c", tuple("abc"), 3, 32, 32, (0.5,) * 3, (0.5,) * 3))

@@ -71,7 +71,7 @@ def test_l2_attacks_reach_the_linear_worst_case() -> None:
     torch.testing.assert_close(pgd, expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["fgsm", "pgd"])
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "mifgsm"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_adversarial_images_stay_within_epsilon_and_the_box(name: str, norm: str) -> None:
     split = make_split(n_test=40)
@@ -80,7 +80,7 @@ def test_adversarial_images_stay_within_epsilon_and_the_box(name: str, norm: str
     x = split.test_x.float() / 255
     x[:5] = 1.0  # saturated images: the box constraint binds
     x[5:10] = 0.0
-    attack = ATTACKS.get(name)(norm=norm)
+    attack = ATTACKS.get(f"{name}_{norm}")()
     for eps in (0.0, 0.03, 0.5):
         with inference_scope(model):
             out = attack.run(model, x, split.test_y, eps, generator=torch.Generator().manual_seed(0))
@@ -184,7 +184,7 @@ def test_attacks_leave_parameter_gradients_and_mode_alone() -> None:
 
 
 def test_attack_settings_are_validated() -> None:
-    assert ATTACKS.names() == ["fgsm", "pgd"]
+    assert ATTACKS.names()[:2] == ["fgsm_linf", "fgsm_l2"]
     with pytest.raises(ConfigError):
         PGD(norm="l1")
     with pytest.raises(ConfigError):
