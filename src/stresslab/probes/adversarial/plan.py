@@ -43,7 +43,7 @@ def build_attacks(attacks: AttackSpec, legacy: Mapping[str, Any]) -> dict[str, A
     if isinstance(attacks, str):
         attacks = [attacks]
     if isinstance(attacks, Mapping):
-        items = [(str(k), v or {}) for k, v in attacks.items()]
+        items = [(str(k), {} if v is None else v) for k, v in attacks.items()]
     else:
         items = [(str(k), {}) for k in dict.fromkeys(attacks)]
     if not items:

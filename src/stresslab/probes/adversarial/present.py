@@ -47,8 +47,7 @@ def tables(res: SweepResult, checks: Sequence[Check], names: Sequence[str]) -> l
                 ["epsilon"] + [r.name for r in runs] + ["worst case"],
                 rows,
                 caption=f"{n} test images; epsilon in [0, 1] pixel units ({tm.label} norm of the change); "
-                "worst case per image over the attacks in this table."
-                + (_BLANK if blank else ""),
+                "worst case per image over the attacks in this table." + (_BLANK if blank else ""),
             )
         )
     norms = res.norms()
