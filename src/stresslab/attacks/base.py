@@ -1,5 +1,6 @@
 """What every attack shares: the threat model (an L-p ball in [0, 1] pixel units), the loss,
-input gradients, projection onto the ball and the [0, 1] box, and the ``ATTACKS`` registry.
+input gradients, projection onto the ball and the [0, 1] box, and the :class:`Attack` base
+with its capabilities (the ``ATTACKS`` registry is in :mod:`stresslab.attacks.registry`).
 
 Images are float tensors (N, C, H, W) in [0, 1]; normalization stays inside the model, so an
 epsilon of 0.1 means 0.1 of the full pixel range whatever the dataset's mean and std.
