@@ -111,3 +111,22 @@ def test_early_stopping_and_schedule() -> None:
     assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
     assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
     assert lr_factor(99, 100, 0, "constant") == 1.0
+
+
+def test_early_stopping_without_validation_counts_a_falling_loss_above_one() -> None:
+    # Ten classes: the loss starts near log(10) = 2.3 and stays above 1 while it falls.
+    split = make_split(n_val=0, classes=10, size=12)
+    torch.manual_seed(0)
+    model = TinyNet(split.info)
+    res = train(
+        model,
+        split,
+        _cfg(epochs=6, lr=3e-3, early_stopping_patience=2, augment=AugmentConfig()),
+        device=torch.device("cpu"),
+        seed=0,
+    )
+    losses = [r["train_loss"] for r in res.history]
+    assert min(losses) > 1.0
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False))
+    assert not res.stopped_early and len(res.history) == 6
+    assert res.best_epoch == 6

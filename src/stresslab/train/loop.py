@@ -156,7 +156,9 @@ def train(
     )
 
     result = TrainResult()
-    best_acc, bad_epochs, start_epoch = -1.0, 0, 1
+    # The score to beat starts below any score: validation accuracy, or minus the mean
+    # training loss when there is no validation set (which can be any negative number).
+    best_acc, bad_epochs, start_epoch = -math.inf, 0, 1
     best_state: dict[str, Tensor] | None = None
     if resume is not None:
         model.load_state_dict(resume["state_dict"])
