@@ -60,20 +60,13 @@ def loss_explosion(history: Sequence[dict[str, Any]], num_classes: int) -> str |
 
 
 def non_finite_message(
-    loss: float,
-    epoch: int,
-    step: int,
-    steps_per_epoch: int,
-    checkpoint_dir: Path | None,
-    saved_epoch: int | None,
-    best_epoch: int,
+    where: str, checkpoint_dir: Path | None, saved_epoch: int | None, best_epoch: int
 ) -> str:
-    """The error for a NaN/Inf loss: where it happened and which checkpoints hold what.
+    """The error for a NaN/Inf loss: ``where`` it happened and which checkpoints hold what.
 
     ``saved_epoch`` is the last epoch whose ``last.pt`` this training wrote (or resumed
-    from), ``None`` when it wrote none yet; ``best_epoch`` the epoch in ``best.pt``.
+    from), ``None`` when it wrote none yet; ``best_epoch`` the epoch in ``best.pt`` (0: none).
     """
-    where = f"loss became {loss} at epoch {epoch}, step {step}/{steps_per_epoch}"
     if checkpoint_dir is None:
         kept = "no checkpoints are written by this training"
     elif saved_epoch is None:

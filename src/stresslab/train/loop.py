@@ -25,7 +25,7 @@ from stresslab.config import TrainConfig
 from stresslab.data.base import Split, to_float
 from stresslab.errors import TrainingDiverged
 from stresslab.progress import ProgressReporter
-from stresslab.train.checkpoint import save_checkpoint
+from stresslab.train.checkpoint import rng_states, save_checkpoint, set_rng_states
 from stresslab.train.divergence import loss_explosion, non_finite_message
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,7 @@ def train(
     )
     adv = cfg.adversarial
     adv_gen = torch.Generator(device=device).manual_seed(seed + 2)
+    generators = {"shuffle": shuffle_gen, "augment": aug_gen, "adversarial": adv_gen}  # saved for resume
 
     model.to(device)
     if channels_last:
@@ -168,12 +169,7 @@ def train(
         model.load_state_dict(resume["state_dict"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        shuffle_gen.set_state(resume["rng"]["shuffle"])
-        aug_gen.set_state(resume["rng"]["augment"].to(aug_gen.get_state().device))
-        adv_gen.set_state(resume["rng"]["adversarial"].to(adv_gen.get_state().device))
-        torch.set_rng_state(resume["rng"]["torch"])
-        if use_cuda and "cuda" in resume["rng"]:
-            torch.cuda.set_rng_state(resume["rng"]["cuda"])
+        set_rng_states(resume["rng"], generators, use_cuda)
         result.history = list(resume["history"])
         best_acc, bad_epochs = float(resume["best_val_acc"]), int(resume["bad_epochs"])
         result.best_epoch = int(resume["best_epoch"])
@@ -206,16 +202,9 @@ def train(
                     logits = model(xb)
                     loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
                 if not torch.isfinite(loss):
+                    where = f"loss became {loss.item()} at epoch {epoch}, step {step + 1}/{steps_per_epoch}"
                     raise TrainingDiverged(
-                        non_finite_message(
-                            loss.item(),
-                            epoch,
-                            step + 1,
-                            steps_per_epoch,
-                            checkpoint_dir,
-                            saved_epoch,
-                            result.best_epoch,
-                        )
+                        non_finite_message(where, checkpoint_dir, saved_epoch, result.best_epoch)
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -269,14 +258,7 @@ def train(
             else:
                 bad_epochs += 1
             if checkpoint_dir is not None:
-                rng = {
-                    "shuffle": shuffle_gen.get_state(),
-                    "augment": aug_gen.get_state().cpu(),
-                    "adversarial": adv_gen.get_state().cpu(),
-                    "torch": torch.get_rng_state(),
-                }
-                if use_cuda:
-                    rng["cuda"] = torch.cuda.get_rng_state()
+                rng = rng_states(generators, use_cuda)
                 if improved:
                     save_checkpoint(
                         checkpoint_dir / "best.pt", model, {**meta, "epoch": epoch, "history": result.history}
