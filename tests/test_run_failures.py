@@ -26,6 +26,8 @@ def _args(out: Path, root: str, *extra: str) -> list[str]:
         *FAST,
         "--set",
         "probes=[evaluation]",
+        "--set",
+        "train.epochs=1",
         *extra,
     ]
 
