@@ -1,3 +1,102 @@
-"""stresslab: stress-test image classifiers and write one report on how and why they fail."""
+"""stresslab: stress-test image classifiers and write one report on how and why they fail.
+
+The public API: the registries (``DATASETS``, ``MODELS``, ``PROBES``, ``METHODS`` of the
+attribution methods, ``ATTACKS``, ``CORRUPTIONS``), the base classes a new part builds on,
+``RunConfig`` and ``execute`` (one run end to end). Names load on first use, so
+``import stresslab`` itself stays cheap (no torch until a name needs it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "DATASETS": "stresslab.data",
+    "MODELS": "stresslab.models",
+    "PROBES": "stresslab.probes",
+    "METHODS": "stresslab.probes.explain",
+    "ATTACKS": "stresslab.attacks",
+    "CORRUPTIONS": "stresslab.corruptions",
+    "Probe": "stresslab.probes",
+    "ProbeResult": "stresslab.probes",
+    "ProbeContext": "stresslab.probes",
+    "Table": "stresslab.probes",
+    "Headline": "stresslab.probes",
+    "Offer": "stresslab.probes",
+    "register_probe": "stresslab.probes",
+    "Attribution": "stresslab.probes.explain",
+    "Attack": "stresslab.attacks",
+    "register_corruption": "stresslab.corruptions",
+    "Classifier": "stresslab.models",
+    "RunConfig": "stresslab.config",
+    "execute": "stresslab.runner",
+}
+
+__all__ = [
+    "ATTACKS",
+    "CORRUPTIONS",
+    "DATASETS",
+    "METHODS",
+    "MODELS",
+    "PROBES",
+    "Attack",
+    "Attribution",
+    "Classifier",
+    "Headline",
+    "Offer",
+    "Probe",
+    "ProbeContext",
+    "ProbeResult",
+    "RunConfig",
+    "Table",
+    "__version__",
+    "execute",
+    "register_corruption",
+    "register_probe",
+]
+
+if TYPE_CHECKING:
+    from stresslab.attacks import ATTACKS, Attack
+    from stresslab.config import RunConfig
+    from stresslab.corruptions import CORRUPTIONS, register_corruption
+    from stresslab.data import DATASETS
+    from stresslab.models import MODELS, Classifier
+    from stresslab.probes import (
+        PROBES,
+        Headline,
+        Offer,
+        Probe,
+        ProbeContext,
+        ProbeResult,
+        Table,
+        register_probe,
+    )
+    from stresslab.probes.explain import Attribution
+    from stresslab.registry import Registry
+
+    METHODS: Registry[type[Attribution]]
+    from stresslab.runner import execute
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stresslab' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    if name == "METHODS":
+        # The attribution methods' registry; named ATTRIBUTIONS in older trees.
+        value = getattr(mod, "METHODS", None) or getattr(mod, "ATTRIBUTIONS", None)
+    else:
+        value = getattr(mod, name, None)
+    if value is None:
+        raise AttributeError(f"module 'stresslab' has no attribute {name!r} ({module} does not define it)")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

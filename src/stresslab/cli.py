@@ -72,6 +72,8 @@ def run(
     except StresslabError as e:
         _fail(e)
         return
+    for w in outcome.warnings:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
     m = outcome.metrics
     if "evaluation.accuracy" in m:
         typer.echo(f"test accuracy {m['evaluation.accuracy']:.4f}")
@@ -98,28 +100,35 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> 
     typer.echo(f"report: {run_.report}")
 
 
-@app.command("list")
-def list_() -> None:
-    """Show the registered datasets, models, probes and attacks."""
+def registries() -> dict[str, list[str]]:
+    """Every registry's names, keyed by what they are (the one list behind ``stresslab list``)."""
+    from stresslab.attacks import ATTACKS
+    from stresslab.corruptions import CORRUPTIONS
     from stresslab.data import DATASETS
     from stresslab.models import MODELS
-    from stresslab.probes import PROBES
+    from stresslab.probes import PROBES, explain
 
-    typer.echo("datasets: " + ", ".join(DATASETS.names()))
-    typer.echo("models:   " + ", ".join(MODELS.names()))
-    typer.echo("probes:   " + ", ".join(PROBES.names()))
-    try:
-        from stresslab.attacks import ATTACKS
+    out = {
+        "datasets": DATASETS.names(),
+        "models": MODELS.names(),
+        "probes": PROBES.names(),
+    }
+    # The attribution methods' registry is explain.METHODS (ATTRIBUTIONS in older trees).
+    methods = getattr(explain, "METHODS", None) or getattr(explain, "ATTRIBUTIONS", None)
+    if methods is not None:
+        out["attribution methods"] = methods.names()
+    out["attacks"] = ATTACKS.names()
+    out["corruptions"] = CORRUPTIONS.names()
+    return out
 
-        typer.echo("attacks:  " + ", ".join(ATTACKS.names()))
-    except ImportError:
-        pass
-    try:
-        from stresslab.corruptions import CORRUPTIONS
 
-        typer.echo("corruptions: " + ", ".join(CORRUPTIONS.names()))
-    except ImportError:
-        pass
+@app.command("list")
+def list_() -> None:
+    """Show every registry: datasets, models, probes, attribution methods, attacks, corruptions."""
+    found = registries()
+    width = max(len(k) for k in found) + 1
+    for kind, names in found.items():
+        typer.echo(f"{kind + ':':<{width}} {', '.join(names)}")
 
 
 def main() -> None:

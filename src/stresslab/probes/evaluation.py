@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch.nn.functional as F
+from scipy.stats import binomtest
 from sklearn.metrics import precision_recall_fscore_support
 
 from stresslab.metrics.confusion import confusion_counts, row_normalized, top_confused_pairs
@@ -40,11 +41,16 @@ class EvaluationProbe(Probe):
     order = 10
     headlines = (Headline("accuracy", "test accuracy", percent=True), Headline("macro_f1", "macro F1"))
 
-    def __init__(self, *, top_pairs: int = 10, overfit_tolerance: float = 0.02) -> None:
+    def __init__(
+        self, *, top_pairs: int = 10, overfit_tolerance: float = 0.02, chance_alpha: float = 0.05
+    ) -> None:
         if top_pairs < 1:
             raise ValueError(f"top_pairs must be >= 1, got {top_pairs}")
+        if not 0.0 < chance_alpha < 1.0:
+            raise ValueError(f"chance_alpha must be in (0, 1), got {chance_alpha}")
         self.top_pairs = top_pairs
         self.overfit_tolerance = overfit_tolerance
+        self.chance_alpha = chance_alpha
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         p = ctx.predictions
@@ -77,6 +83,7 @@ class EvaluationProbe(Probe):
             n_test=len(y),
             worst_class_accuracy=float(class_acc[present].min()),
         )
+        self._chance(res, names, support, int((y == yhat).sum()), np.bincount(yhat, minlength=k))
         if (~present).any():
             missing = ", ".join(names[i] for i in np.flatnonzero(~present))
             res.warnings.append(f"classes absent from the test set (left out of macro averages): {missing}")
@@ -141,6 +148,30 @@ class EvaluationProbe(Probe):
             )
         self._curves(ctx, res)
         return res
+
+    def _chance(
+        self, res: ProbeResult, names: list[str], support: np.ndarray, correct: int, predicted: np.ndarray
+    ) -> None:
+        """Is accuracy significantly above always answering the test set's largest class?
+
+        One-sided exact binomial test of ``correct`` of ``n`` against the majority-class
+        rate (at least 1/K; the best accuracy a model that ignores its input can reach):
+        ``above_chance_p`` is P(X >= correct) for X ~ Binomial(n, majority rate).
+        """
+        n = int(support.sum())
+        majority = float(support.max()) / n
+        p_value = float(binomtest(correct, n, majority, alternative="greater").pvalue)
+        res.metrics["majority_rate"] = majority
+        res.metrics["above_chance_p"] = p_value
+        if p_value < self.chance_alpha:
+            return
+        top = int(np.argmax(predicted))
+        res.warnings.append(
+            f"test accuracy {correct / n:.2%} is not significantly above the majority-class rate "
+            f"{majority:.2%} (one-sided binomial test, p = {p_value:.3g} >= {self.chance_alpha:g}): "
+            f"the model does no better than ignoring its input. It predicts {names[top]!r} for "
+            f"{predicted[top] / n:.0%} of test images."
+        )
 
     def _curves(self, ctx: ProbeContext, res: ProbeResult) -> None:
         h = ctx.history

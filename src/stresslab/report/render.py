@@ -113,6 +113,10 @@ def render(run_dir: str | Path | RunDir) -> dict[str, float]:
                 figures.append({"src": _data_uri(path), "caption": f.get("caption", ""), "name": f["file"]})
         sections.append({"name": name, "rec": rec, "figures": figures})
     headlines = headline_cards(results, metrics)
+    # Run-level warnings (training divergence, the data split) come before the probes' own.
+    run_warnings = read_json(run.run_warnings) if run.run_warnings.is_file() else []
+    warnings = [(str(w.get("source", "run")), str(w.get("message", ""))) for w in run_warnings]
+    warnings += [(s["name"], w) for s in sections for w in s["rec"].get("warnings", [])]
     html = (
         _env()
         .get_template("report.html.j2")
@@ -124,10 +128,11 @@ def render(run_dir: str | Path | RunDir) -> dict[str, float]:
             env=env_rec,
             headlines=headlines,
             summary=[(s["name"], line) for s in sections for line in s["rec"].get("summary", [])],
-            warnings=[(s["name"], w) for s in sections for w in s["rec"].get("warnings", [])],
+            warnings=warnings,
             sections=sections,
             failed=failed,
-            complete=run.done.is_file() or not failed,
+            run_failed=read_json(run.failed) if run.failed.is_file() else None,
+            complete=run.done.is_file() or not (failed or run.failed.is_file()),
         )
     )
     atomic_write_text(run.report, html)
