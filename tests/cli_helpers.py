@@ -44,12 +44,7 @@ def _all_registries() -> list[Any]:
     from stresslab.models import MODELS
     from stresslab.probes import PROBES, explain
 
-    regs = [DATASETS, MODELS, PROBES, ATTACKS, CORRUPTIONS]
-    for name in ("METHODS", "ATTRIBUTIONS"):
-        reg = getattr(explain, name, None)
-        if reg is not None and all(reg is not r for r in regs):
-            regs.append(reg)
-    return regs
+    return [DATASETS, MODELS, PROBES, ATTACKS, CORRUPTIONS, explain.METHODS]
 
 
 @contextmanager

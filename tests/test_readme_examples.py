@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stresslab import CORRUPTIONS, DATASETS, MODELS, PROBES
+from stresslab import ATTACKS, CORRUPTIONS, DATASETS, METHODS, MODELS, PROBES
 from stresslab.data import load_split
 from stresslab.models import build_model
 
@@ -34,6 +34,7 @@ def test_every_python_block_of_the_readme_runs(tmp_path: Path, monkeypatch: pyte
             exec(compile(code, f"README.md python block {i}", "exec"), {"__name__": f"readme_block_{i}"})
         assert "digits" in DATASETS and "tiny_conv" in MODELS
         assert "dead_pixels" in CORRUPTIONS and "brightness" in PROBES
+        assert "noise_linf" in ATTACKS and "gradient_x_input" in METHODS
 
         # The dataset: 1,500 + 297 images of 8x8 in 10 classes.
         split = load_split("digits", val_fraction=0.1)
@@ -59,5 +60,9 @@ def test_every_python_block_of_the_readme_runs(tmp_path: Path, monkeypatch: pyte
     assert {"brightness.dark_accuracy", "brightness.rest_accuracy", "evaluation.accuracy"} <= set(metrics)
     corruption = json.loads((run / "results" / "corruption.json").read_text())
     assert "dead_pixels" in json.dumps(corruption["tables"])
+    adversarial = json.loads((run / "results" / "adversarial.json").read_text())
+    assert "noise_linf" in adversarial["data"]["settings"]["attacks"]
+    explain = json.loads((run / "results" / "explain.json").read_text())
+    assert "gradient_x_input" in json.dumps(explain["metrics"])
     html = (run / "report.html").read_text()
     assert 'id="probe-brightness"' in html and "accuracy, darkest 30%" in html

@@ -30,6 +30,9 @@ _EXPORTS: dict[str, str] = {
     "register_probe": "stresslab.probes",
     "Attribution": "stresslab.probes.explain",
     "Attack": "stresslab.attacks",
+    "register_attack": "stresslab.attacks",
+    "register_method": "stresslab.probes.explain",
+    "register_dataset": "stresslab.data",
     "register_corruption": "stresslab.corruptions",
     "Classifier": "stresslab.models",
     "RunConfig": "stresslab.config",
@@ -55,15 +58,18 @@ __all__ = [
     "Table",
     "__version__",
     "execute",
+    "register_attack",
     "register_corruption",
+    "register_dataset",
+    "register_method",
     "register_probe",
 ]
 
 if TYPE_CHECKING:
-    from stresslab.attacks import ATTACKS, Attack
+    from stresslab.attacks import ATTACKS, Attack, register_attack
     from stresslab.config import RunConfig
     from stresslab.corruptions import CORRUPTIONS, register_corruption
-    from stresslab.data import DATASETS
+    from stresslab.data import DATASETS, register_dataset
     from stresslab.models import MODELS, Classifier
     from stresslab.probes import (
         PROBES,
@@ -75,10 +81,7 @@ if TYPE_CHECKING:
         Table,
         register_probe,
     )
-    from stresslab.probes.explain import Attribution
-    from stresslab.registry import Registry
-
-    METHODS: Registry[type[Attribution]]
+    from stresslab.probes.explain import METHODS, Attribution, register_method
     from stresslab.runner import execute
 
 
@@ -87,11 +90,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'stresslab' has no attribute {name!r}")
     mod = importlib.import_module(module)
-    if name == "METHODS":
-        # The attribution methods' registry; named ATTRIBUTIONS in older trees.
-        value = getattr(mod, "METHODS", None) or getattr(mod, "ATTRIBUTIONS", None)
-    else:
-        value = getattr(mod, name, None)
+    value = getattr(mod, name, None)
     if value is None:
         raise AttributeError(f"module 'stresslab' has no attribute {name!r} ({module} does not define it)")
     globals()[name] = value  # later look-ups skip this function

@@ -113,10 +113,7 @@ def registries() -> dict[str, list[str]]:
         "models": MODELS.names(),
         "probes": PROBES.names(),
     }
-    # The attribution methods' registry is explain.METHODS (ATTRIBUTIONS in older trees).
-    methods = getattr(explain, "METHODS", None) or getattr(explain, "ATTRIBUTIONS", None)
-    if methods is not None:
-        out["attribution methods"] = methods.names()
+    out["attribution methods"] = explain.METHODS.names()
     out["attacks"] = ATTACKS.names()
     out["corruptions"] = CORRUPTIONS.names()
     return out
