@@ -577,3 +577,9 @@ def test_enough_training_images_give_no_warning(tmp_path: Path, no_system_fashio
     assert load_split("fashion_mnist", root=str(tmp_path), val_fraction=0.1).warnings == []
     small = load_split("fashion_mnist", root=str(tmp_path), val_fraction=0.1, train_subset=30)
     assert len(small.warnings) == 1 and "10 class(es) have fewer than 5" in small.warnings[0]
+
+
+def test_a_given_fashion_mnist_root_is_not_replaced_by_the_system_copy(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(DataError, match="no-such-folder"):
+        fashion_mnist.load_fashion_mnist(missing)

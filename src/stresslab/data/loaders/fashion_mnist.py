@@ -70,13 +70,15 @@ def _read_idx_pair(images: Path, labels: Path, num_classes: int) -> tuple[Tensor
 def load_fashion_mnist(root: Path | None, *, download: bool = False) -> RawDataset:
     """Fashion-MNIST (Xiao et al., 2017): 60,000 + 10,000 grayscale 28x28 images, 10 classes.
 
-    Reads the four IDX files (raw or .gz) from the first of: ``root``,
-    ``root/FashionMNIST/raw`` (torchvision's layout), ``/usr/share/datasets/fashion-mnist``.
+    Reads the four IDX files (raw or .gz) from ``root`` or ``root/FashionMNIST/raw``
+    (torchvision's layout) when a root is given, else from ``/usr/share/datasets/fashion-mnist``.
+    A given root is never silently replaced by the system copy: a typo in ``--data-root``
+    is an error, not a run on other files.
     """
-    searched: list[Path] = []
     if root is not None:
-        searched += [root, root / "FashionMNIST" / "raw"]
-    searched += list(FASHION_MNIST_SYSTEM_DIRS)
+        searched = [root, root / "FashionMNIST" / "raw"]
+    else:
+        searched = list(FASHION_MNIST_SYSTEM_DIRS)
     files = next((f for f in (_find_idx_files(d) for d in searched) if f is not None), None)
     if files is None and download:
         target = root if root is not None else DEFAULT_DOWNLOAD_ROOT
