@@ -75,10 +75,7 @@ def load_fashion_mnist(root: Path | None, *, download: bool = False) -> RawDatas
     A given root is never silently replaced by the system copy: a typo in ``--data-root``
     is an error, not a run on other files.
     """
-    if root is not None:
-        searched = [root, root / "FashionMNIST" / "raw"]
-    else:
-        searched = list(FASHION_MNIST_SYSTEM_DIRS)
+    searched = [root, root / "FashionMNIST" / "raw"] if root is not None else list(FASHION_MNIST_SYSTEM_DIRS)
     files = next((f for f in (_find_idx_files(d) for d in searched) if f is not None), None)
     if files is None and download:
         target = root if root is not None else DEFAULT_DOWNLOAD_ROOT
