@@ -156,7 +156,6 @@ class EvaluationProbe(Probe):
             res.captions["confusion"] = (
                 "Row i, column j: share of class i's test images predicted as class j."
             )
-        superclass_section(res, ctx)
 
         weakest = [names[i] for i in order[:3] if present[i]]
         res.summary.append(
@@ -169,6 +168,7 @@ class EvaluationProbe(Probe):
                 f"Top confusion: {names[t]} predicted as {names[q]} ({int(cm[t, q])} times, "
                 f"{cm_norm[t, q]:.1%} of {names[t]})."
             )
+        superclass_section(res, ctx)
         self._curves(ctx, res)
         return res
 

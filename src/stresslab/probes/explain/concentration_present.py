@@ -28,7 +28,7 @@ def present_concentration(
 ) -> None:
     """Metrics, table, summary line and warnings of the concentration measures into ``res``."""
     rows: list[list[Any]] = []
-    parts, diffuse = [], []
+    parts, diffuse, focused = [], [], []
     for name, c in found.items():
         label = explained.methods[name].method.label
         put(res.metrics, f"{name}.concentration_entropy_mean", finite_mean(c.entropy))
@@ -57,8 +57,8 @@ def present_concentration(
         )
         if e.rho is not None and e.p_value is not None:
             parts.append(f"{label} rho = {e.rho:+.2f} (p = {e.p_value:.3g}, n = {e.n})")
-            if e.rho > 0 and e.p_value < alpha:
-                diffuse.append(label)
+            if e.p_value < alpha:
+                (diffuse if e.rho > 0 else focused).append(label)
     res.tables.append(
         Table(
             title="Map concentration against prediction uncertainty",
@@ -84,10 +84,15 @@ def present_concentration(
         )
     )
     if parts:
+        found_in = []
+        if diffuse:
+            found_in.append(f"more diffuse on uncertain predictions for {', '.join(diffuse)}")
+        if focused:
+            found_in.append(f"more concentrated on uncertain predictions for {', '.join(focused)}")
         verdict = (
-            f"maps are significantly more diffuse on uncertain predictions for {', '.join(diffuse)}"
-            if diffuse
-            else f"no method shows significantly more diffuse maps on uncertain predictions (alpha {alpha})"
+            "maps are significantly " + ", and ".join(found_in) + f" (alpha {alpha})"
+            if found_in
+            else f"no method's maps change significantly with the prediction's uncertainty (alpha {alpha})"
         )
         res.summary.append(
             "Map entropy against prediction entropy (Spearman): " + "; ".join(parts) + f": {verdict}."
