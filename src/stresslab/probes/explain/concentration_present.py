@@ -28,7 +28,9 @@ def present_concentration(
 ) -> None:
     """Metrics, table, summary line and warnings of the concentration measures into ``res``."""
     rows: list[list[Any]] = []
-    parts, diffuse, focused = [], [], []
+    parts: list[str] = []
+    diffuse: list[str] = []
+    focused: list[str] = []
     for name, c in found.items():
         label = explained.methods[name].method.label
         put(res.metrics, f"{name}.concentration_entropy_mean", finite_mean(c.entropy))
