@@ -47,6 +47,9 @@ class Written:
     test_x: np.ndarray
     test_y: np.ndarray
     class_names: tuple[str, ...]
+    train_coarse: np.ndarray | None = None
+    test_coarse: np.ndarray | None = None
+    coarse_names: tuple[str, ...] | None = None
 
 
 def class_images(
@@ -149,7 +152,8 @@ def write_cifar10(
 
 
 def write_cifar100(root: Path, n_train: int = 30, n_test: int = 10, *, seed: int = 0) -> Written:
-    """``root/cifar-100-python/{train, test, meta}`` with 100 fine classes (``fine_labels``)."""
+    """``root/cifar-100-python/{train, test, meta}`` with 100 fine classes (``fine_labels``) in
+    20 superclasses (``coarse_labels``: fine class k belongs to superclass k // 5)."""
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
     names = tuple(f"class_{i:02d}" for i in range(100))
@@ -165,10 +169,14 @@ def write_cifar100(root: Path, n_train: int = 30, n_test: int = 10, *, seed: int
         }
         with (folder / name).open("wb") as f:
             pickle.dump(batch, f)
-    meta = {b"fine_label_names": [n.encode() for n in names], b"coarse_label_names": [b"c"] * 20}
+    coarse_names = tuple(f"super_{i:02d}" for i in range(20))
+    meta = {
+        b"fine_label_names": [n.encode() for n in names],
+        b"coarse_label_names": [n.encode() for n in coarse_names],
+    }
     with (folder / "meta").open("wb") as f:
         pickle.dump(meta, f)
-    return Written(train_x, train_y, test_x, test_y, names)
+    return Written(train_x, train_y, test_x, test_y, names, train_y // 5, test_y // 5, coarse_names)
 
 
 # ----------------------------------------------------------------------------- SVHN, STL-10

@@ -448,6 +448,8 @@ def test_probe_runs_and_restores_the_model() -> None:
     assert [t.title for t in res.tables] == [
         "Accuracy per corruption and severity",
         "Accuracy per class, clean vs corrupted",
+        "Accuracy at lower resolution, per class (largest drop first)",
+        "Most confused pairs (clean) at lower resolution",
     ]
     assert len(res.tables[0].rows) == 4  # clean + 3 corruptions
     assert res.summary and any("Weakest class" in s for s in res.summary)

@@ -193,7 +193,7 @@ def test_probe_end_to_end_with_failures_results() -> None:
     assert all(math.isfinite(v) for v in res.metrics.values())
     assert 0.0 <= res.metrics["background_share_errors"] <= 1.0
 
-    assert list(res.figures) == ["cases_01", "cases_02", "deletion_insertion"]
+    assert list(res.figures) == ["cases_01", "cases_02", "deletion_insertion", "concentration_vs_uncertainty"]
     assert all(stem in res.captions for stem in res.figures)
     titles = [t.title for t in res.tables]
     assert titles[0] == "Quality of each explanation method"
@@ -229,7 +229,10 @@ def test_probe_alone_derives_cases_and_is_reproducible() -> None:
     assert confs == sorted(confs, reverse=True)
     # No background value: no background numbers.
     assert "background_share_errors" not in a.metrics
-    assert len(a.tables) == 1
+    assert [t.title for t in a.tables] == [
+        "Quality of each explanation method",
+        "Map concentration against prediction uncertainty",
+    ]
     assert "integrated_gradients.deletion_auc" in a.metrics
 
 
@@ -320,7 +323,11 @@ def test_undefined_values_are_left_out_not_written_as_numbers() -> None:
         assert any(w.startswith(f"{label}: the faithfulness test is undefined") for w in res.warnings)
     for key in ("background_share_errors", "background_share_correct", "background_share_p"):
         assert key not in res.metrics
-    quality, shares, per_class = res.tables
+    quality, shares, per_class, concentration = res.tables
+    # Maps without attribution have no concentration: dashes and warnings, no metrics.
+    assert all(row[1:7] == [None] * 6 for row in concentration.rows)
+    assert not any("concentration" in k for k in res.metrics)
+    assert any("map entropy with the prediction entropy is undefined" in w for w in res.warnings)
     assert all(row[5] is None for row in quality.rows)
     assert all(
         row[6] == "fail: faithfulness test undefined, randomization test undefined" for row in quality.rows

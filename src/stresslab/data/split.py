@@ -10,6 +10,7 @@ collects the warnings the user must see (``Split.warnings``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from torch import Tensor
 from stresslab.data.base import DatasetInfo, Split
 from stresslab.data.convert import convert_images
 from stresslab.data.coverage import coverage_warnings
+from stresslab.data.hierarchy import check_coarse, coarse_map
 from stresslab.data.loaders import DATASETS, DatasetLoader, RawDataset
 from stresslab.data.loaders.base import SPLIT_OPTIONS
 from stresslab.data.sampling import stratified_sample
@@ -112,7 +114,9 @@ def load_split(
     Returns:
         A :class:`Split` of uint8 images (N, C, H, W) and int64 labels, with ``*_index``
         the positions in the official training / test sets, ``info.mean`` / ``info.std``
-        the per-channel statistics of the training images in [0, 1], and ``warnings``
+        the per-channel statistics of the training images in [0, 1], superclass labels
+        (``*_coarse``, ``info.coarse_names``, ``info.coarse_of``) for datasets that have
+        them (CIFAR-100), taken through the same split and subsets, and ``warnings``
         (each also logged) for what makes the numbers untrustworthy: test classes absent
         from training, classes with few training images, constant channels.
 
@@ -139,6 +143,7 @@ def load_split(
 
     raw = loader(Path(root).expanduser() if root is not None else None, **options)
     _check_raw(raw, dataset)
+    has_coarse = check_coarse(raw, dataset)
     full_y, test_y = raw.train_y, raw.test_y
     notes: list[str] = []
 
@@ -188,6 +193,16 @@ def load_split(
         source="; ".join([raw.source, *notes]),
         background=raw.background,
     )
+    coarse: tuple[Tensor | None, ...] = (None, None, None)
+    if has_coarse:
+        assert raw.train_coarse is not None and raw.test_coarse is not None
+        fine_all, coarse_all = torch.cat([full_y, test_y]), torch.cat([raw.train_coarse, raw.test_coarse])
+        info = dataclasses.replace(
+            info,
+            coarse_names=tuple(raw.coarse_names or ()),
+            coarse_of=coarse_map(fine_all, coarse_all, len(raw.class_names), dataset),
+        )
+        coarse = (raw.train_coarse[train_index], raw.train_coarse[val_index], raw.test_coarse[test_index])
     return Split(
         info=info,
         train_x=train_x,
@@ -201,4 +216,7 @@ def load_split(
         test_index=test_index,
         skipped=list(raw.skipped),
         warnings=warnings,
+        train_coarse=coarse[0],
+        val_coarse=coarse[1],
+        test_coarse=coarse[2],
     )

@@ -9,9 +9,13 @@ import torch.nn.functional as F
 from scipy.stats import binomtest
 from sklearn.metrics import precision_recall_fscore_support
 
-from stresslab.metrics.confusion import confusion_counts, row_normalized, top_confused_pairs
+from stresslab.metrics.confusion import cluster_order, confusion_counts, row_normalized, top_confused_pairs
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, Table, register_probe
-from stresslab.report.figures import line_figure, matrix_figure
+from stresslab.probes.evaluation_superclass import superclass_section
+from stresslab.report.figures import clustered_matrix_figure, line_figure, matrix_figure
+
+#: Above this many classes the confusion matrix is drawn clustered and large, every class labelled.
+MANY_CLASSES = 30
 
 
 def overfitting_onset(history: list[dict[str, float]], tolerance: float = 0.02) -> int | None:
@@ -34,8 +38,10 @@ def overfitting_onset(history: list[dict[str, float]], tolerance: float = 0.02) 
 @register_probe("evaluation")
 class EvaluationProbe(Probe):
     """Test-set accuracy, macro and per-class precision/recall/F1, the confusion matrix
-    (counts and row-normalized), the most confused pairs, test loss, and the training
-    curves with the generalization gap per epoch.
+    (counts and row-normalized; above ``MANY_CLASSES`` classes drawn clustered and large),
+    the most confused pairs, test loss, the superclass view where the dataset has
+    superclasses (``evaluation_superclass``), and the training curves with the
+    generalization gap per epoch.
     """
 
     order = 10
@@ -130,10 +136,26 @@ class EvaluationProbe(Probe):
             },
             confused_pairs=[{"true": t, "pred": q, "count": int(cm[t, q])} for t, q in pairs],
         )
-        res.figures["confusion"] = matrix_figure(
-            cm_norm, names, "Confusion matrix (row-normalized)", fmt=".2f"
-        )
-        res.captions["confusion"] = "Row i, column j: share of class i's test images predicted as class j."
+        if k > MANY_CLASSES:
+            clustered = cluster_order(cm)
+            res.data["confusion_cluster_order"] = clustered
+            res.figures["confusion_clustered"] = clustered_matrix_figure(
+                cm_norm, names, clustered, f"Confusion matrix, {k} classes clustered (row-normalized)"
+            )
+            res.captions["confusion_clustered"] = (
+                "Row i, column j: share of class i's test images predicted as class j, with classes "
+                "reordered by hierarchical clustering of their confusion rows, so classes that take "
+                "each other's images sit together; the diagonal is blank (each row's accuracy follows "
+                "its label). A large image: open or zoom it to read the labels. The most confused pairs "
+                "are in the table."
+            )
+        else:
+            res.figures["confusion"] = matrix_figure(
+                cm_norm, names, "Confusion matrix (row-normalized)", fmt=".2f"
+            )
+            res.captions["confusion"] = (
+                "Row i, column j: share of class i's test images predicted as class j."
+            )
 
         weakest = [names[i] for i in order[:3] if present[i]]
         res.summary.append(
@@ -146,6 +168,7 @@ class EvaluationProbe(Probe):
                 f"Top confusion: {names[t]} predicted as {names[q]} ({int(cm[t, q])} times, "
                 f"{cm_norm[t, q]:.1%} of {names[t]})."
             )
+        superclass_section(res, ctx)
         self._curves(ctx, res)
         return res
 

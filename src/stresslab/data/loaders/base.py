@@ -48,7 +48,9 @@ class RawDataset:
     Images are uint8 tensors (N, C, H, W), labels int64 tensors (N,) in
     ``0 .. len(class_names) - 1``. ``background`` is the plain-background pixel value in
     [0, 1] where the dataset has one (Fashion-MNIST: 0.0), else ``None``. ``skipped`` lists
-    files a loader left out (``skip_bad=True``).
+    files a loader left out (``skip_bad=True``). Datasets with a class hierarchy (CIFAR-100's
+    20 superclasses) also give ``train_coarse`` / ``test_coarse``, int64 (N,) in
+    ``0 .. len(coarse_names) - 1``, one superclass per image; ``None`` elsewhere.
     """
 
     train_x: Tensor
@@ -59,6 +61,9 @@ class RawDataset:
     source: str
     background: float | None = None
     skipped: list[str] = field(default_factory=list)
+    train_coarse: Tensor | None = None
+    test_coarse: Tensor | None = None
+    coarse_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ def _cifar(
     meta_file: str,
     label_key: str,
     names_key: str,
+    coarse_key: str | None = None,
+    coarse_names_key: str | None = None,
 ) -> RawDataset:
     from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -37,18 +39,24 @@ def _cifar(
         folder = base / spec.base_folder
     require_files(folder, needed, name)
     class_names = tuple(formats.read_name_list(folder / meta_file, names_key))
-    parts = [formats.read_cifar_batch(folder / f, label_key) for f in train_files]
-    test_x, test_y = formats.read_cifar_batch(folder / test_file, label_key)
+    keys = (label_key,) if coarse_key is None else (label_key, coarse_key)
+    parts = [formats.read_cifar_labelled(folder / f, keys) for f in train_files]
+    test_x, test_labels = formats.read_cifar_labelled(folder / test_file, keys)
     train_x = np.concatenate([p[0] for p in parts])
-    train_y = np.concatenate([p[1] for p in parts])
-    return RawDataset(
+    train_labels = [np.concatenate([p[1][k] for p in parts]) for k in range(len(keys))]
+    raw = RawDataset(
         torch.from_numpy(train_x),
-        torch.from_numpy(train_y),
+        torch.from_numpy(train_labels[0]),
         torch.from_numpy(test_x),
-        torch.from_numpy(test_y),
+        torch.from_numpy(test_labels[0]),
         class_names,
         source=f"{name} python batches in {folder}",
     )
+    if coarse_key is not None and coarse_names_key is not None:
+        raw.train_coarse = torch.from_numpy(train_labels[1])
+        raw.test_coarse = torch.from_numpy(test_labels[1])
+        raw.coarse_names = tuple(formats.read_name_list(folder / meta_file, coarse_names_key))
+    return raw
 
 
 @register_dataset("cifar10")
@@ -72,9 +80,13 @@ def load_cifar10(root: Path | None, *, download: bool = False) -> RawDataset:
 
 @register_dataset("cifar100")
 def load_cifar100(root: Path | None, *, download: bool = False) -> RawDataset:
-    """CIFAR-100 (Krizhevsky, 2009): 50,000 + 10,000 RGB 32x32 images, 100 fine classes.
+    """CIFAR-100 (Krizhevsky, 2009): 50,000 + 10,000 RGB 32x32 images, 100 fine classes
+    in 20 superclasses of 5.
 
-    Reads ``root/cifar-100-python/{train, test, meta}`` with a restricted unpickler.
+    Reads ``root/cifar-100-python/{train, test, meta}`` with a restricted unpickler: the
+    fine labels (``fine_labels``, names ``fine_label_names``) are the classes, and the
+    superclasses (``coarse_labels``, names ``coarse_label_names``) ride along as
+    ``train_coarse`` / ``test_coarse``.
     """
     return _cifar(
         root,
@@ -85,4 +97,6 @@ def load_cifar100(root: Path | None, *, download: bool = False) -> RawDataset:
         meta_file="meta",
         label_key="fine_labels",
         names_key="fine_label_names",
+        coarse_key="coarse_labels",
+        coarse_names_key="coarse_label_names",
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from stresslab.probes.base import ProbeResult, Table
-from stresslab.probes.explain.cases import CORRECT, HIGH_CONFIDENCE, UNCERTAIN
+from stresslab.probes.explain.cases import CHOSEN, CORRECT, HIGH_CONFIDENCE, UNCERTAIN
 from stresslab.probes.explain.checks import Checks, MethodChecks, finite_mean
 from stresslab.probes.explain.compute import Explained
 from stresslab.probes.explain.settings import ExplainSettings
@@ -94,10 +94,18 @@ def present(res: ProbeResult, explained: Explained, checks: Checks, settings: Ex
     """Write the metrics, tables, summary and warnings of ``explained`` into ``res``."""
     kinds = [c.kind for c in explained.cases]
     n = len(kinds)
-    res.summary.append(
-        f"Explained {n} test images: {kinds.count(HIGH_CONFIDENCE)} high-confidence errors, "
-        f"{kinds.count(UNCERTAIN)} uncertain predictions and {kinds.count(CORRECT)} correct predictions."
-    )
+    if CHOSEN in kinds:
+        n_err = int(explained.is_error.sum())
+        listed = ", ".join(str(c.index) for c in explained.cases)
+        res.summary.append(
+            f"Explained the {n} test images chosen by index ({listed}): "
+            f"{n_err} errors and {n - n_err} correct predictions."
+        )
+    else:
+        res.summary.append(
+            f"Explained {n} test images: {kinds.count(HIGH_CONFIDENCE)} high-confidence errors, "
+            f"{kinds.count(UNCERTAIN)} uncertain predictions and {kinds.count(CORRECT)} correct predictions."
+        )
     r_del, r_ins = checks.random_deletion_auc, checks.random_insertion_auc
     put(res.metrics, "random.deletion_auc", r_del)
     put(res.metrics, "random.insertion_auc", r_ins)

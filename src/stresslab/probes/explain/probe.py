@@ -7,11 +7,15 @@ The work is split by job: ``cases`` picks the images, ``compute`` maps them and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from stresslab.probes.base import Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.probes.explain.base import Attribution
-from stresslab.probes.explain.cases import HIGH_CONFIDENCE, select_cases
+from stresslab.probes.explain.cases import HIGH_CONFIDENCE, CaseChoice, select_cases
 from stresslab.probes.explain.checks import run_checks
 from stresslab.probes.explain.compute import compute, prepare_methods
+from stresslab.probes.explain.concentration import concentration
+from stresslab.probes.explain.concentration_present import concentration_figure, present_concentration
 from stresslab.probes.explain.figures import explain_figures
 from stresslab.probes.explain.present import present
 from stresslab.probes.explain.records import case_records, settings_record
@@ -30,11 +34,15 @@ class ExplainProbe(Probe):
     """Explain the failures found by ``failures`` and measure how far each map can be trusted.
 
     Settings: how many high-confidence errors (``n_high_confidence``), uncertain
-    predictions (``n_uncertain``) and correct predictions per class (``n_correct_per_class``)
-    to explain; errors count as high-confidence from ``min_error_confidence`` when the
-    ``failures`` probe did not run. ``methods``: names from ``METHODS`` (``[gradcam,
-    saliency]``, default settings) or each with its settings (``{occlusion: {window: 8,
-    stride: 2, fill: gray}, gradcam: {layer: body.2}}``); the settings of each method are
+    predictions (``n_uncertain``) and correct predictions to explain: ``n_correct_per_class``
+    per class, or ``n_correct`` in all, spread over the classes in turn (by default one per
+    class up to ``CORRECT_CAP`` = 20 classes, else 20 spread); errors count as
+    high-confidence from ``min_error_confidence`` when the ``failures`` probe did not run.
+    ``indices``: explain exactly these official test-set indices instead (e.g. the images a
+    study looked at); indices not in the run's test set are named in a warning.
+    ``methods``: names from ``METHODS`` (``[gradcam, saliency]``, default settings) or each
+    with its settings (``{occlusion: {window: 8, stride: 2, fill: gray}, gradcam: {layer:
+    body.2}}``); the settings of each method are
     its class's ``options``. Deletion and insertion curves (``curve_steps`` steps) replace
     pixels by ``curve_fill`` and are compared with ``random_maps`` random orderings; a
     method counts as faithful when its per-image gain over random is positive by a
@@ -59,7 +67,9 @@ class ExplainProbe(Probe):
         *,
         n_high_confidence: int = 8,
         n_uncertain: int = 4,
-        n_correct_per_class: int = 1,
+        n_correct_per_class: int | None = None,
+        n_correct: int | None = None,
+        indices: Sequence[int] | None = None,
         min_error_confidence: float = 0.9,
         methods: MethodsSpec = DEFAULT_METHODS,
         curve_steps: int = 20,
@@ -98,6 +108,8 @@ class ExplainProbe(Probe):
             n_high_confidence=n_high_confidence,
             n_uncertain=n_uncertain,
             n_correct_per_class=n_correct_per_class,
+            n_correct=n_correct,
+            indices=_indices(indices),
             min_error_confidence=min_error_confidence,
             curve_steps=curve_steps,
             curve_fill=curve_fill,
@@ -112,14 +124,17 @@ class ExplainProbe(Probe):
     def run(self, ctx: ProbeContext) -> ProbeResult:
         s = self.settings
         res = ProbeResult()
-        cases, offered = select_cases(
-            ctx,
-            n_high_confidence=s.n_high_confidence,
-            n_uncertain=s.n_uncertain,
-            n_correct_per_class=s.n_correct_per_class,
-            min_confidence=s.min_error_confidence,
+        choice = CaseChoice(
+            s.n_high_confidence,
+            s.n_uncertain,
+            s.min_error_confidence,
+            s.n_correct_per_class,
+            s.n_correct,
+            s.indices,
         )
-        if offered is None:
+        cases, offered, notes = select_cases(ctx, choice)
+        res.warnings.extend(notes)
+        if offered is None and s.indices is None:
             res.warnings.append(
                 "the failures probe did not run; cases were picked from the predictions "
                 f"(errors with confidence >= {s.min_error_confidence}, highest entropy)"
@@ -128,7 +143,7 @@ class ExplainProbe(Probe):
         res.metrics.update({"n_cases": float(len(cases)), "n_errors": float(n_err)})
         res.metrics["n_correct"] = float(len(cases) - n_err)
         threshold = offered.threshold if offered is not None else s.min_error_confidence
-        if not any(c.kind == HIGH_CONFIDENCE for c in cases):
+        if s.indices is None and not any(c.kind == HIGH_CONFIDENCE for c in cases):
             res.warnings.append(
                 f"no errors with confidence >= {threshold}; no high-confidence errors to explain"
             )
@@ -142,8 +157,16 @@ class ExplainProbe(Probe):
         explained = compute(ctx, cases, methods, s)
         checks = run_checks(explained, s)
         present(res, explained, checks, s)
+        found = concentration(explained)
+        present_concentration(res, explained, found, s.faithfulness_alpha)
         explain_figures(res, explained, checks, s.cases_per_figure)
-        res.data["cases"] = case_records(explained)
+        res.figures["concentration_vs_uncertainty"] = concentration_figure(explained, found)
+        res.captions["concentration_vs_uncertainty"] = (
+            "Is a map more diffuse when the prediction is uncertain? Each explained case's map entropy "
+            "(top) and top-10% mass share (bottom) against the prediction's entropy, per method; "
+            "Spearman's rho and p in the titles."
+        )
+        res.data["cases"] = case_records(explained, found)
         res.data["settings"] = settings_record(explained, s, from_failures=offered is not None)
         return res
 
@@ -161,3 +184,12 @@ class ExplainProbe(Probe):
                     "background zero attribution by construction; its background share says nothing"
                 )
         return notes
+
+
+def _indices(indices: Sequence[int] | None) -> tuple[int, ...] | None:
+    """``indices`` as a tuple (``None`` stays); a single number or a string is refused."""
+    if indices is None:
+        return None
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, Sequence):
+        raise ValueError(f"indices must be a list of official test-set indices, got {indices!r}")
+    return tuple(indices)

@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor
 
 from stresslab.probes.explain.compute import Explained
+from stresslab.probes.explain.concentration import MethodConcentration
 from stresslab.probes.explain.settings import ExplainSettings
 
 
@@ -21,10 +22,13 @@ def _grid(g: Tensor) -> list[list[float]]:
     return [[round(float(v), 4) for v in row] for row in g]
 
 
-def case_records(explained: Explained) -> list[dict[str, Any]]:
+def case_records(
+    explained: Explained, concentration: dict[str, MethodConcentration] | None = None
+) -> list[dict[str, Any]]:
     """Per case: the case (position, test index, classes, confidence, entropy, kind), class
-    names, and per method its AUCs, randomization correlation and background share
-    (``None`` where undefined); for methods that hide regions, ``<name>_grid_pred`` and
+    names, and per method its AUCs, randomization correlation, background share and, with
+    ``concentration``, the map's entropy and top-10% share (``None`` where undefined); for
+    methods that hide regions, ``<name>_grid_pred`` and
     ``<name>_grid_true``: the class's probability with the patch at each window position."""
     names = explained.class_names
     random = explained.random
@@ -42,6 +46,9 @@ def case_records(explained: Explained) -> list[dict[str, Any]]:
                 "randomization_spearman": _num(r.spearman[i]),
                 "background_share": _num(r.background_share[i]) if r.background_share is not None else None,
             }
+            if concentration is not None and name in concentration:
+                rec[name]["map_entropy"] = _num(concentration[name].entropy[i])
+                rec[name]["map_top10_share"] = _num(concentration[name].top_share[i])
         for name, r in explained.methods.items():
             if r.grid is not None:
                 rec[f"{name}_grid_pred"] = _grid(r.grid[i, 0])
@@ -65,4 +72,7 @@ def settings_record(explained: Explained, settings: ExplainSettings, from_failur
         "curve_fill": settings.curve_fill,
         "randomization": settings.randomization,
         "cases_from_failures_probe": from_failures,
+        "indices": list(settings.indices) if settings.indices is not None else None,
+        "n_correct_per_class": settings.n_correct_per_class,
+        "n_correct": settings.n_correct,
     }

@@ -38,7 +38,9 @@ class ExplainSettings:
 
     n_high_confidence: int = 8
     n_uncertain: int = 4
-    n_correct_per_class: int = 1
+    n_correct_per_class: int | None = None
+    n_correct: int | None = None
+    indices: tuple[int, ...] | None = None
     min_error_confidence: float = 0.9
     curve_steps: int = 20
     curve_fill: str | float = "zero"
@@ -50,8 +52,25 @@ class ExplainSettings:
     cases_per_figure: int = 6
 
     def __post_init__(self) -> None:
-        if min(self.n_high_confidence, self.n_uncertain, self.n_correct_per_class) < 0:
+        counts = (
+            self.n_high_confidence,
+            self.n_uncertain,
+            self.n_correct_per_class or 0,
+            self.n_correct or 0,
+        )
+        if min(counts) < 0:
             raise ValueError("case counts must be >= 0")
+        if self.n_correct_per_class is not None and self.n_correct is not None:
+            raise ValueError(
+                "set n_correct_per_class (per class) or n_correct (in all, spread over the classes), not both"
+            )
+        if self.indices is not None:
+            bad = [i for i in self.indices if isinstance(i, bool) or not isinstance(i, int) or i < 0]
+            if bad or not self.indices:
+                raise ValueError(
+                    "indices must be a non-empty list of official test-set indices (integers >= 0); "
+                    f"got {list(self.indices)!r}"
+                )
         if self.curve_steps < 2 or self.random_maps < 1 or self.cases_per_figure < 1:
             raise ValueError("curve_steps >= 2, random_maps >= 1 and cases_per_figure >= 1 are required")
         if self.randomization not in ("full", "top"):
