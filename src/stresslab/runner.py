@@ -19,6 +19,8 @@ from stresslab.data import load_split
 from stresslab.data.base import Split
 from stresslab.errors import CheckpointError, StresslabError
 from stresslab.models import build_model
+from stresslab.predictions_file import FILENAME as PREDICTIONS_FILE
+from stresslab.predictions_file import save_predictions
 from stresslab.probes import PROBES, build_probe
 from stresslab.probes.base import ProbeContext, ProbeResult
 from stresslab.probes.predictions import Predictions
@@ -214,6 +216,7 @@ def _execute(
         model, split.val_x, split.val_y, split.val_index, batch_size=cfg.train.eval_batch_size, device=device
     )
     log.info("predictions computed in %.1f s", time.perf_counter() - t0)
+    save_predictions(run.path / PREDICTIONS_FILE, preds, info.class_names)
     ctx = ProbeContext(
         model=model,
         split=split,
