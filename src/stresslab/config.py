@@ -169,6 +169,12 @@ def parse_override(item: str) -> dict[str, Any]:
     return out
 
 
+def merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge one parsed override (see :func:`parse_override`) into a copy of ``base`` the way
+    ``--set`` does: dicts merge at every level, probes included; other values replace."""
+    return _merge_override(base, override)
+
+
 def _merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     # --set merges into probes too (probes.failures.threshold=0.8 keeps other probes).
     out = copy.deepcopy(base)
