@@ -146,8 +146,14 @@ def _lost(job: RunJob, error: str) -> dict[str, Any]:
 
     log.error("run %s seed %d: %s", job.arm, job.seed, error)
     atomic_write_json(job.error_file, {"error": error, "traceback": "", "arm": job.arm})
-    return {"arm": job.arm, "seed": job.seed, "status": FAILED, "error": error, "seconds": 0.0,
-            "failed_probes": []}  # fmt: skip
+    return {
+        "arm": job.arm,
+        "seed": job.seed,
+        "status": FAILED,
+        "error": error,
+        "seconds": 0.0,
+        "failed_probes": [],
+    }
 
 
 def make_backend(

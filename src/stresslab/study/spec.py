@@ -155,8 +155,10 @@ def _set_items(source: str, value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, dict):
-        items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                 for k, v in value.items()]  # fmt: skip
+        items = [
+            f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in value.items()
+        ]
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
         items = list(value)
     else:
@@ -274,14 +276,12 @@ def validate_spec(spec: StudySpec) -> list[RunConfig]:
         cfg = configs[-1]
         try:
             if cfg.data.dataset not in DATASETS:
-                raise ConfigError(
-                    f"data.dataset: unknown dataset {cfg.data.dataset!r}; choose from {', '.join(DATASETS.names())}"
-                )
+                known = ", ".join(DATASETS.names())
+                raise ConfigError(f"data.dataset: unknown dataset {cfg.data.dataset!r}; choose from {known}")
             if cfg.model.source is None:
                 if cfg.model.name not in MODELS:
-                    raise ConfigError(
-                        f"model.name: unknown model {cfg.model.name!r}; choose from {', '.join(MODELS.names())}"
-                    )
+                    known = ", ".join(MODELS.names())
+                    raise ConfigError(f"model.name: unknown model {cfg.model.name!r}; choose from {known}")
                 accepted = model_args(cfg.model.name)
                 bad = sorted(set(cfg.model.args) - set(accepted))
                 if bad:
