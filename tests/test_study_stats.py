@@ -79,7 +79,9 @@ def test_welch_by_hand() -> None:
 def test_describe_uses_plain_words() -> None:
     assert "within seed noise" in describe(welch([0.9, 0.92, 0.91], [0.905, 0.915, 0.9]), "accuracy")
     assert "better beyond seed noise" in describe(welch([0.95, 0.96], [0.90, 0.905]), "accuracy")
-    assert "worse" in describe(welch([0.05, 0.051, 0.052], [0.01, 0.011, 0.012]), "ECE", higher_is_better=False)
+    assert "worse" in describe(
+        welch([0.05, 0.051, 0.052], [0.01, 0.011, 0.012]), "ECE", higher_is_better=False
+    )
     assert "one seed" in describe(welch([0.9], [0.8]), "accuracy")
 
 
