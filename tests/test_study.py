@@ -230,3 +230,11 @@ def test_grid_becomes_named_arms_and_nothing_runs_before_validation(tmp_path: Pa
     with pytest.raises(ConfigError):
         run_study(bad, out=tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).parents[1].glob("studies/*.yaml")), ids=lambda p: p.name
+)
+def test_ready_made_study_files_validate(path: Path) -> None:
+    spec = load_study(path)
+    assert spec.compare_to in spec.arms and len(spec.seeds) >= 2
