@@ -168,7 +168,8 @@ def test_killed_study_resumes(done_study: Path, tmp_path: Path, monkeypatch: pyt
 def test_failing_arm_is_reported_and_the_others_finish(fmnist_root: str, tmp_path: Path) -> None:
     arms = {"baseline": {}, "diverges": {"train.optimizer": "sgd", "train.lr": 1.0e30}}
     path = _study(tmp_path, fmnist_root, arms=arms, seeds=[0])
-    res = CliRunner().invoke(app, ["study", "--quiet", str(path), "--out", str(tmp_path / "o")])
+    out = ["--out", str(tmp_path / "o"), "--workers", "2"]  # two spawned worker processes
+    res = CliRunner().invoke(app, ["study", "--quiet", str(path), *out])
     assert res.exit_code == 1
     assert "diverges" in res.output and "TrainingDiverged" in res.output
     sd = StudyDir(tmp_path / "o")

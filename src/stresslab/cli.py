@@ -163,7 +163,11 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        typer.secho("interrupted; continue with `stresslab run --resume RUN_DIR`", err=True)
+        typer.secho(
+            "interrupted; continue with `stresslab run --resume RUN_DIR` "
+            "(a study: `stresslab study --resume STUDY_DIR`)",
+            err=True,
+        )
         sys.exit(130)
 
 
