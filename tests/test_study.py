@@ -239,3 +239,30 @@ def test_grid_becomes_named_arms_and_nothing_runs_before_validation(tmp_path: Pa
 def test_ready_made_study_files_validate(path: Path) -> None:
     spec = load_study(path)
     assert spec.compare_to in spec.arms and len(spec.seeds) >= 2
+
+
+def test_grid_study_reports_cost_and_pareto_front(fmnist_root: str, tmp_path: Path) -> None:
+    from stresslab.data import load_split
+    from stresslab.models import build_model, model_summary
+
+    path = _study(tmp_path, fmnist_root, seeds=[0])
+    spec = yaml.safe_load(path.read_text())
+    spec.pop("arms")
+    spec["grid"] = {"model.args.fc": [8, 32]}
+    spec["base"]["train"]["epochs"] = 1
+    path.write_text(yaml.safe_dump(spec))
+    outcome = run_study(path, out=tmp_path / "grid")
+    assert not outcome.failed
+    s = json.loads((tmp_path / "grid/study.json").read_text())
+    rows = s["grid"]["rows"]
+    assert {r["arm"] for r in rows} == {"fc=8", "fc=32"}
+    assert rows[0]["accuracy"] >= rows[1]["accuracy"]
+    assert any(r["pareto"] for r in rows)
+    info = load_split("fashion_mnist", root=fmnist_root, train_subset=200, test_subset=100).info
+    for r in rows:
+        model = build_model("custom_cnn", info, {"widths": [4, 8], "fc": r["values"]["model.args.fc"]})
+        summary = model_summary(model, info)
+        assert r["params"] == summary["params"]
+        assert r["flops"] == 2 * summary["macs"]  # FlopCounterMode: one multiply-add = 2 FLOPs
+    assert (tmp_path / "grid/figures/pareto.png").is_file()
+    assert "Grid: accuracy and cost" in (tmp_path / "grid/report.html").read_text()
