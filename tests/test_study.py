@@ -266,3 +266,19 @@ def test_grid_study_reports_cost_and_pareto_front(fmnist_root: str, tmp_path: Pa
         assert r["flops"] == 2 * summary["macs"]  # FlopCounterMode: one multiply-add = 2 FLOPs
     assert (tmp_path / "grid/figures/pareto.png").is_file()
     assert "Grid: accuracy and cost" in (tmp_path / "grid/report.html").read_text()
+
+
+def test_gallery_images_and_gradcam_follow_the_runs(done_study: Path) -> None:
+    from stresslab.study.gallery import gradcam_maps, test_images
+
+    sd = StudyDir(done_study)
+    run = sd.run_dir("smooth", 1)
+    preds = load_predictions(run / "predictions.npz")
+    wanted = [int(i) for i in preds.index[:5]]
+    images = test_images(sd, run, wanted)
+    assert sorted(images) == sorted(wanted) and sd.images.is_file()
+    batch = np.stack([images[i] for i in wanted])
+    maps, pred, conf = gradcam_maps(run, batch)
+    assert maps.shape == (5, 28, 28) and bool((maps >= 0).all())
+    assert np.array_equal(pred, preds.preds[:5])  # the checkpoint reproduces the stored predictions
+    np.testing.assert_allclose(conf, preds.probs[:5].max(1), rtol=1e-4)

@@ -105,6 +105,10 @@ def study(
     except StresslabError as e:
         _fail(e)
         return
+    for arm, rec in outcome.summary.get("arms", {}).items():
+        acc = rec["metrics"]["accuracy"]
+        spread = f" ± {acc['std']:.2%}" if acc["std"] is not None else ""
+        typer.echo(f"{arm}: test accuracy {acc['mean']:.2%}{spread} ({acc['n']} seeds)")
     typer.echo(f"report: {outcome.study_dir.report}")
     for rec in outcome.failed:
         typer.secho(f"failed: {rec['arm']} seed {rec['seed']}: {rec['error']}", fg=typer.colors.RED, err=True)

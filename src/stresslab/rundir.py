@@ -141,6 +141,7 @@ class RunDir:
     RUN_DIR/config.resolved.yaml   env.json   history.json   checkpoints/{last,best}.pt
     RUN_DIR/results/<probe>.json   results/<probe>/<figure>.png
     RUN_DIR/metrics.json           report.html   run.lock   DONE
+    RUN_DIR/predictions.npz        per-image test predictions (stresslab.predictions_file)
     """
 
     def __init__(self, path: str | Path) -> None:

@@ -25,6 +25,7 @@ class StudyOutcome:
     study_dir: StudyDir
     records: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)  # study.json, when the report was made
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -86,7 +87,7 @@ def run_study(
             from stresslab.study.report import render_study
 
             t_report = time.perf_counter()
-            render_study(sdir)
+            outcome.summary = render_study(sdir)
             outcome.seconds["report"] = time.perf_counter() - t_report
     outcome.seconds["total"] = time.perf_counter() - t_start
     outcome.seconds["in_runs"] = sum(float(r.get("seconds", 0.0)) for r in outcome.records)
