@@ -38,9 +38,15 @@ class SequentialBackend(Backend):
     """One run after another in this process (no start-up cost)."""
 
     def run(self, jobs: Sequence[RunJob], on_done: OnDone) -> list[dict[str, Any]]:
+        import torch
+
         records = []
+        threads = torch.get_num_threads()
         for job in jobs:
-            rec = run_job(job)
+            try:
+                rec = run_job(job)
+            finally:
+                torch.set_num_threads(threads)  # a run's `threads` must not outlive it here
             records.append(rec)
             on_done(rec)
         return records
