@@ -56,14 +56,17 @@ def interval_text(rec: dict[str, Any], percent: bool) -> str:
     return text
 
 
-def diff_text(rec: dict[str, Any], percent: bool) -> str:
+def diff_text(rec: dict[str, Any], percent: bool, interval: bool = True) -> str:
+    """``diff [lo, hi]`` of a difference record (points for percentages); ``interval=False``
+    gives the difference alone (for quantities that do not vary between seeds)."""
+
     def v(x: float | None) -> str:
         if x is None or not math.isfinite(x):
             return "–"
         return f"{x * 100:+.2f}" if percent else f"{x:+.4g}"
 
     text = v(rec.get("diff"))
-    if rec.get("lo") is not None:
+    if interval and rec.get("lo") is not None:
         text += f" [{v(rec['lo'])}, {v(rec['hi'])}]"
     return text
 

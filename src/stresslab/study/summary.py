@@ -151,10 +151,11 @@ def _cases(
         f"{int(broken.sum())} broken in every seed."
     )
     if noise is not None:
-        verdict = "more than" if mean_fixed > noise else "no more than"
+        fixes = "more than" if mean_fixed > noise else "no more than"
+        breaks = "more than" if mean_broken > noise else "no more than"
         words += (
-            f" Two seeds of {base} itself 'fix' {noise:.1f} images on average, so the fixes are "
-            f"{verdict} seed noise."
+            f" Two seeds of {base} itself 'fix' (and 'break') {noise:.1f} images on average, so the "
+            f"fixes are {fixes} seed noise and the breaks {breaks} seed noise."
         )
     order_fix = np.argsort(-gain[fixed]) if fixed.any() else np.zeros(0, int)
     order_break = np.argsort(gain[broken]) if broken.any() else np.zeros(0, int)
