@@ -1,4 +1,4 @@
-"""Command line: ``stresslab run | report | list``. Thin: parses, then calls the library."""
+"""Command line: ``stresslab run | study | report | list``. Thin: parses, then calls the library."""
 
 from __future__ import annotations
 
@@ -85,13 +85,53 @@ def run(
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
-    """Rebuild report.html and metrics.json from a run directory alone."""
+def study(
+    study_file: Annotated[Path | None, typer.Argument(help="study YAML (optional with --resume)")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory (default runs/<name>-<time>)")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue an interrupted study directory")] = None,
+    workers: Annotated[int, typer.Option(help="local runs at once, cores split between them")] = 1,
+    backend: Annotated[str, typer.Option(help="local | ray")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="join this Ray cluster (default: a local one)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings only")] = False,
+) -> None:
+    """Run every arm x seed of a study, then compare them image by image in one report."""
+    _setup_logging(False, quiet)
+    from stresslab.study import run_study
+
+    try:
+        outcome = run_study(
+            study_file, out=out, resume=resume, workers=workers, backend=backend, ray_address=ray_address
+        )
+    except StresslabError as e:
+        _fail(e)
+        return
+    for arm, rec in outcome.summary.get("arms", {}).items():
+        acc = rec["metrics"]["accuracy"]
+        spread = f" ± {acc['std']:.2%}" if acc["std"] is not None else ""
+        typer.echo(f"{arm}: test accuracy {acc['mean']:.2%}{spread} ({acc['n']} seeds)")
+    typer.echo(f"report: {outcome.study_dir.report}")
+    for rec in outcome.failed:
+        typer.secho(f"failed: {rec['arm']} seed {rec['seed']}: {rec['error']}", fg=typer.colors.RED, err=True)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run or study directory")]) -> None:
+    """Rebuild a run's (or a study's) report from its directory alone."""
     _setup_logging(False, True)
     from stresslab.report.render import render
     from stresslab.rundir import RunDir
+    from stresslab.study import StudyDir, render_study
 
     try:
+        if StudyDir.is_study_dir(run_dir):
+            sdir = StudyDir.open(run_dir)
+            render_study(sdir)
+            typer.echo(f"report: {sdir.report}")
+            return
         run_ = RunDir.open(run_dir)
         render(run_)
     except StresslabError as e:
@@ -133,7 +173,11 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        typer.secho("interrupted; continue with `stresslab run --resume RUN_DIR`", err=True)
+        typer.secho(
+            "interrupted; continue with `stresslab run --resume RUN_DIR` "
+            "(a study: `stresslab study --resume STUDY_DIR`)",
+            err=True,
+        )
         sys.exit(130)
 
 

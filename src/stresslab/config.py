@@ -43,6 +43,14 @@ class AugmentConfig(_Strict):
     crop_padding: int = Field(0, ge=0)
     hflip: bool = False
     rotation_deg: float = Field(0.0, ge=0.0, le=180.0)
+    # Mixup / CutMix (soft targets) and random erasing; 0 turns each off.
+    mixup_alpha: float = Field(0.0, ge=0.0)
+    cutmix_alpha: float = Field(0.0, ge=0.0)
+    cutmix_prob: float = Field(0.5, ge=0.0, le=1.0)
+    erasing_prob: float = Field(0.0, ge=0.0, le=1.0)
+    erasing_scale: tuple[float, float] = (0.02, 0.33)
+    erasing_ratio: tuple[float, float] = (0.3, 3.3)
+    erasing_value: float | Literal["random"] = 0.0
 
 
 class AdversarialTrainingConfig(_Strict):
@@ -168,6 +176,12 @@ def parse_override(item: str) -> dict[str, Any]:
         cur = cur.setdefault(p, {})
     cur[parts[-1]] = value
     return out
+
+
+def merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge one parsed override (see :func:`parse_override`) into a copy of ``base`` the way
+    ``--set`` does: dicts merge at every level, probes included; other values replace."""
+    return _merge_override(base, override)
 
 
 def _merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

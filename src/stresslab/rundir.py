@@ -142,15 +142,20 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
 class RunDir:
     """A run directory::
 
-    RUN_DIR/config.resolved.yaml   env.json   history.json   training.json   warnings.json
-    RUN_DIR/checkpoints/{last,best}.pt
-    RUN_DIR/results/<probe>.json   results/<probe>/<figure>.png
-    RUN_DIR/metrics.json           report.html   run.lock   DONE | FAILED
+        RUN_DIR/config.resolved.yaml   env.json   history.json   training.json   warnings.json
+        RUN_DIR/checkpoints/{last,best}.pt
+        RUN_DIR/results/<probe>.json   results/<probe>/<figure>.png
+    <<<<<<< HEAD
+        RUN_DIR/metrics.json           report.html   run.lock   DONE | FAILED
 
-    ``DONE`` marks a complete run, which is never replaced. ``FAILED`` (JSON: ``stage``,
-    ``error``, ``traceback``, ``time``) marks a run that stopped on an error: ``--resume``
-    continues it and a new run with the same ``--out`` replaces it. A directory with
-    neither was killed (or is running): it can only be resumed.
+        ``DONE`` marks a complete run, which is never replaced. ``FAILED`` (JSON: ``stage``,
+        ``error``, ``traceback``, ``time``) marks a run that stopped on an error: ``--resume``
+        continues it and a new run with the same ``--out`` replaces it. A directory with
+        neither was killed (or is running): it can only be resumed.
+    =======
+        RUN_DIR/metrics.json           report.html   run.lock   DONE
+        RUN_DIR/predictions.npz        per-image test predictions (stresslab.predictions_file)
+    >>>>>>> study
     """
 
     def __init__(self, path: str | Path) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 from stresslab import config as config_mod
 from stresslab.config import RunConfig
 from stresslab.errors import CheckpointError
+from stresslab.predictions_file import FILENAME as PREDICTIONS_FILE
+from stresslab.predictions_file import save_predictions
 from stresslab.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
 from stresslab.probes.base import ProbeContext, ProbeResult
 from stresslab.probes.predictions import Predictions
@@ -160,6 +162,7 @@ def _execute(prep: Prepared, run: RunDir, resuming: bool, show_progress: bool, s
         model, split.val_x, split.val_y, split.val_index, batch_size=batch, device=device
     )
     log.info("predictions computed in %.1f s", time.perf_counter() - t0)
+    save_predictions(run.path / PREDICTIONS_FILE, preds, split.info.class_names)
     ctx = ProbeContext(
         model=model,
         split=split,

@@ -127,6 +127,8 @@ def train(
         TrainingDiverged: the loss became NaN/Inf (the message names epoch and step).
     """
     from stresslab.data.augment import BatchAugment
+    from stresslab.data.erasing import RandomErasing
+    from stresslab.data.mixing import BatchMix
 
     meta = dict(meta or {})
     progress = progress or ProgressReporter(enabled=False)
@@ -147,6 +149,9 @@ def train(
     augment = BatchAugment(
         crop_padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip, rotation_deg=cfg.augment.rotation_deg
     )
+    a = cfg.augment
+    erase = RandomErasing(a.erasing_prob, a.erasing_scale, a.erasing_ratio, a.erasing_value)
+    mix = BatchMix(split.info.num_classes, a.mixup_alpha, a.cutmix_alpha, a.cutmix_prob)
     adv = cfg.adversarial
     adv_gen = torch.Generator(device=device).manual_seed(seed + 2)
     generators = {"shuffle": shuffle_gen, "augment": aug_gen, "adversarial": adv_gen}  # saved for resume
@@ -196,11 +201,17 @@ def train(
                     xb = augment(xb, generator=aug_gen)
                 if adv is not None:
                     xb = _mix_adversarial(model, xb, yb, adv, adv_gen)
+                # Erasing and mixing come last, so adversarial examples see clean labels.
+                targets: Tensor = yb
+                if erase.enabled:
+                    xb = erase(xb, generator=aug_gen)
+                if mix.enabled:
+                    xb, targets = mix(xb, yb, generator=aug_gen)  # soft targets (N, K)
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     logits = model(xb)
-                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                    loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
                 if not torch.isfinite(loss):
                     where = f"loss became {loss.item()} at epoch {epoch}, step {step + 1}/{steps_per_epoch}"
                     raise TrainingDiverged(
