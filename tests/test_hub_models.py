@@ -13,11 +13,14 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
+from stresslab.config import RunConfig
 from stresslab.errors import CheckpointError, ConfigError
 from stresslab.models import build_model, check_model_name
 from stresslab.models.hub import adapt_input_conv
 from stresslab.models.hub_model import HubModel
 from stresslab.models.spatial import find_cam_layer
+from stresslab.prepare import prepare
+from stresslab.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
 
 from .hub_helpers import check_hub_contract, make_info
 
@@ -89,6 +92,29 @@ def test_weights_load_from_a_file_and_one_channel_sums_rgb(tmp_path: Path) -> No
         "torchvision:resnet18", make_info(3, 32), weights=str(tmp_path / "resnet18.safetensors")
     )
     torch.testing.assert_close(again.body.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+
+
+def test_prepare_accepts_hub_names_and_checkpoints_round_trip(tmp_path: Path, fmnist_root: str) -> None:
+    cfg = RunConfig.model_validate(
+        {
+            "data": {"root": fmnist_root, "train_subset": 50, "test_subset": 20},
+            "model": {"name": "torchvision:resnet18"},
+            "probes": ["evaluation"],
+        }
+    )
+    prep = prepare(cfg)
+    assert isinstance(prep.model, HubModel) and prep.meta["model"]["name"] == "torchvision:resnet18"
+    # The head is a view on body.fc: every weight is saved once and loads back into a new model.
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, prep.model, prep.meta)
+    state = load_checkpoint(path)["state_dict"]
+    assert "body.fc.weight" in state and not any(k.startswith("head.") for k in state)
+    fresh = build_model("torchvision:resnet18", prep.split.info)
+    load_weights(fresh, state, path)
+    torch.testing.assert_close(fresh.head.weight, prep.model.head.weight)
+    bad = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": "torchvision:resnet19"})})
+    with pytest.raises(ConfigError, match="resnet19"):
+        prepare(bad)
 
 
 def test_weights_that_do_not_fit_or_would_run_code_are_refused(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from stresslab.errors import ConfigError
 from stresslab.models import build_model, check_model_name
 from stresslab.models.hub_model import HubModel
 
+from .cli_helpers import FAST, run_ok
 from .hub_helpers import check_hub_contract, make_info
 
 timm = pytest.importorskip("timm")
@@ -75,3 +77,23 @@ def test_pretrained_by_name_is_refused() -> None:
         build_model("timm:test_resnet", make_info(3, 32), {"pretrained": True})
     with pytest.raises(ConfigError, match="close names: resnet18"):
         check_model_name("timm:resnt18")
+
+
+def test_a_run_of_a_timm_model_explains_with_the_found_layer(tmp_path: Path, fmnist_root: str) -> None:
+    out = tmp_path / "run"
+    explain = "{methods: [gradcam], n_high_confidence: 2, n_uncertain: 1, n_correct_per_class: 0}"
+    run_ok(
+        [
+            *["run", "--quiet", "--out", str(out), "--data-root", fmnist_root, *FAST[:-2]],
+            *["--set", "train.epochs=1", "--set", "data.train_subset=300", "--set", "data.test_subset=100"],
+            *[
+                "--set",
+                "model.name=timm:test_resnet",
+                "--set",
+                f"probes={{evaluation: {{}}, explain: {explain}}}",
+            ],
+        ]
+    )
+    assert (out / "DONE").is_file()
+    explained = json.loads((out / "results" / "explain.json").read_text())
+    assert "body.layer4" in json.dumps(explained["data"])
