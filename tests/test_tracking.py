@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from stresslab.config import RunConfig
+from stresslab.config import RunConfig, validate
 from stresslab.errors import ConfigError
 from stresslab.rundir import RunDir
 from stresslab.tracking import Tracking, check_trackers, flat_config, track
@@ -97,6 +97,11 @@ def test_flat_config_joins_keys_and_leaves_tracking_out() -> None:
     assert flat["train.lr"] == 0.01 and flat["train.augment.hflip"] is False
     assert flat["model.source"] == "null" and json.loads(str(flat["probes.explain"])) == {}
     assert not any(k.startswith("tracking") for k in flat)
+    # Group and run names become folder names: no slashes, quotes or leading dots.
+    assert validate({"tracking": {"group": "study 1: arm=mixup"}}).tracking.group == "study 1: arm=mixup"
+    for bad in ("a/b", "it's", ".hidden", ""):
+        with pytest.raises(ConfigError, match="tracking.group"):
+            validate({"tracking": {"group": bad}})
 
 
 def test_a_missing_library_is_named_before_the_run_starts(
@@ -192,6 +197,21 @@ def test_mlflow_run_read_back(tmp_path: Path, mlflow_env: Any) -> None:
     assert client.get_run(tracker.run_id).info.status == "RUNNING"
     again.close("KILLED")
     assert client.get_run(tracker.run_id).info.status == "KILLED"
+
+
+def test_a_tracker_that_cannot_start_stops_the_run_and_closes_the_others(
+    tmp_path: Path, mlflow_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stresslab.tracking import start_tracking
+    from stresslab.tracking.tensorboard import TensorBoardTracker
+
+    closed: list[str] = []
+    monkeypatch.setattr(TensorBoardTracker, "__init__", lambda self, cfg, run: None)
+    monkeypatch.setattr(TensorBoardTracker, "close", lambda self, status: closed.append(status))
+    cfg = config(tensorboard=True, mlflow=True, mlflow_uri="nope://nowhere")
+    with pytest.raises(ConfigError, match="tracking.mlflow: cannot start an MLflow run at nope://nowhere"):
+        start_tracking(cfg, fake_run(tmp_path))
+    assert closed == ["FAILED"]
 
 
 def test_mlflow_groups_nest_under_one_parent_run(tmp_path: Path, mlflow_env: Any) -> None:

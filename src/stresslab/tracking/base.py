@@ -133,16 +133,20 @@ class Tracking:
 def start_tracking(cfg: RunConfig, run: RunDir) -> Tracking:
     """Start every tracker ``cfg.tracking`` switches on for ``run``; errors (a tracking server
     out of reach) propagate, so the run stops before training."""
-    trackers: list[Tracker] = []
-    if cfg.tracking.tensorboard:
-        from stresslab.tracking.tensorboard import TensorBoardTracker
+    tracking = Tracking()
+    try:
+        if cfg.tracking.tensorboard:
+            from stresslab.tracking.tensorboard import TensorBoardTracker
 
-        trackers.append(TensorBoardTracker(cfg, run))
-    if cfg.tracking.mlflow:
-        from stresslab.tracking.mlflow import MlflowTracker
+            tracking.trackers.append(TensorBoardTracker(cfg, run))
+        if cfg.tracking.mlflow:
+            from stresslab.tracking.mlflow import MlflowTracker
 
-        trackers.append(MlflowTracker(cfg, run))
-    return Tracking(trackers)
+            tracking.trackers.append(MlflowTracker(cfg, run))
+    except Exception:
+        tracking.close("FAILED")  # the ones already started
+        raise
+    return tracking
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stresslab.errors import ConfigError
 from stresslab.rundir import atomic_write_json, read_json
 from stresslab.tracking.base import finite, flat_config, require, run_label
 
@@ -57,11 +58,18 @@ class MlflowTracker:
         require("mlflow", "mlflow", "tracking.mlflow")
         from mlflow.tracking import MlflowClient
 
-        t = cfg.tracking
-        self.uri = _uri(t.mlflow_uri, run)
+        self.uri = _uri(cfg.tracking.mlflow_uri, run)
         if self.uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.run_id = ""
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self._start(cfg, run)
+        except Exception as exc:
+            raise ConfigError(f"tracking.mlflow: cannot start an MLflow run at {self.uri}: {exc}") from exc
+
+    def _start(self, cfg: RunConfig, run: RunDir) -> None:
+        t = cfg.tracking
         record = Path(run.path) / "tracking.json"
         saved = read_json(record).get("mlflow", {}) if record.is_file() else {}
         if saved.get("uri") == self.uri and saved.get("run_id"):
