@@ -69,11 +69,10 @@ def find_cam_layer(
     (``nn.AdaptiveAvgPool2d``, timm's ``SelectAdaptivePool2d``, ...) whose output is (N, C)
     or (N, C, 1, 1) and after which no module outputs a map larger than 1x1 (so the pool of
     a squeeze-excitation block is not one). Without one (a functional pool, a class token)
-    pooling starts at ``head``. Among the modules
-    whose forward finished before that, the last one with a 4-D output is chosen, skipping
-    pass-through modules (Identity, Dropout, Flatten) and adaptive pools (they only
-    resample); an enclosing block finishes after its last child, so the block is chosen
-    (``layer4`` rather than ``layer4.1.relu``). No layer is chosen, and ``problem`` says
+    pooling starts at ``head``. Among the modules whose forward finished before that, the
+    last one with a 4-D output is chosen, skipping pass-through modules (Identity, Dropout,
+    Flatten) and adaptive pools (they only resample); an enclosing block finishes after its
+    last child, so the block is chosen (``layer4`` rather than ``layer4.1.relu``). No layer is chosen, and ``problem`` says
     why, when no module outputs a 4-D map, when a module between the last map and the
     pooling outputs a token sequence (N, L, D) (a vision transformer), or when
     ``channels_last_output`` says the maps are (N, h, w, C). Names are prefixed with
