@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Every optional extra, so that each integration the README promises is tested.
-CHECK_EXTRAS := dev,bench,ray
+CHECK_EXTRAS := dev,bench,ray,timm,tensorboard,mlflow
 
 .PHONY: setup setup-dev study quick test lint typecheck check bench format
 

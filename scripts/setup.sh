@@ -37,6 +37,10 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   target="."
   [ -n "$extras" ] && target=".[$extras]"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$constraints" -e "$target"
+  case ",$extras," in
+    *,bench,*)  # see the bench extra in pyproject.toml: its needs are all installed already
+      "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "torchattacks>=3.5" ;;
+  esac
   echo "$want" > "$stamp"
 fi
 

@@ -48,6 +48,10 @@ def run(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="skip unreadable images, counting them")
     ] = False,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard", help="log to TensorBoard (tracking.tensorboard)")
+    ] = False,
+    mlflow: Annotated[bool, typer.Option("--mlflow", help="log to MLflow (tracking.mlflow)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars, warnings only")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -58,7 +62,7 @@ def run(
 
     try:
         if resume is not None:
-            if config or preset or set_ or checkpoint:
+            if config or preset or set_ or checkpoint or tensorboard or mlflow:
                 raise StresslabError("--resume takes the run directory's own config; give no other options")
             outcome = execute(config_mod.RunConfig(), resume=resume, show_progress=not quiet)
         else:
@@ -67,6 +71,11 @@ def run(
                 overrides.append(f"data.root={data_root}")
             if skip_bad:
                 overrides.append("data.skip_bad=true")
+            overrides += [
+                f"tracking.{name}=true"
+                for name, on in (("tensorboard", tensorboard), ("mlflow", mlflow))
+                if on
+            ]
             cfg = config_mod.resolve(config, preset, overrides)
             outcome = execute(cfg, out=out, checkpoint=checkpoint, show_progress=not quiet)
     except StresslabError as e:

@@ -34,9 +34,10 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = "custom_cnn"
+    name: str = "custom_cnn"  # registered, or "timm:<model>" / "torchvision:<model>"
     args: dict[str, Any] = Field(default_factory=dict)
     source: str | None = None  # "path/to/file.py:Class" or "package.module:Class"
+    weights: str | None = None  # timm:/torchvision: models: a local .pt state dict or .safetensors
 
 
 class AugmentConfig(_Strict):
@@ -81,6 +82,28 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(1024, ge=1)
 
 
+# A group or run name is also a folder name: no slashes or quotes, not starting with a dot.
+_NAME = r"^[^/\\'\"`.][^/\\'\"`]*$"
+
+
+class TrackingConfig(_Strict):
+    """Experiment trackers, each off unless switched on (see :mod:`stresslab.tracking`).
+
+    ``group`` gathers runs (a study's arms and seeds): one MLflow parent run per group with
+    each run nested under it, and one TensorBoard folder per run under
+    ``<tensorboard_dir or the run dir's parent/tensorboard>/<group>/<run_name>``.
+    ``run_name`` names the run in both (default: the run directory's name).
+    """
+
+    tensorboard: bool = False
+    tensorboard_dir: str | None = None  # default: RUN_DIR/tensorboard, or as above with a group
+    mlflow: bool = False
+    mlflow_uri: str | None = None  # default: a file store in <run dir's parent>/mlruns
+    experiment: str = Field("stresslab", min_length=1)
+    group: str | None = Field(None, pattern=_NAME)
+    run_name: str | None = Field(None, pattern=_NAME)
+
+
 DEFAULT_PROBES = ("evaluation", "failures", "explain", "calibration", "adversarial", "corruption")
 
 
@@ -94,7 +117,7 @@ def _default_probes() -> dict[str, dict[str, Any]]:
 
 
 class RunConfig(_Strict):
-    """A whole run: data, model, training, probes (name -> settings) and report."""
+    """A whole run: data, model, training, probes (name -> settings), report and tracking."""
 
     name: str | None = None  # default: "<dataset>-<model>"
     seed: int = 0
@@ -104,6 +127,7 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     probes: dict[str, dict[str, Any]] = Field(default_factory=_default_probes)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("probes", mode="before")
     @classmethod

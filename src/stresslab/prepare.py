@@ -23,7 +23,7 @@ from stresslab.config import RunConfig
 from stresslab.data import DATASETS, load_split
 from stresslab.data.base import Split
 from stresslab.errors import ConfigError, StresslabError
-from stresslab.models import MODELS, build_model
+from stresslab.models import build_model, check_model_name
 from stresslab.probes import PROBES, build_probe
 from stresslab.probes.base import Probe
 from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights
@@ -113,7 +113,10 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
     probe_order(list(probes))
     DATASETS.get(cfg.data.dataset)
     if not cfg.model.source:
-        MODELS.get(cfg.model.name)
+        check_model_name(cfg.model.name)
+    from stresslab.tracking import check_trackers
+
+    check_trackers(cfg.tracking)
     try:
         device = pick_device(cfg.device)
     except RuntimeError as e:
@@ -136,7 +139,9 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
         info.height,
         info.width,
     )
-    model = build_model(cfg.model.name, info, cfg.model.args, cfg.model.source)
+    # A checkpoint replaces every weight: the model's own weights file is not read then.
+    weights = cfg.model.weights if checkpoint is None else None
+    model = build_model(cfg.model.name, info, cfg.model.args, cfg.model.source, weights)
     prep = Prepared(cfg, probes, device, split, model, model_meta(cfg, split))
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)

@@ -36,6 +36,7 @@ from stresslab.rundir import (
     environment,
     read_json,
 )
+from stresslab.tracking import Tracking, track
 from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights
 from stresslab.train.divergence import loss_explosion
 from stresslab.train.loop import train
@@ -92,7 +93,8 @@ def execute(
             if checkpoint is None and run.source_checkpoint.is_file():
                 checkpoint = read_json(run.source_checkpoint)["path"]  # a probe-only run keeps its model
             prep = prepare(cfg, checkpoint)
-            return _execute(prep, run, True, show_progress, stage)
+            with track(cfg, run) as tracking:
+                return _execute(prep, run, True, show_progress, stage, tracking)
     target = Path(out) if out is not None else default_run_path(config_mod.run_name(cfg))
     RunDir.check_new(target)  # refuse early, before the data is loaded
     prep = prepare(cfg, checkpoint)
@@ -100,7 +102,8 @@ def execute(
     with run.lock(), _failure_recorded(run) as stage:
         atomic_write_text(run.config, config_mod.dump_yaml(cfg))
         atomic_write_json(run.env, environment(prep.device, cfg.seed))
-        return _execute(prep, run, False, show_progress, stage)
+        with track(cfg, run) as tracking:
+            return _execute(prep, run, False, show_progress, stage, tracking)
 
 
 @contextmanager
@@ -143,11 +146,13 @@ def run_warnings(prep: Prepared, history: list[dict[str, float]]) -> list[dict[s
     return out
 
 
-def _execute(prep: Prepared, run: RunDir, resuming: bool, show_progress: bool, stage: _Stage) -> RunOutcome:
+def _execute(
+    prep: Prepared, run: RunDir, resuming: bool, show_progress: bool, stage: _Stage, tracking: Tracking
+) -> RunOutcome:
     cfg, split, model, device = prep.cfg, prep.split, prep.model, prep.device
     progress = ProgressReporter(enabled=show_progress)
     stage.name = "training"
-    history = _trained_history(prep, run, resuming, progress)
+    history = _trained_history(prep, run, resuming, progress, tracking)
     model.to(device).eval()
     warnings = run_warnings(prep, history)
     atomic_write_json(run.run_warnings, warnings)
@@ -212,11 +217,12 @@ def _execute(prep: Prepared, run: RunDir, resuming: bool, show_progress: bool, s
     outcome.metrics = render(run)
     if not outcome.failed_probes:
         atomic_write_text(run.done, "complete\n")
+    tracking.finish(run, outcome.metrics)
     return outcome
 
 
 def _trained_history(
-    prep: Prepared, run: RunDir, resuming: bool, progress: ProgressReporter
+    prep: Prepared, run: RunDir, resuming: bool, progress: ProgressReporter, tracking: Tracking
 ) -> list[dict[str, float]]:
     """Train (or continue training, or take the given checkpoint); return the history."""
     cfg, model, info = prep.cfg, prep.model, prep.split.info
@@ -244,6 +250,7 @@ def _trained_history(
         meta=prep.meta,
         resume=state,
         progress=progress,
+        on_epoch=tracking.on_epoch,
     )
     atomic_write_json(run.history, result.history)
     atomic_write_json(
