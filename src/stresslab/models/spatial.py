@@ -73,8 +73,9 @@ def find_cam_layer(
     last one with a 4-D output is chosen, skipping pass-through modules (Identity, Dropout,
     Flatten) and adaptive pools (they only resample); an enclosing block finishes after its
     last child, so the block is chosen (``layer4`` rather than ``layer4.1.relu``). No layer is
-    chosen, and ``problem`` says why, when no module outputs a 4-D map, when a module between the last map and the
-    pooling outputs a token sequence (N, L, D) (a vision transformer), or when
+    chosen, and ``problem`` says why, when no module outputs a 4-D map, when a module
+    between the last map and the pooling outputs a token sequence (N, L, D) (a vision
+    transformer), or when
     ``channels_last_output`` says the maps are (N, h, w, C). Names are prefixed with
     ``prefix``. The model's mode, parameters and gradients are left as they were.
     """
