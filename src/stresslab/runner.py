@@ -171,6 +171,7 @@ def _execute(prep: Prepared, run: RunDir, resuming: bool, show_progress: bool, s
         history=history,
         progress=progress,
         sample_seed=cfg.data.split_seed,
+        train_config=cfg.train,
     )
 
     stage.name = "probes"
