@@ -139,17 +139,18 @@ def robust_sentence(res: SweepResult) -> str:
         worst = mean_or_none(res.robust(nm))
         by, who = res.by_attack(nm), res.set_by(nm)
         text = f"{_pct(worst)} at {tm.label} epsilon {tm.epsilon:.4g}"
-        if who is not None:
-            alone = by[who]
-            text += f", set by {who}" + (
-                f" (alone {_pct(alone)}; the worst case per image over the {len(by)} runs is lower)"
-                if worst is not None and alone is not None and worst < alone
-                else ""
+        alone = None if who is None else by[who]
+        if who is not None and worst is not None and alone is not None and worst < alone:
+            text += (
+                f", the worst case per image over the {len(by)} attack runs (the strongest alone, "
+                f"{who}, gives {_pct(alone)})"
             )
+        elif who is not None:
+            text += f", set by {who} (worst case per image over the {len(by)} attack runs)"
         parts.append(text)
     return (
         f"Clean accuracy {_pct(mean_or_none(res.clean.correct))} on {len(res.labels)} test images; "
-        f"robust accuracy {'; '.join(parts)} (worst case per image over all attacks run)."
+        f"robust accuracy {'; '.join(parts)}."
     )
 
 
