@@ -20,6 +20,7 @@ from stresslab.probes.explain.base import Attribution
 from stresslab.probes.explain.cases import select_cases
 from stresslab.probes.explain.compute import Explained, compute, prepare_methods
 from stresslab.probes.explain.data_randomization import (
+    DataRandomization,
     DataRandomizationSettings,
     data_randomization_test,
     permuted_labels,
@@ -134,6 +135,14 @@ def test_permuted_labels_keep_images_and_class_counts() -> None:
     assert torch.equal(out.train_x, split.train_x) and torch.equal(out.test_y, split.test_y)
     assert torch.equal(out.train_y.bincount(), split.train_y.bincount())
     assert not torch.equal(out.train_y, split.train_y) and len(out.val_y) == 0
+
+
+def test_median_and_verdict_leave_undefined_cases_out() -> None:
+    found = DataRandomization(DataRandomizationSettings(1, threshold=0.45), run_epochs=3, fit=0.5, n_train=10)
+    found.spearman["m"] = torch.tensor([0.1, 0.3, float("nan"), 0.5, 0.9], dtype=torch.float64)
+    found.spearman["flat"] = torch.full((3,), float("nan"), dtype=torch.float64)
+    assert found.median("m") == pytest.approx(0.4) and found.mean("m") == pytest.approx(0.45)
+    assert found.passed("m") is True and found.median("flat") is None and found.passed("flat") is None
 
 
 def test_settings_are_checked_and_the_test_needs_a_recipe() -> None:

@@ -143,6 +143,12 @@ def test_square_is_seeded_leaves_the_model_alone_and_checks_settings() -> None:
     assert model.training and all(p.grad is None for p in model.parameters())
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     model.eval()
+    # Images smaller than the L2 start's 5x5 grid of blocks.
+    tiny = torch.rand(3, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(32, 3))
+    out = Square(norm="l2", n_queries=20).run(flat, tiny, torch.tensor([0, 1, 2]), 0.5)
+    assert perturbation_norms(out.images - tiny, "l2").max() <= 0.5 + 1e-5
+    assert bool(torch.isfinite(out.images).all()) and out.images.min() >= 0 and out.images.max() <= 1
     zero = Square().run(model, x[:4], y[:4], 0.0)
     assert torch.equal(zero.images, x[:4])
     assert not Square.uses_gradients and Square.iterative and Square.convergence_settings == ("n_queries",)

@@ -198,7 +198,7 @@ class Square(Attack):
         channel, centred in the image, scaled to unit L2 norm."""
         n, c, h, w = x.shape
         s = max(h // 5, 1)
-        start = (h - 5 * s) // 2
+        start = max((h - 5 * s) // 2, 0)
         delta = torch.zeros_like(x)
         for vh in range(start, h - s + 1, s):
             for vw in range(start, w - s + 1, s):

@@ -71,10 +71,11 @@ class DataRandomization:
     maps: dict[str, Tensor] = field(default_factory=dict)
 
     def median(self, name: str) -> float | None:
-        """Median correlation of ``name`` over the cases with one (``None`` if none)."""
+        """Median correlation of ``name`` over the cases with one, the mean of the two middle
+        values for an even count (``None`` if none)."""
         rho = self.spearman[name]
         rho = rho[torch.isfinite(rho)]
-        return float(rho.median()) if len(rho) else None
+        return float(torch.quantile(rho.double(), 0.5)) if len(rho) else None
 
     def mean(self, name: str) -> float | None:
         rho = self.spearman[name]
@@ -110,7 +111,9 @@ def label_randomized_model(
 ) -> tuple[nn.Module, float, int]:
     """A copy of ``ctx.model`` with fresh weights trained by the run's recipe
     (``ctx.train_config``, ``epochs`` and no early stopping) on permuted training labels.
-    Returns the copy (eval mode), its accuracy on the permuted labels and its training-set size."""
+    Weights are re-initialized by each layer's ``reset_parameters`` (a layer without one keeps
+    the model's weights). Returns the copy (eval mode), its accuracy on the permuted labels
+    and its training-set size."""
     from stresslab.progress import ProgressReporter
     from stresslab.train.loop import evaluate, train
 
