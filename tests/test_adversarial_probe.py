@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -137,9 +138,39 @@ def test_probe_numbers_tables_and_figures(trained: tuple[BNNet, Split]) -> None:
     assert {r[2] for r in checks} <= {"pass", "fail"} and len(checks) >= 10
     assert sum(r[2] == "fail" for r in checks) == m["checks_failed"] == len(res.warnings)
     assert {"accuracy_vs_epsilon_linf", "accuracy_vs_epsilon_l2", "adversarial_confusion"} <= set(res.figures)
-    galleries = [s for s in res.figures if s.startswith("gallery_pgd_linf")]
-    assert len(galleries) == 3  # one per non-zero epsilon
+    # A gallery per attack and non-zero epsilon at which it flipped an image, and only there.
+    index = res.data["index"]
+    flipped_any = set()
+    for name in ("fgsm_linf", "pgd_linf", "pgd_l2"):
+        for e in res.data["epsilons"]["l2" if name.endswith("l2") else "linf"]:
+            shown = res.data["galleries"][name].get(f"{e:.4g}")
+            if e == 0 or shown is None:
+                continue
+            flipped_any.add(f"gallery_{name}_eps{e:.4g}")
+            assert 0 < len(shown) <= 2 and set(shown) <= set(index)
+    assert {s for s in res.figures if s.startswith("gallery_")} == flipped_any
+    assert {"gallery_fgsm_linf_eps0.2", "gallery_pgd_linf_eps0.2", "gallery_pgd_l2_eps1"} <= flipped_any
     assert all(s in res.captions for s in res.figures)
+    # SSIM beside each epsilon: 1 on the clean images, falling as FGSM moves every pixel further.
+    fgsm_ssim = [m[f"fgsm_linf.ssim_eps{e:g}"] for e in (0.0, 0.05, 0.1, 0.2)]
+    assert fgsm_ssim[0] == 1.0 and all(a > b for a, b in itertools.pairwise(fgsm_ssim))
+    table = res.tables[0]
+    assert table.columns == [
+        "epsilon",
+        "fgsm_linf",
+        "pgd_linf",
+        "worst case",
+        "SSIM fgsm_linf",
+        "SSIM pgd_linf",
+    ]
+    assert table.rows[0][-1] == 1.0
+    assert m["fgsm_linf.ssim_threshold_epsilon"] in (0.0, 0.05, 0.1, 0.2) and m["ssim_threshold"] == 0.95
+    assert any("Can a person tell?" in line and "0.95" in line for line in res.summary)
+    # No zero gradient here: no attack was added, and the strongest attack sets robust accuracy.
+    assert res.data["added_attacks"] == {}
+    by = res.data["robust_accuracy_by_attack"]
+    assert res.data["robust_accuracy_set_by"] == min(by, key=lambda k: by[k])
+    assert res.data["robust_accuracy_set_by"] in res.summary[0]
     assert len(res.data["index"]) == 48 and len(res.data["robust_correct"]["linf"]) == 48
 
 
@@ -210,10 +241,7 @@ def test_per_attack_settings_and_mifgsm_through_the_probe(trained: tuple[BNNet, 
     checks = {r[0] for r in res.tables[-1].rows}
     assert {"MI-FGSM does no worse than FGSM", "doubling steps changes robust accuracy by < 1.00%"} <= checks
     assert not any(c.startswith("doubling restarts") for c in checks)
-    assert [s for s in res.figures if s.startswith("gallery_")] == [
-        "gallery_mifgsm_linf_eps0.1",
-        "gallery_mifgsm_linf_eps0.2",
-    ]
+    assert {"gallery_mifgsm_linf_eps0.2", "gallery_fgsm_linf_eps0.2"} <= set(res.figures)
     assert res.data["settings"]["attacks"]["mifgsm_linf"] == {
         "loss": "ce",
         "steps": 3,

@@ -179,6 +179,7 @@ def _execute(
         history=history,
         progress=progress,
         sample_seed=cfg.data.split_seed,
+        train_config=cfg.train,
     )
 
     stage.name = "probes"

@@ -4,12 +4,13 @@
 build one with ``ATTACKS.get(name)(**settings)``.
 """
 
-from stresslab.attacks import fgsm, mifgsm, pgd  # noqa: F401  (registers the attacks)
+from stresslab.attacks import fgsm, mifgsm, pgd, square  # noqa: F401  (registers the attacks)
 from stresslab.attacks.base import Attack, AttackOutput, perturbation_norms
 from stresslab.attacks.fgsm import FGSM
 from stresslab.attacks.mifgsm import MIFGSM
 from stresslab.attacks.pgd import PGD, pgd_perturb
 from stresslab.attacks.registry import ATTACKS, AttackEntry, register_attack
+from stresslab.attacks.square import Square
 
 __all__ = [
     "ATTACKS",
@@ -19,6 +20,7 @@ __all__ = [
     "Attack",
     "AttackEntry",
     "AttackOutput",
+    "Square",
     "perturbation_norms",
     "pgd_perturb",
     "register_attack",

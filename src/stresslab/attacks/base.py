@@ -155,7 +155,10 @@ class Attack(ABC):
     ``norms`` (registered as ``"<name>_<norm>"`` for each), ``iterative`` (many gradient
     steps, so an evaluation checks convergence by doubling each integer setting named in
     ``convergence_settings``) and ``shares_gradient`` (:meth:`sweep` takes one input
-    gradient for all epsilons, so a sweep costs one backward pass per batch).
+    gradient for all epsilons, so a sweep costs one backward pass per batch) and
+    ``uses_gradients`` (``False`` for a score-based attack that only reads the logits: it
+    still works where input gradients are zero or useless, and evaluations compare it with
+    the gradient attacks to detect gradient masking).
     """
 
     name: ClassVar[str] = ""
@@ -164,6 +167,7 @@ class Attack(ABC):
     iterative: ClassVar[bool] = False
     convergence_settings: ClassVar[tuple[str, ...]] = ()
     shares_gradient: ClassVar[bool] = False
+    uses_gradients: ClassVar[bool] = True
 
     def __init__(self, *, norm: str = "linf", loss: str = "ce") -> None:
         self.norm: Norm = check_norm(norm)

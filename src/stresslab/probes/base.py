@@ -24,6 +24,7 @@ from stresslab.registry import Registry
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from stresslab.config import TrainConfig
     from stresslab.probes.predictions import Predictions
 
 
@@ -93,7 +94,8 @@ class ProbeContext:
     ``Probe.requires``). ``progress(description, total)`` returns a context manager
     yielding an ``advance(n)`` callable for a progress bar. ``sample_seed`` seeds
     :meth:`sample`; it does not depend on the training seed, so runs of a study that share
-    their data draw the same test images.
+    their data draw the same test images. ``train_config`` is the run's training recipe, for
+    probes that train a model of their own (``None`` outside a run).
     """
 
     model: nn.Module
@@ -108,6 +110,7 @@ class ProbeContext:
     progress: Callable[[str, int], Any] | None = None
     sample_seed: int = 0
     samples: dict[str, int] = field(default_factory=dict)
+    train_config: TrainConfig | None = None
 
     @property
     def info(self) -> DatasetInfo:

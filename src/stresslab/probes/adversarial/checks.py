@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stresslab.attacks.base import NORMS
-from stresslab.probes.adversarial.sweep import SweepResult, mean_or_none
+from stresslab.probes.adversarial.sweep import AttackRun, SweepResult, mean_or_none, worst_case
 
 # Per-pixel slack for the "within epsilon and in [0, 1]" check: x + delta - x in float32
 # can exceed epsilon by a few ulps.
@@ -72,8 +72,9 @@ def validity_checks(res: SweepResult, *, tolerance: float, convergence_threshold
         detail = "; ".join(rises) if rises else f"non-increasing over {len(acc)} epsilons"
         rows.append(Check("accuracy does not rise with epsilon", run.label, not rises, detail))
     for norm in NORMS:
-        multi = [r for r in res.runs if r.norm == norm and r.attack.iterative]
-        single = [r for r in res.runs if r.norm == norm and not r.attack.iterative]
+        gradient = [r for r in res.runs if r.norm == norm and r.attack.uses_gradients]
+        multi = [r for r in gradient if r.attack.iterative]
+        single = [r for r in gradient if not r.attack.iterative]
         for it in multi:
             for one in single:
                 ref = dict(zip(one.epsilons, one.accuracy(), strict=True))
@@ -90,6 +91,7 @@ def validity_checks(res: SweepResult, *, tolerance: float, convergence_threshold
                         "; ".join(worse) or "at every epsilon",
                     )
                 )
+        rows.extend(_score_based_check(res, norm, gradient, tolerance))
     for other in res.convergence:
         main = next(r for r in res.runs if r.name == other.name)
         e = other.epsilons[0]
@@ -116,7 +118,8 @@ def validity_checks(res: SweepResult, *, tolerance: float, convergence_threshold
                 "try loss='margin'"
                 if zero
                 else ""
-            ),
+            )
+            + "".join(f"; {name} ran because {why}" for name, why in res.added.items()),
         )
     )
     for run in [*res.runs, *res.convergence, res.whole]:
@@ -147,4 +150,36 @@ def validity_checks(res: SweepResult, *, tolerance: float, convergence_threshold
             else "a buffer changed during the attacks",
         )
     )
+    return rows
+
+
+def _score_based_check(
+    res: SweepResult, norm: str, gradient: list[AttackRun], tolerance: float
+) -> list[Check]:
+    """Carlini et al. (2019, Sec. 5): a score-based attack should not beat the gradient attacks;
+    where it does, their gradients mislead them (gradient masking). One check per score-based run."""
+    rows = []
+    for run in (r for r in res.runs if r.norm == norm and not r.attack.uses_gradients):
+        if not gradient:
+            continue
+        beaten = []
+        for j, e in enumerate(run.epsilons):
+            pool = [g for g in gradient if e in g.epsilons]
+            grad_acc = mean_or_none(worst_case(res.clean.correct, pool, e)) if pool else None
+            acc = mean_or_none(run.correct[j])
+            if grad_acc is not None and acc is not None and acc < grad_acc - tolerance:
+                beaten.append(
+                    f"epsilon {e:.4g}: {run.attack.title} {acc:.4f} < gradient attacks {grad_acc:.4f}"
+                )
+        rows.append(
+            Check(
+                f"gradient attacks do no worse than {run.attack.title} (score-based)",
+                norm,
+                not beaten,
+                "; ".join(beaten) + "; the gradients mislead the attacks (gradient masking): trust the "
+                "worst case, which includes the score-based attack"
+                if beaten
+                else "at every epsilon",
+            )
+        )
     return rows

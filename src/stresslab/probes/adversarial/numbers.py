@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stresslab.probes.adversarial.sweep import SweepResult, mean_or_none
+from stresslab.probes.adversarial.sweep import AttackRun, SweepResult, mean_or_none
 from stresslab.probes.adversarial.threats import eps_key
 
 # The key prefix of the whole-test-set attack's metrics (the adversarial confusion matrix).
@@ -40,19 +40,36 @@ class Metrics:
         ]
 
 
-def probe_metrics(res: SweepResult) -> Metrics:
-    """Clean accuracy, accuracy per attack and epsilon (``<name>.acc_eps<eps>``), accuracy
-    with a doubled setting (``<name>.acc_2x_<setting>``), robust accuracy per norm and its
-    epsilon, mean confidence under attack (all images, fooled ones) at the reporting
-    epsilon, and accuracy and mean confidence of the whole-test-set attack. Accuracies and
-    confidences are fractions in [0, 1]; epsilons pixel units."""
+def similar_up_to(run: AttackRun, threshold: float) -> float | None:
+    """The largest epsilon of ``run``'s sweep up to which (inclusive) the mean SSIM stays at
+    least ``threshold`` at every epsilon; ``None`` if not measured or already below at the first."""
+    last = None
+    for e, sim in zip(run.epsilons, run.mean_ssim(), strict=True):
+        if sim is None or sim < threshold:
+            break
+        last = e
+    return last
+
+
+def probe_metrics(res: SweepResult, ssim_threshold: float = 0.95) -> Metrics:
+    """Clean accuracy, accuracy per attack and epsilon (``<name>.acc_eps<eps>``) and the mean
+    SSIM of its images to the clean ones (``<name>.ssim_eps<eps>``, Wang et al., 2004) with the
+    largest epsilon up to which it stays at least ``ssim_threshold``
+    (``<name>.ssim_threshold_epsilon``), accuracy with a doubled setting
+    (``<name>.acc_2x_<setting>``), robust accuracy per norm and its epsilon, mean confidence
+    under attack (all images, fooled ones) at the reporting epsilon, and accuracy and mean
+    confidence of the whole-test-set attack. Accuracies and confidences are fractions in
+    [0, 1]; epsilons pixel units."""
     m = Metrics()
     none = "no image attacked"
     m.put("clean_accuracy", mean_or_none(res.clean.correct), none)
     m.values["n_images"] = float(len(res.labels))
+    m.values["ssim_threshold"] = ssim_threshold
     for run in res.runs:
-        for e, acc in zip(run.epsilons, run.accuracy(), strict=True):
+        for e, acc, sim in zip(run.epsilons, run.accuracy(), run.mean_ssim(), strict=True):
             m.put(f"{run.name}.acc_eps{eps_key(e)}", acc, none)
+            m.put(f"{run.name}.ssim_eps{eps_key(e)}", sim, none)
+        m.put(f"{run.name}.ssim_threshold_epsilon", similar_up_to(run, ssim_threshold), none)
     for run in res.convergence:
         m.put(f"{run.name}.acc_2x_{run.doubled}", run.accuracy()[0], none)
     for norm in res.norms():

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from stresslab.metrics.confusion import confusion_counts
 from stresslab.probes.adversarial.checks import Check
-from stresslab.probes.adversarial.sweep import AttackRun, SweepResult, mean_or_none, worst_case
-from stresslab.probes.adversarial.threats import eps_key
+from stresslab.probes.adversarial.gallery import galleries
+from stresslab.probes.adversarial.numbers import similar_up_to
+from stresslab.probes.adversarial.sweep import SweepResult, mean_or_none, worst_case
 from stresslab.probes.base import Table
-from stresslab.report.figures import image_gallery, line_figure, matrix_figure
+from stresslab.report.figures import line_figure, matrix_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,16 +39,19 @@ def tables(res: SweepResult, checks: Sequence[Check], names: Sequence[str]) -> l
             [round(e, 5)]
             + [_r(r.accuracy_at(e)) for r in runs]
             + [_r(mean_or_none(worst_case(res.clean.correct, runs, e)))]
+            + [_r(r.mean_ssim()[r.epsilons.index(e)]) for r in runs]
             for e in tm.epsilons
         ]
         blank = any(v is None for row in rows for v in row)
         out.append(
             Table(
                 f"Accuracy versus {tm.label} epsilon",
-                ["epsilon"] + [r.name for r in runs] + ["worst case"],
+                ["epsilon"] + [r.name for r in runs] + ["worst case"] + [f"SSIM {r.name}" for r in runs],
                 rows,
                 caption=f"{n} test images; epsilon in [0, 1] pixel units ({tm.label} norm of the change); "
-                "worst case per image over the attacks in this table." + (_BLANK if blank else ""),
+                "worst case per image over the attacks in this table. SSIM: mean structural similarity "
+                "of the attacked images to the clean ones (Wang et al., 2004; 1 = identical), a "
+                "perceptual distance beside each epsilon." + (_BLANK if blank else ""),
             )
         )
     norms = res.norms()
@@ -88,7 +92,8 @@ def figures(
     res: SweepResult, names: Sequence[str], confusion_epsilon: float
 ) -> dict[str, tuple[Figure, str]]:
     """Figures by file stem, each with its caption: accuracy curves per norm, the adversarial
-    confusion matrix of the whole test set, and one gallery per non-zero epsilon."""
+    confusion matrix of the whole test set, and per attack and non-zero epsilon a gallery of
+    the images it flipped."""
     out: dict[str, tuple[Figure, str]] = {}
     n = len(res.labels)
     for norm in res.norms():
@@ -122,55 +127,64 @@ def figures(
         f"Confusion matrix on all {len(res.whole_labels)} test images under {attack} ({label}, "
         f"epsilon {confusion_epsilon:.4g}).",
     )
-    if len(res.gallery_index):
-        run = gallery_run(res.runs)
-        for e in run.epsilons:
-            if e != 0.0 and e in run.gallery:
-                out[f"gallery_{run.name}_eps{eps_key(e)}"] = _gallery(res, run, e, names)
+    out.update(galleries(res, names))
     return out
 
 
-def gallery_run(runs: Sequence[AttackRun]) -> AttackRun:
-    """The run the galleries show: the first iterative L-inf attack, else the first run."""
-    return next((r for r in runs if r.attack.iterative and r.norm == "linf"), runs[0])
-
-
-def _gallery(res: SweepResult, run: AttackRun, e: float, names: Sequence[str]) -> tuple[Figure, str]:
-    j = run.epsilons.index(e)
-    adv = run.gallery[e]
-    images, titles = [], []
-    for g, idx in enumerate(res.gallery_index.tolist()):
-        clean = res.images[g]
-        delta = adv[g] - clean
-        peak = float(delta.abs().max())
-        amp = 0.5 / peak if peak > 0 else 1.0
-        images += [clean, (delta * amp + 0.5).clamp(0, 1), adv[g]]
-        p = int(run.preds[j][idx])
-        titles += [
-            f"{names[int(res.labels[idx])]}: {names[int(res.clean.preds[idx])]}",
-            f"change x{amp:.0f}",
-            f"{names[p]} ({float(run.confidence[j][idx]):.2f})",
-        ]
-    fig = image_gallery(images, titles, ncols=6, suptitle=f"{run.name}, epsilon {e:.4g}")
-    caption = (
-        f"{run.name} at epsilon {e:.4g}: clean image (true: predicted), the change amplified "
-        "(gray = 0), and the adversarial image with the prediction and its confidence."
-    )
-    return fig, caption
-
-
-def summary(res: SweepResult, checks: Sequence[Check], confusion_epsilon: float) -> list[str]:
-    """Plain-language findings: clean and robust accuracy, the whole-test-set attack, the checks."""
-    failed = sum(not c.passed for c in checks)
-    threats = res.threats
-    robust = ", ".join(
-        f"{_pct(mean_or_none(res.robust(nm)))} at {threats[nm].label} epsilon {threats[nm].epsilon:.4g}"
-        for nm in res.norms()
-    )
-    whole = res.whole
-    return [
+def robust_sentence(res: SweepResult) -> str:
+    """Clean and robust accuracy per norm, and which attack set each robust accuracy."""
+    parts = []
+    for nm in res.norms():
+        tm = res.threats[nm]
+        worst = mean_or_none(res.robust(nm))
+        by, who = res.by_attack(nm), res.set_by(nm)
+        text = f"{_pct(worst)} at {tm.label} epsilon {tm.epsilon:.4g}"
+        alone = None if who is None else by[who]
+        if who is not None and worst is not None and alone is not None and worst < alone:
+            text += (
+                f", the worst case per image over the {len(by)} attack runs (the strongest alone, "
+                f"{who}, gives {_pct(alone)})"
+            )
+        elif who is not None:
+            text += f", set by {who} (worst case per image over the {len(by)} attack runs)"
+        parts.append(text)
+    return (
         f"Clean accuracy {_pct(mean_or_none(res.clean.correct))} on {len(res.labels)} test images; "
-        f"robust accuracy {robust} (worst case per image over all attacks run).",
+        f"robust accuracy {'; '.join(parts)}."
+    )
+
+
+def ssim_sentence(res: SweepResult, threshold: float) -> str:
+    """The largest epsilon per attack up to which the mean SSIM stays at least ``threshold``."""
+    parts = []
+    for run in res.runs:
+        e = similar_up_to(run, threshold)
+        if e is not None:
+            largest = e == max(run.epsilons)
+            parts.append(f"{run.name} up to epsilon {e:.4g}" + (" (the largest swept)" if largest else ""))
+    return (
+        f"Can a person tell? Mean SSIM to the clean images (Wang et al., 2004) stays >= {threshold:g} "
+        f"for {', '.join(parts) or 'no attack'}. {threshold:g} is a rule of thumb for a change that is "
+        "hard to see, not a measured threshold of human perception (Sharif et al., 2018, show that "
+        "small L-p changes can still be visible): look at the galleries."
+    )
+
+
+def summary(
+    res: SweepResult, checks: Sequence[Check], confusion_epsilon: float, ssim_threshold: float = 0.95
+) -> list[str]:
+    """Plain-language findings: clean and robust accuracy and the attack that set it, attacks
+    added automatically, the SSIM threshold per attack, the whole-test-set attack, the checks."""
+    failed = sum(not c.passed for c in checks)
+    whole = res.whole
+    added = [
+        f"{name} (score-based, no gradients) ran automatically because {why}; it counts in the worst case."
+        for name, why in res.added.items()
+    ]
+    return [
+        robust_sentence(res),
+        *added,
+        ssim_sentence(res, ssim_threshold),
         f"{whole.attack.title} {res.threats[whole.norm].label} at epsilon {confusion_epsilon:.4g} on all "
         f"{len(res.whole_labels)} test images: accuracy {_pct(whole.accuracy()[0])}.",
         f"{len(checks) - failed} of {len(checks)} validity checks passed"

@@ -9,21 +9,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from stresslab.attacks import Attack
+from stresslab.attacks import ATTACKS, Attack
 from stresslab.attacks.base import Norm, check_epsilon
-from stresslab.data.base import to_float
 from stresslab.metrics.confusion import confusion_counts
 from stresslab.probes.adversarial.checks import validity_checks
 from stresslab.probes.adversarial.numbers import probe_metrics
 from stresslab.probes.adversarial.plan import LEGACY_SETTINGS, AttackSpec, build_attacks, build_extra, doubled
 from stresslab.probes.adversarial.present import figures, summary, tables
 from stresslab.probes.adversarial.sweep import AttackRun, Sweeper, SweepResult, sweep_units
-from stresslab.probes.adversarial.threats import ThreatModel, default_threat_models, threat_model
+from stresslab.probes.adversarial.threats import ThreatModel, default_threat_models, eps_key, threat_model
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.scoped import inference_scope
 
 # The attack of the adversarial confusion matrix, run on the whole test set.
 CONFUSION_ATTACK = "fgsm_linf"
+# The score-based attack run (as ``<name>_<norm>``, default settings) when input gradients
+# are zero and no attack that needs no gradient was configured for the norm.
+FALLBACK_ATTACK = "square"
 
 
 def _buffers(model: nn.Module) -> dict[str, Tensor]:
@@ -56,14 +58,25 @@ class AdversarialProbe(Probe):
     of its ``convergence_settings`` doubled). The adversarial confusion matrix uses FGSM
     L-inf at ``confusion_epsilon`` (default ``epsilon``) on the whole test set. Checks follow
     Carlini et al., "On Evaluating Adversarial Robustness" (2019); each fails into a
-    warning. ``convergence_threshold`` is the largest change in robust accuracy (a fraction)
-    the doubled runs may cause; ``tolerance`` the rise in accuracy (a fraction) allowed by
-    the monotonicity and iterative-versus-single-step checks. Undefined values (a mean over
-    no image) are left out of the metrics, blank in tables, and said so.
+    warning. Where some attacked image has an all-zero input gradient, the gradient attacks
+    cannot move it, so the score-based Square attack (``square_<norm>``, default settings) runs
+    as well for each norm attacked that has no attack without gradients configured; it joins
+    the worst case, and the summary and ``data["robust_accuracy_set_by"]`` name the attack
+    that set robust accuracy. Each attacked image's SSIM to its clean image is measured
+    (Wang et al., 2004); the summary gives, per attack, the largest epsilon up to which the
+    mean stays at least ``ssim_threshold``. The galleries show, per attack and epsilon, the
+    first ``gallery_images`` images the attack flipped (right before, wrong after).
+    ``convergence_threshold`` is the largest change in robust accuracy (a fraction) the
+    doubled runs may cause; ``tolerance`` the rise in accuracy (a fraction) allowed by the
+    monotonicity, iterative-versus-single-step and score-based-versus-gradient checks.
+    Undefined values (a mean over no image) are left out of the metrics, blank in tables,
+    and said so.
     """
 
     order = 50
-    headlines = (Headline("robust_accuracy", "robust accuracy", percent=True),)
+    headlines = (
+        Headline("robust_accuracy", "robust accuracy (set by {robust_accuracy_set_by})", percent=True),
+    )
 
     def __init__(
         self,
@@ -80,6 +93,7 @@ class AdversarialProbe(Probe):
         convergence_threshold: float = 0.01,
         tolerance: float = 0.0,
         gallery_images: int = 4,
+        ssim_threshold: float = 0.95,
         steps: int | None = None,
         step_size: float | None = None,
         random_start: bool | None = None,
@@ -107,6 +121,9 @@ class AdversarialProbe(Probe):
         self.convergence_threshold = float(convergence_threshold)
         self.tolerance = float(tolerance)
         self.gallery_images = max(0, int(gallery_images))
+        if not 0.0 < ssim_threshold <= 1.0:
+            raise ValueError(f"ssim_threshold must be in (0, 1], got {ssim_threshold}")
+        self.ssim_threshold = float(ssim_threshold)
 
     def threats(self, ctx: ProbeContext) -> dict[Norm, ThreatModel]:
         """The sweep and reporting epsilon per norm for this dataset and these settings."""
@@ -128,7 +145,7 @@ class AdversarialProbe(Probe):
         checks = validity_checks(
             found, tolerance=self.tolerance, convergence_threshold=self.convergence_threshold
         )
-        metrics = probe_metrics(found)
+        metrics = probe_metrics(found, self.ssim_threshold)
         failed = [c for c in checks if not c.passed]
         res.metrics = {**metrics.values, "checks_failed": float(len(failed))}
         res.warnings = [c.warning() for c in failed] + metrics.warnings()
@@ -137,12 +154,27 @@ class AdversarialProbe(Probe):
         for stem, (fig, caption) in figures(found, names, conf_eps).items():
             res.figures[stem] = fig
             res.captions[stem] = caption
-        res.summary = summary(found, checks, conf_eps)
+        res.summary = summary(found, checks, conf_eps, self.ssim_threshold)
+        index = ctx.split.test_index[subset]
         res.data = {
-            "index": [int(i) for i in ctx.split.test_index[subset]],
+            "index": [int(i) for i in index],
             "robust_correct": {n: [bool(v) for v in found.robust(n)] for n in found.norms()},
             "epsilons": {n: list(tm.epsilons) for n, tm in threats.items()},
             "accuracy": {r.name: r.accuracy() for r in found.runs},
+            **{found.threats[n].robust_key + "_set_by": found.set_by(n) for n in found.norms()},
+            **{found.threats[n].robust_key + "_by_attack": found.by_attack(n) for n in found.norms()},
+            "added_attacks": {
+                name: {
+                    "reason": why,
+                    "settings": next(r.attack.settings() for r in found.runs if r.name == name),
+                }
+                for name, why in found.added.items()
+            },
+            "ssim": {r.name: r.mean_ssim() for r in found.runs},
+            "galleries": {
+                r.name: {eps_key(e): [int(i) for i in index[g.positions]] for e, g in r.gallery.items()}
+                for r in found.runs
+            },
             "confusion_epsilon": conf_eps,
             "adversarial_confusion": confusion_counts(
                 found.whole_labels, found.whole.preds[0], len(names)
@@ -153,6 +185,8 @@ class AdversarialProbe(Probe):
             "settings": {
                 "max_images": self.max_images,
                 "attacks": {name: a.settings() for name, a in self.attacks.items()},
+                "ssim_threshold": self.ssim_threshold,
+                "robust_accuracy_set_by": found.set_by("linf") if "linf" in found.norms() else None,
             },
         }
         return res
@@ -165,42 +199,52 @@ class AdversarialProbe(Probe):
         x, y = ctx.split.test_x[subset], ctx.split.test_y[subset].long()
         y_all = ctx.split.test_y.long()
         bs = self.batch_size or ctx.batch_size
-        iterative = [(n, a) for n, a in self.attacks.items() if a.iterative] if self.convergence_check else []
-        per_batch = 1 + sum(sweep_units(a, len(threats[a.norm].epsilons)) for a in self.attacks.values())
-        per_batch += sum(len(a.convergence_settings) for _, a in iterative)
-        total = math.ceil(len(y) / bs) * per_batch
-        total += math.ceil(len(y_all) / bs) * sweep_units(self.confusion_attack, 1)
+        batches = math.ceil(len(y) / bs)
         model = ctx.model
         # ``track`` is typed as an iterator in the base contract but returns a context manager.
-        tracker: Any = ctx.track("adversarial", total)
-        with tracker as advance, inference_scope(model):
+        first: Any = ctx.track("adversarial: clean images", batches)
+        with inference_scope(model):
             before = _buffers(model)
-            sweeper = Sweeper(model, ctx.device, bs, advance)
-            clean = sweeper.clean(x, y)
-            gallery = clean.correct.nonzero().squeeze(1)[: self.gallery_images]
-            runs = [
-                sweeper.sweep(
-                    AttackRun(name, a, threats[a.norm].epsilons), x, y, ctx.generator(1000 + i), gallery
-                )
-                for i, (name, a) in enumerate(self.attacks.items())
-            ]
-            convergence = []
-            for i, (name, a) in enumerate(iterative):
-                for k, setting in enumerate(a.convergence_settings):
-                    run = AttackRun(
-                        name, doubled(name, a, setting), (threats[a.norm].epsilon,), f"2x {setting}", setting
+            with first as advance:
+                clean = Sweeper(model, ctx.device, bs, advance).clean(x, y)
+            attacks, added = self._with_fallback(clean.zero_gradients, len(y))
+            iterative = [(n, a) for n, a in attacks.items() if a.iterative] if self.convergence_check else []
+            per_batch = sum(sweep_units(a, len(threats[a.norm].epsilons)) for a in attacks.values())
+            per_batch += sum(len(a.convergence_settings) for _, a in iterative)
+            total = batches * per_batch + math.ceil(len(y_all) / bs) * sweep_units(self.confusion_attack, 1)
+            tracker: Any = ctx.track("adversarial", total)
+            with tracker as advance:
+                sweeper = Sweeper(model, ctx.device, bs, advance)
+                runs = [
+                    sweeper.sweep(
+                        AttackRun(name, a, threats[a.norm].epsilons),
+                        x,
+                        y,
+                        ctx.generator(1000 + i),
+                        clean_correct=clean.correct,
+                        gallery=self.gallery_images,
                     )
-                    convergence.append(sweeper.sweep(run, x, y, ctx.generator(2000 + 1000 * k + i)))
-            whole = AttackRun(CONFUSION_ATTACK, self.confusion_attack, (conf_eps,), "whole test set")
-            sweeper.sweep(whole, ctx.split.test_x, y_all)
+                    for i, (name, a) in enumerate(attacks.items())
+                ]
+                convergence = []
+                for i, (name, a) in enumerate(iterative):
+                    for k, setting in enumerate(a.convergence_settings):
+                        run = AttackRun(
+                            name,
+                            doubled(name, a, setting),
+                            (threats[a.norm].epsilon,),
+                            f"2x {setting}",
+                            setting,
+                        )
+                        convergence.append(sweeper.sweep(run, x, y, ctx.generator(2000 + 1000 * k + i)))
+                whole = AttackRun(CONFUSION_ATTACK, self.confusion_attack, (conf_eps,), "whole test set")
+                sweeper.sweep(whole, ctx.split.test_x, y_all, measure_ssim=False)
             eval_mode = not any(m.training for m in model.modules())
             after = _buffers(model)
             unchanged = all(torch.equal(v, after[k]) for k, v in before.items())
         return SweepResult(
             threats=threats,
             labels=y,
-            images=to_float(x[gallery]),
-            gallery_index=gallery,
             clean=clean,
             runs=runs,
             convergence=convergence,
@@ -208,4 +252,24 @@ class AdversarialProbe(Probe):
             whole_labels=y_all,
             eval_mode=eval_mode,
             buffers_unchanged=unchanged,
+            added=added,
         )
+
+    def _with_fallback(self, zero_gradients: int, n: int) -> tuple[dict[str, Attack], dict[str, str]]:
+        """The configured attacks, plus Square for each attacked norm without an attack that
+        needs no gradient when ``zero_gradients`` of the ``n`` images have a zero input
+        gradient; and why each was added."""
+        attacks = dict(self.attacks)
+        added: dict[str, str] = {}
+        if not zero_gradients:
+            return attacks, added
+        for norm in dict.fromkeys(a.norm for a in self.attacks.values()):
+            name = f"{FALLBACK_ATTACK}_{norm}"
+            covered = any(not a.uses_gradients for a in self.attacks.values() if a.norm == norm)
+            if not covered and name in ATTACKS:
+                attacks[name] = ATTACKS.get(name)()
+                added[name] = (
+                    f"{zero_gradients} of {n} attacked images have an all-zero input gradient, "
+                    "which gradient attacks cannot follow"
+                )
+        return attacks, added

@@ -7,7 +7,8 @@ The work is split by job: ``cases`` picks the images, ``compute`` maps them and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from stresslab.probes.base import Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.probes.explain.base import Attribution
@@ -16,6 +17,8 @@ from stresslab.probes.explain.checks import run_checks
 from stresslab.probes.explain.compute import compute, prepare_methods
 from stresslab.probes.explain.concentration import concentration
 from stresslab.probes.explain.concentration_present import concentration_figure, present_concentration
+from stresslab.probes.explain.data_randomization import DataRandomizationSettings, data_randomization_test
+from stresslab.probes.explain.data_randomization_present import present_data_randomization
 from stresslab.probes.explain.figures import explain_figures
 from stresslab.probes.explain.present import present
 from stresslab.probes.explain.records import case_records, settings_record
@@ -50,8 +53,12 @@ class ExplainProbe(Probe):
     re-initializes the weights of a copy of the model (``randomization``: ``full`` = all
     layers, ``top`` = the last layer only); a method fails when the mean rank correlation
     between its maps on the trained and the randomized model is at least
-    ``randomization_threshold``. Background pixels are those within
-    ``background_tolerance`` of the dataset's background value.
+    ``randomization_threshold``. ``data_randomization`` (``{epochs: N, threshold: 0.5}``; off
+    when ``None``) runs the data randomization test of Adebayo et al. (2018): a copy of the
+    model with fresh weights is trained by the run's recipe, for ``epochs`` epochs, on the
+    same training images with permuted labels, and a method fails when the median rank
+    correlation between its maps of the two models is at least ``threshold``. Background
+    pixels are those within ``background_tolerance`` of the dataset's background value.
 
     Deprecated flat settings (``layer``, ``occlusion_window``, ``occlusion_stride``,
     ``occlusion_fill``, ``smoothgrad_samples``, ``smoothgrad_noise``, ``ig_steps``,
@@ -80,6 +87,7 @@ class ExplainProbe(Probe):
         faithfulness_alpha: float = 0.05,
         background_tolerance: float = 0.05,
         cases_per_figure: int = 6,
+        data_randomization: Mapping[str, Any] | None = None,
         layer: str | None = None,
         occlusion_window: int | None = None,
         occlusion_stride: int | None = None,
@@ -104,6 +112,7 @@ class ExplainProbe(Probe):
             },
         )
         self.methods = build_methods(specs)
+        self.data_randomization = DataRandomizationSettings.parse(data_randomization)
         self.settings = ExplainSettings(
             n_high_confidence=n_high_confidence,
             n_uncertain=n_uncertain,
@@ -168,6 +177,15 @@ class ExplainProbe(Probe):
         )
         res.data["cases"] = case_records(explained, found)
         res.data["settings"] = settings_record(explained, s, from_failures=offered is not None)
+        if self.data_randomization is not None:
+            if ctx.train_config is None:
+                res.warnings.append(
+                    "the data randomization test was not run: it trains a copy of the model by the run's "
+                    "recipe, and this probe was given none (run it through stresslab run)"
+                )
+            else:
+                randomized = data_randomization_test(ctx, explained, methods, self.data_randomization)
+                present_data_randomization(res, randomized, explained, s.cases_per_figure)
         return res
 
     def _baseline_notes(self, ctx: ProbeContext, methods: dict[str, Attribution]) -> list[str]:
