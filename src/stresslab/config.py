@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stresslab.errors import ConfigError
 
@@ -62,6 +62,44 @@ class AdversarialTrainingConfig(_Strict):
     fraction: float = Field(1.0, gt=0.0, le=1.0)
 
 
+class SimCLRAugmentConfig(_Strict):
+    """SimCLR's random views (see ``stresslab.data.simclr_augment.SimCLRAugment``)."""
+
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # area fractions of the random resized crop
+    crop_ratio: tuple[float, float] = (0.75, 4 / 3)  # aspect ratio (width / height) range
+    hflip: float = Field(0.5, ge=0.0, le=1.0)  # probability
+    jitter: float = Field(0.8, ge=0.0, le=1.0)  # probability of colour jitter (colour images only)
+    jitter_strength: float = Field(0.5, ge=0.0, le=1.25)
+    grayscale: float = Field(0.2, ge=0.0, le=1.0)  # probability (colour images only)
+    blur: float = Field(0.5, ge=0.0, le=1.0)  # probability
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels
+    noise_std: float = Field(0.0, ge=0.0)  # pixel units of [0, 1] images
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SimCLRAugmentConfig:
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {list(self.crop_scale)}")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must satisfy 0 < min <= max, got {list(self.crop_ratio)}")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ValueError(f"blur_sigma must satisfy 0 < min <= max, got {list(self.blur_sigma)}")
+        return self
+
+
+class PretrainConfig(_Strict):
+    """Self-supervised pretraining before the supervised phase (``train.pretrain``)."""
+
+    method: Literal["simclr"] = "simclr"
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=2)  # images per step (2 views each)
+    lr: float = Field(1e-3, gt=0.0)  # peak Adam learning rate per step, cosine-decayed to 0
+    weight_decay: float = Field(0.0, ge=0.0)
+    temperature: float = Field(0.5, gt=0.0)
+    projection_dim: int = Field(128, ge=1)
+    augment: SimCLRAugmentConfig = Field(default_factory=SimCLRAugmentConfig)
+    then: Literal["linear", "finetune"] = "linear"  # linear: frozen encoder; finetune: whole model
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(15, ge=0)
     batch_size: int = Field(128, ge=1)
@@ -80,6 +118,13 @@ class TrainConfig(_Strict):
     amp: Literal["auto", "off", "bf16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     eval_batch_size: int = Field(1024, ge=1)
+    pretrain: PretrainConfig | None = None
+
+    @model_validator(mode="after")
+    def _pretrain_then_train(self) -> TrainConfig:
+        if self.pretrain is not None and self.epochs < 1:
+            raise ValueError("train.pretrain needs train.epochs >= 1 to train the classifier afterwards")
+        return self
 
 
 # A group or run name is also a folder name: no slashes or quotes, not starting with a dot.
@@ -104,7 +149,15 @@ class TrackingConfig(_Strict):
     run_name: str | None = Field(None, pattern=_NAME)
 
 
-DEFAULT_PROBES = ("evaluation", "failures", "explain", "calibration", "adversarial", "corruption")
+DEFAULT_PROBES = (
+    "evaluation",
+    "failures",
+    "explain",
+    "calibration",
+    "adversarial",
+    "corruption",
+    "representation",
+)
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -162,6 +215,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "calibration": {},
             "adversarial": {"max_images": 300},
             "corruption": {"max_images": 300, "severities": [1, 3, 5]},
+            "representation": {"max_train": 3000, "max_test": 1000, "map_points": 500},
         },
     },
 }

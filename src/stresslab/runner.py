@@ -40,6 +40,7 @@ from stresslab.tracking import Tracking, track
 from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights
 from stresslab.train.divergence import loss_explosion
 from stresslab.train.loop import train
+from stresslab.train.pretrain import pretraining
 
 __all__ = [
     "RunOutcome",
@@ -241,18 +242,30 @@ def _trained_history(
     if resuming and run.last_checkpoint.is_file():
         state = load_checkpoint(run.last_checkpoint)
         check_compatible(state, cfg.model.name, info, run.last_checkpoint)
-    result = train(
+    # Without train.pretrain this is a plain `train`; with it, SimCLR runs first.
+    with pretraining(
         model,
         prep.split,
         cfg.train,
         device=prep.device,
         seed=cfg.seed,
         checkpoint_dir=run.checkpoints,
+        history_path=run.path / "pretrain_history.json",
         meta=prep.meta,
-        resume=state,
         progress=progress,
-        on_epoch=tracking.on_epoch,
-    )
+    ):
+        result = train(
+            model,
+            prep.split,
+            cfg.train,
+            device=prep.device,
+            seed=cfg.seed,
+            checkpoint_dir=run.checkpoints,
+            meta=prep.meta,
+            resume=state,
+            progress=progress,
+            on_epoch=tracking.on_epoch,
+        )
     atomic_write_json(run.history, result.history)
     atomic_write_json(
         run.training,

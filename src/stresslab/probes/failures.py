@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -12,6 +12,9 @@ from stresslab.metrics.confusion import confusion_counts, top_confused_pairs
 from stresslab.probes.base import Headline, Offer, Probe, ProbeContext, ProbeResult, Table, register_probe
 from stresslab.probes.predictions import Predictions
 from stresslab.report.figures import image_gallery
+
+if TYPE_CHECKING:
+    from stresslab.probes.predictions import Predictions
 
 
 def case_records(ctx: ProbeContext, positions: torch.Tensor) -> list[dict[str, Any]]:

@@ -1,0 +1,104 @@
+"""Train/test duplicates: exact pixel copies by hash, near-copies by feature similarity.
+
+A test image that also sits in the training set measures memory, not generalization, so it
+inflates test accuracy; the probe lists each pair and the accuracy with and without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def image_hashes(images: Tensor) -> list[bytes]:
+    """One 128-bit BLAKE2b digest per image of the raw uint8 bytes (N, C, H, W) -> N digests.
+
+    Equal digests mean equal pixels (up to a 2^-64 collision chance at a billion images).
+    """
+    if images.dtype != torch.uint8:
+        raise ValueError(f"exact duplicates hash uint8 images, got {images.dtype}")
+    flat = images.reshape(len(images), -1).contiguous().numpy()
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+
+
+@dataclass
+class DuplicatePair:
+    """A test image and a training image that match: positions in ``split.test_x`` and
+    ``split.train_x``, similarity (1.0 for exact copies), and ``copies``, how many training
+    images match the test image (the pair shows the first)."""
+
+    test: int
+    train: int
+    similarity: float
+    copies: int = 1
+
+
+def exact_duplicates(train_x: Tensor, test_x: Tensor) -> list[DuplicatePair]:
+    """Test images whose uint8 pixels equal some training image's, in test order.
+
+    Args:
+        train_x, test_x: uint8 (N, C, H, W) and (M, C, H, W) with the same C, H, W.
+    """
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise ValueError(f"image shapes differ: train {tuple(train_x.shape)}, test {tuple(test_x.shape)}")
+    first: dict[bytes, int] = {}
+    count: dict[bytes, int] = {}
+    for i, h in enumerate(image_hashes(train_x)):
+        first.setdefault(h, i)
+        count[h] = count.get(h, 0) + 1
+    return [
+        DuplicatePair(test=j, train=first[h], similarity=1.0, copies=count[h])
+        for j, h in enumerate(image_hashes(test_x))
+        if h in first
+    ]
+
+
+def near_duplicates(
+    nearest_similarity: Tensor, nearest_train: Tensor, threshold: float, test_positions: Tensor | None = None
+) -> list[DuplicatePair]:
+    """Test images whose nearest training embedding has cosine similarity >= ``threshold``.
+
+    Args:
+        nearest_similarity: float (M,) similarity of each test image to its nearest training
+            image (the first column of :func:`~.neighbors.cosine_topk`).
+        nearest_train: int64 (M,) that training image's position in ``split.train_x``.
+        threshold: in [-1, 1].
+        test_positions: int64 (M,) positions in ``split.test_x`` (default ``0..M-1``).
+
+    Returns:
+        Pairs, most similar first.
+    """
+    pos = test_positions if test_positions is not None else torch.arange(len(nearest_similarity))
+    hit = torch.nonzero(nearest_similarity >= threshold).flatten()
+    hit = hit[torch.argsort(nearest_similarity[hit], descending=True, stable=True)]
+    return [
+        DuplicatePair(test=int(pos[i]), train=int(nearest_train[i]), similarity=float(nearest_similarity[i]))
+        for i in hit.tolist()
+    ]
+
+
+def pixel_mae(train_x: Tensor, test_x: Tensor, pairs: list[DuplicatePair]) -> list[float]:
+    """Mean absolute pixel difference of each pair, in uint8 units (0: identical, 255: opposite).
+
+    A near-duplicate in feature space with a large pixel difference is a look-alike, not a copy.
+    """
+    if not pairs:
+        return []
+    a = test_x[[d.test for d in pairs]].float().flatten(1)
+    b = train_x[[d.train for d in pairs]].float().flatten(1)
+    return (a - b).abs().mean(dim=1).tolist()
+
+
+def accuracy_split(correct: Tensor, flagged: list[int]) -> tuple[float | None, float | None]:
+    """Accuracy (in [0, 1]) on the flagged test positions and on the others; ``None`` where a
+    group is empty. ``correct`` is bool (M,) over the whole test set."""
+    mask = np.zeros(len(correct), dtype=bool)
+    mask[flagged] = True
+    c = correct.numpy()
+    on = float(c[mask].mean()) if mask.any() else None
+    off = float(c[~mask].mean()) if (~mask).any() else None
+    return on, off
