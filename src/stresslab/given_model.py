@@ -120,7 +120,7 @@ def spatial_layers(model: nn.Module, x: Tensor) -> list[str]:
     found: dict[str, None] = {}
     handles = []
     for name, mod in model.named_modules():
-        if not name or isinstance(mod, Normalize):
+        if not name or name == "normalize" or isinstance(mod, Normalize):
             continue
 
         def hook(m: nn.Module, inp: Any, out: Any, name: str = name) -> None:
