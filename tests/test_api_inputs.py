@@ -85,6 +85,7 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"normalize": (0.5, 0.0)}, ConfigError, r"normalize: std must be > 0"),
     ({"normalize": "imagenet"}, ConfigError, r"normalize: expected \(mean, std\)"),
     ({"batch_size": 0}, ConfigError, "batch_size: expected a positive integer"),
+    ({"background": 255}, ConfigError, r"background: expected a pixel value in \[0, 1\]"),
     ({"probes": "quik"}, ConfigError, "probes: 'quik' is neither a preset"),
     ({"probes": {"failures": {"treshold": 0.5}}}, ConfigError, r"probes\.failures: unknown setting"),
     ({"device": "cuda:7" if torch.cuda.is_available() else "cuda"}, ConfigError, "device: "),

@@ -142,7 +142,10 @@ def _stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _split(
-    test: tuple[Tensor, Tensor], parts: dict[str, tuple[Tensor, Tensor] | None], names: tuple[str, ...]
+    test: tuple[Tensor, Tensor],
+    parts: dict[str, tuple[Tensor, Tensor] | None],
+    names: tuple[str, ...],
+    background: float | None,
 ) -> Split:
     x = test[0]
     empty = (x.new_empty((0, *x.shape[1:])), torch.empty(0, dtype=torch.long))
@@ -157,6 +160,7 @@ def _split(
         mean=mean,
         std=std,
         source=f"in memory: {len(x)} test, {len(train[1])} training, {len(val[1])} validation images",
+        background=background,
     )
     warnings = coverage_warnings(train[1], test[1], names, IN_MEMORY) if len(train[1]) else []
     return Split(info, train[0], train[1], val[0], val[1], x, test[1], warnings=warnings)
@@ -172,6 +176,7 @@ def probe(
     probes: ProbesSpec = "quick",
     out: str | Path | None = None,
     normalize: tuple[Any, Any] | None = None,
+    background: float | None = None,
     batch_size: int = 1024,
     device: str | torch.device | None = None,
     seed: int = 0,
@@ -199,6 +204,9 @@ def probe(
             the returned Run (keep it with ``Run.save``).
         normalize: ``(mean, std)`` per channel (or one number each) when the model expects
             normalized images: stresslab puts a Normalize layer in front of it.
+        background: the pixel value in [0, 1] of a plain background, where the images have
+            one (Fashion-MNIST: 0.0): the explain probe then measures how much attribution
+            falls on it.
         batch_size: images per forward pass.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``...; ``None`` keeps the model's device.
         seed: seeds every random draw of the probes.
@@ -215,6 +223,8 @@ def probe(
     module = as_module(model)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    if background is not None and not (isinstance(background, (int, float)) and 0 <= background <= 1):
+        raise ConfigError(f"background: expected a pixel value in [0, 1] or None, got {background!r}")
     target = Path(out) if out is not None else None
     if target is not None:
         RunDir.check_new(target)  # refuse early, before any work
@@ -255,7 +265,7 @@ def probe(
         why = f"class_names has {k} names" if class_names is not None else f"the model gives {k} logits"
         for arg, labels in labelled.items():
             check_label_range(labels, k, arg, why)
-        split = _split((x, y), parts, names)
+        split = _split((x, y), parts, names, None if background is None else float(background))
         wrapped = wrap(module, split.info, norm).to(dev)
         check_cam_layers(built, wrapped, sample)
         if target is None:
