@@ -42,6 +42,11 @@ def test_layouts_and_types_become_nchw() -> None:
     readonly.setflags(write=False)
     assert torch.equal(as_images(readonly, "test"), nchw)
     assert torch.equal(as_labels(Y.reshape(-1, 1), "test"), torch.from_numpy(Y))
+    # uint8 NCHW tensors (what stresslab's loaders give) and float32 are used in place, not copied.
+    same = nchw.contiguous()
+    assert as_images(same, "test").data_ptr() == same.data_ptr()
+    f32 = same.float() / 255.0
+    assert as_images(f32, "test").data_ptr() == f32.data_ptr()
     assert as_labels([0, 2, 1], "test").tolist() == [0, 2, 1]
 
 

@@ -186,8 +186,9 @@ def probe(
     """Stress-test a model already in memory: no training, no files needed.
 
     Args:
-        model: an ``nn.Module`` (or a callable) mapping float images (N, C, H, W) in [0, 1]
-            (after ``normalize``, if given) to logits (N, K). A stresslab ``Classifier`` is
+        model: an ``nn.Module`` (or a callable) mapping float images (N, C, H, W) to logits
+            (N, K); the images are in [0, 1], or normalized by ``normalize`` when it is
+            given. A stresslab ``Classifier`` is
             used as it is; any other module gets ``features()`` (the input of its last
             ``nn.Linear``) and Grad-CAM's layer (its last ``nn.Conv2d``) found for it.
         test: ``(images, labels)`` as NumPy arrays or torch tensors, or a torch ``Dataset``
