@@ -47,6 +47,8 @@ def test_layouts_and_types_become_nchw() -> None:
     assert as_images(same, "test").data_ptr() == same.data_ptr()
     f32 = same.float() / 255.0
     assert as_images(f32, "test").data_ptr() == f32.data_ptr()
+    half = as_images(f32.bfloat16(), "test")  # NumPy has no bfloat16: made float32
+    assert half.dtype == torch.float32 and torch.allclose(half, f32, atol=4e-3)
     assert as_labels([0, 2, 1], "test").tolist() == [0, 2, 1]
 
 
@@ -68,6 +70,7 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"test": (X.astype(np.float32), Y)}, DataError, r"test: float images must be in \[0, 1\], found 0\.\.2"),
     ({"test": (X / 255.0 - 0.5, Y)}, DataError, r"test: float images .*normalize=\(mean, std\)"),
     ({"test": (np.full((4, 8, 8), np.nan), Y[:4])}, DataError, "test: images hold NaN"),
+    ({"test": (np.full((4, 8, 8), np.inf), Y[:4])}, DataError, "test: images hold NaN or infinite"),
     ({"test": (X.astype(np.int16) * 2, Y)}, DataError, r"test: integer images must be in 0\.\.255"),
     ({"test": (X.repeat(4, axis=3), Y)}, DataError, "test: images of shape .*no channel axis"),
     ({"test": (X, Y.astype(np.float32))}, DataError, "test: labels must be integer class indices"),

@@ -9,6 +9,7 @@ argument (``test``, ``train`` or ``val``) and the value at fault.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +57,8 @@ def as_images(value: Any, arg: str) -> Tensor:
     float32). Anything else raises DataError naming ``arg``.
     """
     x = _array(value, f"{arg}: images")
+    if isinstance(x, Tensor) and x.dtype in (torch.bfloat16, torch.float16):
+        x = x.float()  # NumPy has no bfloat16
     is_tensor = isinstance(x, Tensor)
     shape = tuple(x.shape)
     if len(shape) == 3:
@@ -83,9 +86,9 @@ def as_images(value: Any, arg: str) -> Tensor:
         out = arr.astype(np.uint8)
     elif kind == "f":
         out = arr.astype(np.float32, copy=False)
-        if not np.isfinite(out).all():
+        lo_f, hi_f = float(out.min()), float(out.max())  # NaN if any is NaN: no mask of N images
+        if not (math.isfinite(lo_f) and math.isfinite(hi_f)):
             raise DataError(f"{arg}: images hold NaN or infinite values")
-        lo_f, hi_f = float(out.min()), float(out.max())
         if lo_f < 0.0 or hi_f > 1.0:
             raise DataError(
                 f"{arg}: float images must be in [0, 1], found {lo_f:.4g}..{hi_f:.4g}. Give the images "
