@@ -20,6 +20,7 @@ BENCHMARKS = [
     "bench_attacks.py",
     "bench_corruptions.py",
     "bench_representation.py",
+    "bench_api.py",
 ]
 
 

@@ -1,5 +1,5 @@
 """Every ```python block of README.md runs, in order, each in a fresh namespace, so the
-examples in "Extending stresslab" cannot rot; then the parts they register are checked."""
+examples ("From Python", "Extending stresslab") cannot rot; then what they made is checked."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import stresslab
 from stresslab import ATTACKS, CORRUPTIONS, DATASETS, METHODS, MODELS, PROBES
 from stresslab.data import load_split
 from stresslab.models import build_model
@@ -52,6 +53,13 @@ def test_every_python_block_of_the_readme_runs(tmp_path: Path, monkeypatch: pyte
         assert torch.equal(out, again) and out.shape == x.shape
         dead = (out == 0).all(dim=1).float().mean()
         assert abs(float(dead) - 0.2) < 0.02 and ((out == 0) | (out == 0.5)).all()
+
+    # "From Python": probe() on a model in memory, its report kept; run() and load() agree.
+    probe_report = (tmp_path / "digits-probe.html").read_text()
+    assert "stresslab report" in probe_report and 'id="probe-explain"' in probe_report
+    assert "Grad-CAM" in probe_report  # found the plain module's conv layer by itself
+    npz_run = stresslab.load(tmp_path / "runs" / "digits-npz")
+    assert npz_run.complete and len(npz_run.history) == 3 and npz_run.metrics["evaluation.accuracy"] > 0.5
 
     # The run of the last block used all four.
     run = tmp_path / "runs" / "digits-demo"

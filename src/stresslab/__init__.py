@@ -1,20 +1,31 @@
 """stresslab: stress-test image classifiers and write one report on how and why they fail.
 
-The public API: the registries (``DATASETS``, ``MODELS``, ``PROBES``, ``METHODS`` of the
-attribution methods, ``ATTACKS``, ``CORRUPTIONS``), the base classes a new part builds on,
-``RunConfig`` and ``execute`` (one run end to end). Names load on first use, so
+The public API: ``run`` (a study, as ``stresslab run`` does), ``probe`` (a model already in
+memory, on arrays or a Dataset), ``load`` (a finished run), each returning a ``Run``; the
+registries (``DATASETS``, ``MODELS``, ``PROBES``, ``METHODS`` of the attribution methods,
+``ATTACKS``, ``CORRUPTIONS``), the base classes a new part builds on, ``RunConfig`` and
+``execute`` (one run end to end, lower level). Names load on first use, so
 ``import stresslab`` itself stays cheap (no torch until a name needs it).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# A library logs and lets the application decide what to show: without this handler
+# Python would print the library's warnings to stderr on its own.
+logging.getLogger("stresslab").addHandler(logging.NullHandler())
+
 # name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    "run": "stresslab.api",
+    "probe": "stresslab.api",
+    "load": "stresslab.api",
+    "Run": "stresslab.runs",
     "DATASETS": "stresslab.data",
     "MODELS": "stresslab.models",
     "PROBES": "stresslab.probes",
@@ -54,18 +65,23 @@ __all__ = [
     "Probe",
     "ProbeContext",
     "ProbeResult",
+    "Run",
     "RunConfig",
     "Table",
     "__version__",
     "execute",
+    "load",
+    "probe",
     "register_attack",
     "register_corruption",
     "register_dataset",
     "register_method",
     "register_probe",
+    "run",
 ]
 
 if TYPE_CHECKING:
+    from stresslab.api import load, probe, run
     from stresslab.attacks import ATTACKS, Attack, register_attack
     from stresslab.config import RunConfig
     from stresslab.corruptions import CORRUPTIONS, register_corruption
@@ -83,6 +99,7 @@ if TYPE_CHECKING:
     )
     from stresslab.probes.explain import METHODS, Attribution, register_method
     from stresslab.runner import execute
+    from stresslab.runs import Run
 
 
 def __getattr__(name: str) -> Any:

@@ -57,39 +57,41 @@ def run(
 ) -> None:
     """Train (or load) a model, run the probes and write the report."""
     _setup_logging(verbose, quiet)
-    from stresslab import config as config_mod
-    from stresslab.runner import execute
+    from stresslab.api import run as run_api
+    from stresslab.rundir import RunDir
 
+    overrides = list(set_ or [])
+    if data_root is not None:
+        overrides.append(f"data.root={data_root}")
+    if skip_bad:
+        overrides.append("data.skip_bad=true")
     try:
-        if resume is not None:
-            if config or preset or set_ or checkpoint or tensorboard or mlflow:
-                raise StresslabError("--resume takes the run directory's own config; give no other options")
-            outcome = execute(config_mod.RunConfig(), resume=resume, show_progress=not quiet)
-        else:
-            overrides = list(set_ or [])
-            if data_root is not None:
-                overrides.append(f"data.root={data_root}")
-            if skip_bad:
-                overrides.append("data.skip_bad=true")
-            overrides += [
-                f"tracking.{name}=true"
-                for name, on in (("tensorboard", tensorboard), ("mlflow", mlflow))
-                if on
-            ]
-            cfg = config_mod.resolve(config, preset, overrides)
-            outcome = execute(cfg, out=out, checkpoint=checkpoint, show_progress=not quiet)
+        if resume is not None and (config or preset or set_ or checkpoint or tensorboard or mlflow):
+            raise StresslabError("--resume takes the run directory's own config; give no other options")
+        overrides += [
+            f"tracking.{name}=true" for name, on in (("tensorboard", tensorboard), ("mlflow", mlflow)) if on
+        ]
+        result = run_api(
+            config,
+            preset=preset,
+            overrides=overrides if resume is None else None,
+            out=out if resume is None else None,
+            checkpoint=checkpoint,
+            resume=resume,
+            progress=not quiet,
+        )
     except StresslabError as e:
         _fail(e)
         return
-    for w in outcome.warnings:
+    for w in result.warnings:
         typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
-    m = outcome.metrics
+    m = result.metrics
     if "evaluation.accuracy" in m:
         typer.echo(f"test accuracy {m['evaluation.accuracy']:.4f}")
-    typer.echo(f"report: {outcome.run_dir.report}")
-    typer.echo(f"metrics: {outcome.run_dir.metrics}")
-    if outcome.failed_probes:
-        typer.secho(f"failed probes: {', '.join(outcome.failed_probes)}", fg=typer.colors.RED, err=True)
+    typer.echo(f"report: {result.report_path}")
+    typer.echo(f"metrics: {RunDir(result.path).metrics}")
+    if result.failed_probes:
+        typer.secho(f"failed probes: {', '.join(result.failed_probes)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
 
 

@@ -7,6 +7,7 @@ that ``load`` reads back unchanged, so a run directory can reproduce itself.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -241,19 +242,13 @@ def parse_override(item: str) -> dict[str, Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
     key, raw = item.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
+    if not [p for p in key.strip().split(".") if p]:
         raise ConfigError(f"--set {item!r}: empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from e
-    out: dict[str, Any] = {}
-    cur = out
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = value
-    return out
+    return dotted(key, value)
 
 
 def merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -289,24 +284,49 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def dotted(key: str, value: Any) -> dict[str, Any]:
+    """``("train.epochs", 3)`` -> ``{"train": {"epochs": 3}}``."""
+    parts = [p for p in str(key).strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {key!r}: empty key")
+    out: dict[str, Any] = {}
+    cur = out
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
 def resolve(
-    path: str | Path | None = None,
+    path: str | Path | Mapping[str, Any] | None = None,
     preset: str | None = None,
-    overrides: list[str] | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
     base: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Build the config: defaults <- ``base`` <- preset <- YAML file <- ``--set`` overrides."""
+    """Build the config: defaults <- ``base`` <- preset <- YAML file <- ``--set`` overrides.
+
+    ``path`` may also be the YAML file's content as a mapping. ``overrides`` are
+    ``"key=value"`` strings (the value parsed as YAML) or a mapping of dotted keys to values
+    (``{"train.epochs": 3}``), applied in order.
+    """
     raw: dict[str, Any] = copy.deepcopy(base) if base else {}
     if preset:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         raw = deep_merge(raw, PRESETS[preset])
     source = "defaults"
-    if path is not None:
+    if isinstance(path, Mapping):
+        raw = deep_merge(raw, dict(path))
+        source = "config"
+    elif path is not None:
         raw = deep_merge(raw, read_yaml(path))
         source = str(path)
-    for item in overrides or []:
-        raw = _merge_override(raw, parse_override(item))
+    if isinstance(overrides, Mapping):
+        layers = [dotted(k, v) for k, v in overrides.items()]
+    else:
+        layers = [parse_override(item) for item in overrides or []]
+    for layer in layers:
+        raw = _merge_override(raw, layer)
     return validate(raw, source)
 
 

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Prepared:
     """A run ready to go: its probes built, data loaded, model built (and loaded from
-    ``checkpoint`` with its ``history`` when one was given)."""
+    ``checkpoint`` with its ``history`` when one was given). ``ready`` marks a model that
+    comes trained from memory (:func:`stresslab.probe`): the run never trains it."""
 
     cfg: RunConfig
     probes: dict[str, Probe]
@@ -45,6 +46,7 @@ class Prepared:
     meta: dict[str, Any]
     checkpoint: Path | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    ready: bool = False  # a trained model handed over in memory: never trained, no checkpoint
 
 
 def seed_everything(seed: int) -> None:

@@ -45,6 +45,7 @@ from stresslab.train.pretrain import pretraining
 __all__ = [
     "RunOutcome",
     "execute",
+    "execute_prepared",
     "load_data",
     "model_meta",
     "prepare",
@@ -98,12 +99,17 @@ def execute(
                 return _execute(prep, run, True, show_progress, stage, tracking)
     target = Path(out) if out is not None else default_run_path(config_mod.run_name(cfg))
     RunDir.check_new(target)  # refuse early, before the data is loaded
-    prep = prepare(cfg, checkpoint)
-    run = RunDir.create(target)
+    return execute_prepared(prepare(cfg, checkpoint), target, show_progress=show_progress)
+
+
+def execute_prepared(prep: Prepared, out: str | Path, *, show_progress: bool = True) -> RunOutcome:
+    """Run what :func:`prepare` (or :func:`stresslab.probe`, for data and a model in memory)
+    made ready, into the new run directory ``out``; see :func:`execute`."""
+    run = RunDir.create(out)
     with run.lock(), _failure_recorded(run) as stage:
-        atomic_write_text(run.config, config_mod.dump_yaml(cfg))
-        atomic_write_json(run.env, environment(prep.device, cfg.seed))
-        with track(cfg, run) as tracking:
+        atomic_write_text(run.config, config_mod.dump_yaml(prep.cfg))
+        atomic_write_json(run.env, environment(prep.device, prep.cfg.seed))
+        with track(prep.cfg, run) as tracking:
             return _execute(prep, run, False, show_progress, stage, tracking)
 
 
@@ -228,8 +234,11 @@ def _trained_history(
 ) -> list[dict[str, float]]:
     """Train (or continue training, or take the given checkpoint); return the history."""
     cfg, model, info = prep.cfg, prep.model, prep.split.info
+    if prep.ready:
+        return prep.history
     if prep.checkpoint is not None:
         atomic_write_json(run.source_checkpoint, {"path": str(prep.checkpoint.resolve())})
+        atomic_write_json(run.history, prep.history)  # the checkpoint's own, so `load` finds it
         return prep.history
     if resuming and run.training.is_file():
         load_weights(model, load_checkpoint(_final_weights(run))["state_dict"], run.path)
