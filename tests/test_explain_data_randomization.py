@@ -17,7 +17,7 @@ from stresslab.data.base import Split
 from stresslab.errors import ConfigError
 from stresslab.probes.base import ProbeContext, ProbeResult, build_probe
 from stresslab.probes.explain.base import Attribution
-from stresslab.probes.explain.cases import select_cases
+from stresslab.probes.explain.cases import CaseChoice, select_cases
 from stresslab.probes.explain.compute import Explained, compute, prepare_methods
 from stresslab.probes.explain.data_randomization import (
     DataRandomization,
@@ -86,9 +86,8 @@ def _trained() -> tuple[ProbeContext, Split]:
 
 
 def _explained(ctx: ProbeContext) -> tuple[Explained, dict[str, Attribution]]:
-    cases, _ = select_cases(
-        ctx, n_high_confidence=4, n_uncertain=2, n_correct_per_class=4, min_confidence=0.9
-    )
+    choice = CaseChoice(n_high_confidence=4, n_uncertain=2, min_confidence=0.9, n_correct_per_class=4)
+    cases, _, _ = select_cases(ctx, choice)
     methods, _ = prepare_methods(ctx, {"gradcam": GradCam(), "sobel": SobelEdges()})
     return compute(ctx, cases, methods, ExplainSettings(curve_steps=4, random_maps=1)), methods
 
