@@ -225,6 +225,8 @@ def _execute(
         history=history,
         progress=progress,
         sample_seed=cfg.data.split_seed,
+        train_config=cfg.train,
+        model_factory=lambda: build_model(cfg.model.name, info, cfg.model.args, cfg.model.source),
     )
 
     outcome = RunOutcome(run)
