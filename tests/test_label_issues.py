@@ -72,7 +72,7 @@ def test_thresholds_are_per_class_mean_self_confidence() -> None:
 
 
 def test_noise_rates_rows_are_shares_of_the_given_label() -> None:
-    given, probs, wrong = _made_up(n=400, n_wrong=40, seed=2)
+    given, probs, _ = _made_up(n=400, n_wrong=40, seed=2)
     issues = find_issues(given, probs)
     cj = issues.confident_joint
     np.testing.assert_array_equal(cj.sum(axis=1), np.bincount(given, minlength=4))  # calibrated
@@ -120,7 +120,7 @@ def _ctx(**kw: object) -> tuple[ProbeContext, np.ndarray]:
 
 
 def test_holdout_probe_splits_errors_into_label_and_model_errors() -> None:
-    ctx, wrong = _ctx()
+    ctx, _ = _ctx()
     p = ctx.predictions
     errors = torch.nonzero(~p.correct).flatten().tolist()
     ctx.results["failures"] = ProbeResult(offer=FailureCases(errors, [], [], 0.9))

@@ -155,4 +155,7 @@ def out_of_fold_probs(
 
 @contextmanager
 def _no_bar() -> Iterator[Callable[[int], None]]:
-    yield lambda n=1: None
+    def advance(n: int = 1) -> None:
+        return None
+
+    yield advance
