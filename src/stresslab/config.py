@@ -73,7 +73,16 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(1024, ge=1)
 
 
-DEFAULT_PROBES = ("evaluation", "failures", "explain", "calibration", "adversarial", "corruption")
+DEFAULT_PROBES = (
+    "evaluation",
+    "failures",
+    "explain",
+    "calibration",
+    "adversarial",
+    "corruption",
+    "label_issues",
+    "shortcut",
+)
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -121,6 +130,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "calibration": {},
             "adversarial": {"max_images": 300},
             "corruption": {"max_images": 300, "severities": [1, 3, 5]},
+            "label_issues": {},
+            "shortcut": {"max_images": 500, "n_transplant": 200},
         },
     },
 }
