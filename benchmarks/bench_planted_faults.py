@@ -48,11 +48,12 @@ PATTERN = Box(0, 0, 4, 4)
 def flip_labels(
     y: torch.Tensor, classes: list[int], rate: float, k: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Give ``rate`` of each class in ``classes`` a uniformly random other label, in place;
-    returns the flipped positions (sorted)."""
+    """Give ``rate`` of each class in ``classes`` (by its original labels) a uniformly random
+    other label, in place; returns the flipped positions (sorted, each flipped once)."""
+    original = y.numpy().copy()
     flipped = []
     for c in classes:
-        pos = np.flatnonzero(y.numpy() == c)
+        pos = np.flatnonzero(original == c)
         pick = rng.choice(pos, round(rate * len(pos)), replace=False)
         y[pick] = torch.from_numpy((c + rng.integers(1, k, len(pick))) % k)
         flipped.append(pick)

@@ -98,12 +98,13 @@ def report(
             present.REGION_COLUMNS,
             [present.region_row(r) for r in tested],
             caption=(
-                "Share: the class's mean attribution inside the box. Pattern share: the class's training "
-                "images repeating the box's median patch. Flip rate: pasted onto correctly classified test "
-                "images of other classes, share predicted as the class; control: a same-size box from a "
-                f"random place. Shortcut: p < {settings['alpha_per_test']:.2g} (Bonferroni), rate >= "
-                f"{settings['min_flip_rate']:g} and >= {settings['min_ratio']:g}x the control, and a "
-                "constant pattern."
+                "Share: the class's mean attribution inside the box; consistency: the share of "
+                "images whose own map puts at least twice the box's area share in it. Pattern "
+                "share: the class's training images repeating the box's median patch. Flip rate: "
+                "pasted onto correctly classified test images of other classes, share predicted as "
+                "the class; control: a same-size box from a random place. Shortcut: p < "
+                f"{settings['alpha_per_test']:.2g} (Bonferroni), rate >= {settings['min_flip_rate']:g} "
+                f"and >= {settings['min_ratio']:g}x the control, and a constant pattern."
             ),
         )
     )
