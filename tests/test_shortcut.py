@@ -210,3 +210,31 @@ def test_a_model_without_convolutions_falls_back_to_occlusion_with_a_warning() -
     assert res.data["settings"]["method"] == "occlusion"
     assert res.metrics["n_regions_tested"] > 0
     assert all(math.isfinite(v) for v in res.metrics.values())
+
+
+class _CornerScore(nn.Module):
+    """Logit of class 0: the sum of the top-left 4x4 pixels; class 1: a constant. A coarse
+    layer (stride-4 pooling) stands in for a CNN's last conv stage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.AvgPool2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coarse = self.pool(x)  # (N, 1, 4, 4): 4x4-pixel cells
+        return torch.stack([16 * coarse[:, 0, 0, 0], torch.full_like(coarse[:, 0, 0, 0], 4.0)], dim=1)
+
+
+def test_occlusion_refines_a_box_misplaced_by_a_coarse_map() -> None:
+    from stresslab.probes.explain import Occlusion
+    from stresslab.probes.shortcut.find import Found, layer_resolution, refine
+
+    model = _CornerScore()
+    assert layer_resolution(model, "pool", torch.zeros(1, 16, 16)) == (4, 4)
+    x = torch.zeros(8, 1, 16, 16)
+    x[:, :, 0:4, 0:4] = 1.0
+    coarse = Found(Box(0, 4, 4, 4), torch.full((16, 16), 1 / 256), torch.zeros(8), False, 8)  # one cell off
+    found = refine(
+        coarse, Occlusion(2, 1, "zero"), model, x, 0, top_fraction=0.06, max_fraction=0.2, batch_size=64
+    )
+    assert found.refined and found.box.iou(Box(0, 0, 4, 4)) >= 0.5, found.box

@@ -131,7 +131,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "adversarial": {"max_images": 300},
             "corruption": {"max_images": 300, "severities": [1, 3, 5]},
             "label_issues": {},
-            "shortcut": {"max_images": 500, "n_transplant": 200},
+            "shortcut": {"max_images": 500, "n_transplant": 200, "refine_images": 8},
         },
     },
 }

@@ -17,8 +17,8 @@ from stresslab.probes.explain.base import Attribution
 from stresslab.probes.explain.gradcam import GradCam
 from stresslab.probes.explain.occlusion import Occlusion
 from stresslab.probes.shortcut import images as imgs
+from stresslab.probes.shortcut.find import class_region, layer_resolution, refine
 from stresslab.probes.shortcut.pattern import PATTERN, describe_region
-from stresslab.probes.shortcut.regions import box_share, normalized, top_region
 from stresslab.probes.shortcut.report import report
 from stresslab.probes.shortcut.transplant import background_test, transplant_test
 
@@ -30,12 +30,14 @@ class ShortcutProbe(Probe):
     """Per class, the mean attribution (``method``: gradcam or occlusion) of correctly
     classified images of each of ``sources`` (test: a shared sample of ``max_images``;
     train: a seeded sample of as many), and the box around its top ``top_fraction`` of
-    pixels (at most ``max_region_fraction`` of the image). The box is described across the
-    class's training images (constant pattern, background or object; see
-    :func:`describe_region`) and transplanted: pasted from class-A images onto up to
-    ``n_transplant`` correctly classified test images of other classes, against a same-size
-    box from a random place of the same images pasted at the same place. A box that is not
-    on the object and flips predictions to A significantly more often than the control
+    pixels (at most ``max_region_fraction`` of the image); a Grad-CAM box, as coarse as its
+    layer, is refined by occlusion (``occlusion_window``, ``occlusion_stride``,
+    ``occlusion_fill``) of ``refine_images`` of the class's images near it (0: not refined;
+    see :func:`refine`). The box is described across the class's training images (constant
+    pattern, background or object; see :func:`describe_region`) and transplanted: pasted
+    from class-A images onto up to ``n_transplant`` correctly classified test images of other
+    classes, against a same-size box from a random place of the same images pasted at the
+    same place. A constant pattern that flips predictions to A significantly more often than the control
     (one-sided Fisher exact test at ``alpha``, Bonferroni-corrected over every test; a rate
     of at least ``min_flip_rate`` and ``min_ratio`` times the control's) is a shortcut.
     Where images have no plain background, each class's mean image is also painted over
@@ -54,13 +56,14 @@ class ShortcutProbe(Probe):
         occlusion_window: int = 4,
         occlusion_stride: int = 2,
         occlusion_fill: str | float = "gray",
+        refine_images: int = 16,
         sources: list[str] | tuple[str, ...] = ("test", "train"),
         max_images: int = 1000,
         top_fraction: float = 0.03,
         max_region_fraction: float = 0.2,
         n_transplant: int = 300,
         alpha: float = 0.01,
-        min_ratio: float = 3.0,
+        min_ratio: float = 2.0,
         min_flip_rate: float = 0.05,
         match_tolerance: float = 0.1,
         min_pattern_share: float = 0.5,
@@ -83,6 +86,7 @@ class ShortcutProbe(Probe):
             raise ValueError("need 0 < background_quantile < 1, n_transplant >= 1 and min_images >= 1")
         self.method, self.layer = method, layer
         self.occlusion = (occlusion_window, occlusion_stride, occlusion_fill)
+        self.refine_images = refine_images
         self.sources = tuple(dict.fromkeys(sources))
         self.max_images, self.n_transplant, self.min_images = max_images, n_transplant, min_images
         self.top_fraction, self.max_region_fraction = top_fraction, max_region_fraction
@@ -102,11 +106,22 @@ class ShortcutProbe(Probe):
                 return "gradcam", GradCam(self.layer or default_cam_layer(ctx.model))
             except ConfigError as e:
                 warnings.append(f"shortcut: Grad-CAM cannot run on this model ({e}); used occlusion instead")
+        return "occlusion", self._refiner(ctx)
+
+    def _coarse(self, ctx: ProbeContext, method: Attribution, x: Tensor) -> bool:
+        """Whether ``method`` is Grad-CAM on a layer coarser than the image (e.g. 7x7 cells of
+        4x4 pixels), whose boxes occlusion should refine."""
+        if not isinstance(method, GradCam) or not method.layer or self.refine_images <= 0 or not len(x):
+            return False
+        rh, rw = layer_resolution(ctx.model, method.layer, x[0])
+        return rh < ctx.info.height or rw < ctx.info.width
+
+    def _refiner(self, ctx: ProbeContext) -> Occlusion:
         window, stride, fill = self.occlusion
         side = min(ctx.info.height, ctx.info.width)
         if window > side:
             window, stride = max(1, side // 4), max(1, min(stride, side // 4))
-        return "occlusion", Occlusion(window, stride, fill, ctx.info.mean)
+        return Occlusion(window, stride, fill, ctx.info.mean)
 
     def _maps(self, method: Attribution, ctx: ProbeContext, x: Tensor, y: Tensor) -> Tensor:
         if isinstance(method, Occlusion):
@@ -122,34 +137,46 @@ class ShortcutProbe(Probe):
         if "train" in self.sources:
             sets["train"] = imgs.correct_train_images(ctx, self.max_images)
         h, w = ctx.info.height, ctx.info.width
+        refiner = self._refiner(ctx) if self._coarse(ctx, method, recipients.x) else None
         regions: list[dict[str, Any]] = []
         maps_by: dict[tuple[str, int], Tensor] = {}
         with ctx.track("shortcut: attribution", len(sets)) as advance:
             for name, s in sets.items():
                 maps = self._maps(method, ctx, s.x, s.y) if len(s.y) else torch.empty(0, h, w)
                 for cls in range(ctx.info.num_classes):
-                    shares, kept = normalized(maps[s.y == cls])
-                    if len(shares) < self.min_images:
+                    of_class = s.y == cls
+                    found = class_region(
+                        maps[of_class], self.top_fraction, self.max_region_fraction, self.min_images
+                    )
+                    if found is None:
                         continue
-                    mean_map = shares.mean(dim=0)
-                    box = top_region(mean_map, self.top_fraction, self.max_region_fraction)
-                    per_image = box_share(shares, box)
-                    area = box.area / (h * w)
-                    maps_by[(name, cls)] = mean_map
+                    if refiner is not None:
+                        found = refine(
+                            found,
+                            refiner,
+                            ctx.model,
+                            s.x[of_class][: self.refine_images],
+                            cls,
+                            top_fraction=self.top_fraction,
+                            max_fraction=self.max_region_fraction,
+                            batch_size=max(ctx.batch_size, 256),
+                        )
+                    maps_by[(name, cls)] = found.mean_map
                     regions.append(
                         {
                             "source": name,
                             "class": cls,
                             "class_name": names[cls],
-                            "box": box.to_dict(),
-                            "box_text": box.describe(),
-                            "share": round(float(box_share(mean_map[None], box)[0]), 4),
-                            "area": round(area, 4),
-                            "consistency": round(float((per_image >= 2 * area).float().mean()), 4),
-                            "n_images": len(shares),
-                            "_box": box,
-                            "_donors": s.x[s.y == cls][kept],
-                            "_donor_index": s.index[s.y == cls][kept],
+                            "box": found.box.to_dict(),
+                            "box_text": found.box.describe(),
+                            "share": round(found.share, 4),
+                            "area": round(found.box.area / (h * w), 4),
+                            "consistency": round(found.consistency, 4),
+                            "n_images": found.n_images,
+                            "refined_by_occlusion": found.refined,
+                            "_box": found.box,
+                            "_donors": s.x[of_class],
+                            "_donor_index": s.index[of_class],
                         }
                     )
                 advance(1)
@@ -171,6 +198,8 @@ class ShortcutProbe(Probe):
             "min_ratio": self.min_ratio,
             "min_flip_rate": self.min_flip_rate,
             "top_fraction": self.top_fraction,
+            "refined_by_occlusion": refiner is not None,
+            "refine_images": self.refine_images if refiner is not None else 0,
             "n_transplant": self.n_transplant,
             **self.kind_settings,
         }
