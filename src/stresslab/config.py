@@ -158,6 +158,8 @@ DEFAULT_PROBES = (
     "adversarial",
     "corruption",
     "representation",
+    "label_issues",
+    "shortcut",
 )
 
 
@@ -217,6 +219,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "adversarial": {"max_images": 300},
             "corruption": {"max_images": 300, "severities": [1, 3, 5]},
             "representation": {"max_train": 3000, "max_test": 1000, "map_points": 500},
+            "label_issues": {},
+            "shortcut": {"max_images": 500, "n_transplant": 200, "refine_images": 8},
         },
     },
 }

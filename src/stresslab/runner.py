@@ -21,6 +21,7 @@ from typing import Any
 from stresslab import config as config_mod
 from stresslab.config import RunConfig
 from stresslab.errors import CheckpointError
+from stresslab.models import build_model
 from stresslab.predictions_file import FILENAME as PREDICTIONS_FILE
 from stresslab.predictions_file import save_predictions
 from stresslab.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
@@ -187,6 +188,7 @@ def _execute(
         progress=progress,
         sample_seed=cfg.data.split_seed,
         train_config=cfg.train,
+        model_factory=lambda: build_model(cfg.model.name, split.info, cfg.model.args, cfg.model.source),
     )
 
     stage.name = "probes"

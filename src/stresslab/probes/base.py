@@ -94,8 +94,9 @@ class ProbeContext:
     ``Probe.requires``). ``progress(description, total)`` returns a context manager
     yielding an ``advance(n)`` callable for a progress bar. ``sample_seed`` seeds
     :meth:`sample`; it does not depend on the training seed, so runs of a study that share
-    their data draw the same test images. ``train_config`` is the run's training recipe, for
-    probes that train a model of their own (``None`` outside a run).
+    their data draw the same test images. ``train_config`` is the run's training settings
+    and ``model_factory()`` builds a fresh, untrained model of the run's architecture, for
+    probes that train models of their own (``None`` where the caller has neither).
     """
 
     model: nn.Module
@@ -111,6 +112,7 @@ class ProbeContext:
     sample_seed: int = 0
     samples: dict[str, int] = field(default_factory=dict)
     train_config: TrainConfig | None = None
+    model_factory: Callable[[], nn.Module] | None = None
 
     @property
     def info(self) -> DatasetInfo:
