@@ -184,7 +184,9 @@ def main() -> None:
         ratio_text = f"{ratio:.1f}x" if ratio is not None else "control never flips"
         print(
             f"  {s['class_name']} ({s['source']} images): {s['box_text']}, IoU with the planted square "
-            f"{box.iou(PATTERN):.2f}, kind {s['kind']['kind']}; flip rate {s['flip']['rate']:.1%} "
+            f"{box.iou(PATTERN):.2f}, kind {s['kind']['kind']} (pattern share "
+            f"{s['kind'].get('pattern_share', float('nan')):.2f}, elsewhere on the object "
+            f"{s['kind'].get('object_pattern_share', float('nan')):.2f}); flip rate {s['flip']['rate']:.1%} "
             f"[{s['flip']['ci_low']:.1%}, {s['flip']['ci_high']:.1%}] vs control {s['control']['rate']:.1%} "
             f"({ratio_text}), p = {s['p_value']:.1e}"
         )

@@ -181,7 +181,7 @@ def _figures(
         after = paste_boxes(before, donors, box, *place) if n else before
         stem = f"shortcut_{j}"
         res.figures[stem] = present.evidence_figure(
-            r["_donors"][0],
+            donors[0] if n else r["_donors"][0],
             box,
             before,
             after,
