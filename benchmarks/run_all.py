@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_train.py", "bench_explain.py", "bench_attacks.py", "bench_corruptions.py"]
+BENCHMARKS = [
+    "bench_train.py",
+    "bench_explain.py",
+    "bench_attacks.py",
+    "bench_corruptions.py",
+    "bench_planted_faults.py",
+]
 
 
 def main() -> int:
