@@ -21,6 +21,7 @@ BENCHMARKS = [
     "bench_corruptions.py",
     "bench_representation.py",
     "bench_api.py",
+    "bench_planted_faults.py",
 ]
 
 

@@ -225,6 +225,8 @@ def test_every_registered_probe_runs_in_one_quick_run(tmp_path: Path, fmnist_roo
             "probes.adversarial={max_images: 40, convergence_check: false}",
             "--set",
             "probes.corruption={max_images: 40, severities: [1, 5]}",
+            "--set",
+            "probes.shortcut={max_images: 60, n_transplant: 40, refine_images: 2}",
         ]
     )
     assert (out / "DONE").is_file()
