@@ -1,11 +1,16 @@
 # `make check` runs exactly what CI runs (.ci/run calls it).
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Every optional extra, so that each integration the README promises is tested.
+CHECK_EXTRAS := dev,bench,ray,timm,tensorboard,mlflow
 
-.PHONY: setup study quick test lint typecheck check bench format
+.PHONY: setup setup-dev study quick test lint typecheck check bench format
 
-setup:
+setup:  ## the package and Fashion-MNIST: what a study needs
 	@bash scripts/setup.sh
+
+setup-dev:  ## everything: test tools, optional extras, peers, chromium
+	@bash scripts/setup.sh $(CHECK_EXTRAS) browser
 
 study: setup  ## the default study on Fashion-MNIST
 	$(BIN)/stresslab run
@@ -13,22 +18,21 @@ study: setup  ## the default study on Fashion-MNIST
 quick: setup  ## a first look in under two minutes
 	$(BIN)/stresslab run --preset quick
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: setup
+typecheck: setup-dev
 	$(BIN)/mypy
 
-test: setup
+test: setup-dev
 	$(BIN)/pytest
 
 check: lint typecheck test
 
-format: setup
+format: setup-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench:  ## side-by-side benchmarks against peer implementations (installs the peers)
-	@bash scripts/setup.sh dev,bench
+bench: setup-dev  ## side-by-side benchmarks against peer implementations
 	$(BIN)/python benchmarks/run_all.py

@@ -20,6 +20,8 @@ BENCHMARKS = [
     "bench_attacks.py",
     "bench_corruptions.py",
     "bench_representation.py",
+    "bench_api.py",
+    "bench_planted_faults.py",
 ]
 
 

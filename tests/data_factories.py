@@ -47,6 +47,9 @@ class Written:
     test_x: np.ndarray
     test_y: np.ndarray
     class_names: tuple[str, ...]
+    train_coarse: np.ndarray | None = None
+    test_coarse: np.ndarray | None = None
+    coarse_names: tuple[str, ...] | None = None
 
 
 def class_images(
@@ -149,7 +152,8 @@ def write_cifar10(
 
 
 def write_cifar100(root: Path, n_train: int = 30, n_test: int = 10, *, seed: int = 0) -> Written:
-    """``root/cifar-100-python/{train, test, meta}`` with 100 fine classes (``fine_labels``)."""
+    """``root/cifar-100-python/{train, test, meta}`` with 100 fine classes (``fine_labels``) in
+    20 superclasses (``coarse_labels``: fine class k belongs to superclass k // 5)."""
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
     names = tuple(f"class_{i:02d}" for i in range(100))
@@ -165,10 +169,14 @@ def write_cifar100(root: Path, n_train: int = 30, n_test: int = 10, *, seed: int
         }
         with (folder / name).open("wb") as f:
             pickle.dump(batch, f)
-    meta = {b"fine_label_names": [n.encode() for n in names], b"coarse_label_names": [b"c"] * 20}
+    coarse_names = tuple(f"super_{i:02d}" for i in range(20))
+    meta = {
+        b"fine_label_names": [n.encode() for n in names],
+        b"coarse_label_names": [n.encode() for n in coarse_names],
+    }
     with (folder / "meta").open("wb") as f:
         pickle.dump(meta, f)
-    return Written(train_x, train_y, test_x, test_y, names)
+    return Written(train_x, train_y, test_x, test_y, names, train_y // 5, test_y // 5, coarse_names)
 
 
 # ----------------------------------------------------------------------------- SVHN, STL-10
@@ -289,17 +297,26 @@ def write_npz(
     channels: int = 3,
     class_names: tuple[str, ...] | None = ("a", "b", "c", "d"),
     drop: str | None = None,
+    train_labels: list[int] | None = None,
+    test_labels: list[int] | None = None,
     seed: int = 0,
 ) -> Written:
     """A ``.npz`` with ``x_train, y_train, x_test, y_test`` (+ ``class_names``) in ``layout``.
 
     ``layout`` is ``"nhwc"``, ``"nchw"`` or ``"nhw"`` (grayscale); ``as_float`` stores
-    images as float32 in [0, 1]; ``drop`` leaves one key out.
+    images as float32 in [0, 1]; ``drop`` leaves one key out. ``train_labels`` /
+    ``test_labels`` replace the balanced labels (and set ``n_train`` / ``n_test``).
     """
     num_classes = len(class_names) if class_names else 4
     c = 1 if layout == "nhw" else channels
+    n_train = len(train_labels) if train_labels is not None else n_train
+    n_test = len(test_labels) if test_labels is not None else n_test
     train_x, train_y = class_images(n_train, c, 12, 10, num_classes, seed)
     test_x, test_y = class_images(n_test, c, 12, 10, num_classes, seed + 1)
+    if train_labels is not None:
+        train_y = np.asarray(train_labels, dtype=np.int64)
+    if test_labels is not None:
+        test_y = np.asarray(test_labels, dtype=np.int64)
 
     def store(x: np.ndarray) -> np.ndarray:
         out: np.ndarray = {"nhwc": x.transpose(0, 2, 3, 1), "nchw": x, "nhw": x[:, 0]}[layout]

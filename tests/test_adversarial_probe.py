@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stresslab.attacks import FGSM
+from stresslab.attacks import ATTACKS, FGSM
 from stresslab.data.base import DatasetInfo, Split, to_float
 from stresslab.errors import ConfigError
 from stresslab.models.base import Classifier
 from stresslab.probes import build_probe
-from stresslab.probes.adversarial import AdversarialProbe, default_threat_models, stratified_subset
+from stresslab.probes.adversarial import AdversarialProbe, AttackRun, default_threat_models
 from stresslab.probes.base import ProbeContext
 from stresslab.probes.predictions import Predictions
 from stresslab.scoped import inference_scope
@@ -135,9 +138,39 @@ def test_probe_numbers_tables_and_figures(trained: tuple[BNNet, Split]) -> None:
     assert {r[2] for r in checks} <= {"pass", "fail"} and len(checks) >= 10
     assert sum(r[2] == "fail" for r in checks) == m["checks_failed"] == len(res.warnings)
     assert {"accuracy_vs_epsilon_linf", "accuracy_vs_epsilon_l2", "adversarial_confusion"} <= set(res.figures)
-    galleries = [s for s in res.figures if s.startswith("gallery_pgd_linf")]
-    assert len(galleries) == 3  # one per non-zero epsilon
+    # A gallery per attack and non-zero epsilon at which it flipped an image, and only there.
+    index = res.data["index"]
+    flipped_any = set()
+    for name in ("fgsm_linf", "pgd_linf", "pgd_l2"):
+        for e in res.data["epsilons"]["l2" if name.endswith("l2") else "linf"]:
+            shown = res.data["galleries"][name].get(f"{e:.4g}")
+            if e == 0 or shown is None:
+                continue
+            flipped_any.add(f"gallery_{name}_eps{e:.4g}")
+            assert 0 < len(shown) <= 2 and set(shown) <= set(index)
+    assert {s for s in res.figures if s.startswith("gallery_")} == flipped_any
+    assert {"gallery_fgsm_linf_eps0.2", "gallery_pgd_linf_eps0.2", "gallery_pgd_l2_eps1"} <= flipped_any
     assert all(s in res.captions for s in res.figures)
+    # SSIM beside each epsilon: 1 on the clean images, falling as FGSM moves every pixel further.
+    fgsm_ssim = [m[f"fgsm_linf.ssim_eps{e:g}"] for e in (0.0, 0.05, 0.1, 0.2)]
+    assert fgsm_ssim[0] == 1.0 and all(a > b for a, b in itertools.pairwise(fgsm_ssim))
+    table = res.tables[0]
+    assert table.columns == [
+        "epsilon",
+        "fgsm_linf",
+        "pgd_linf",
+        "worst case",
+        "SSIM fgsm_linf",
+        "SSIM pgd_linf",
+    ]
+    assert table.rows[0][-1] == 1.0
+    assert m["fgsm_linf.ssim_threshold_epsilon"] in (0.0, 0.05, 0.1, 0.2) and m["ssim_threshold"] == 0.95
+    assert any("Can a person tell?" in line and "0.95" in line for line in res.summary)
+    # No zero gradient here: no attack was added, and the strongest attack sets robust accuracy.
+    assert res.data["added_attacks"] == {}
+    by = res.data["robust_accuracy_by_attack"]
+    assert res.data["robust_accuracy_set_by"] == min(by, key=lambda k: by[k])
+    assert res.data["robust_accuracy_set_by"] in res.summary[0]
     assert len(res.data["index"]) == 48 and len(res.data["robust_correct"]["linf"]) == 48
 
 
@@ -176,13 +209,7 @@ def test_failed_checks_become_warnings() -> None:
     assert res.metrics["n_images"] == 30  # max_images=0 attacks every test image
 
 
-def test_stratified_subset_and_defaults() -> None:
-    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
-    idx = stratified_subset(labels, 20, torch.Generator().manual_seed(0))
-    assert torch.equal(idx, idx.sort().values) and len(set(idx.tolist())) == 20
-    assert torch.bincount(labels[idx], minlength=3).tolist() == [12, 6, 2]
-    assert torch.equal(idx, stratified_subset(labels, 20, torch.Generator().manual_seed(0)))
-    assert torch.equal(stratified_subset(labels, None, torch.Generator()), torch.arange(100))
+def test_default_threat_models_and_bad_settings() -> None:
     gray = default_threat_models(DatasetInfo("f", tuple("abc"), 1, 28, 28, (0.5,), (0.5,)))
     assert gray["linf"].epsilons[0] == 0.0 and gray["linf"].epsilon == 0.1 and len(gray["linf"].epsilons) >= 6
     color = default_threat_models(DatasetInfo("c", tuple("abc"), 3, 32, 32, (0.5,) * 3, (0.5,) * 3))
@@ -191,3 +218,118 @@ def test_stratified_subset_and_defaults() -> None:
         build_probe("adversarial", {"attacks": ["cw_linf"]})
     with pytest.raises(ConfigError):
         build_probe("adversarial", {"epsilons": [-0.1]})
+
+
+def test_per_attack_settings_and_mifgsm_through_the_probe(trained: tuple[BNNet, Split]) -> None:
+    model, split = trained
+    model.eval()
+    ctx = _ctx(model, split)
+    settings = {
+        "attacks": {"mifgsm_linf": {"steps": 3, "decay": 0.5}, "fgsm_linf": None},
+        "epsilons": [0.0, 0.1, 0.2],
+        "max_images": 48,
+        "gallery_images": 1,
+    }
+    res = build_probe("adversarial", settings).run(ctx)
+    m = res.metrics
+    assert m["mifgsm_linf.acc_eps0"] == m["clean_accuracy"] > 0.8
+    assert m["mifgsm_linf.acc_eps0.2"] < m["clean_accuracy"]
+    # An iterative attack gets the convergence runs it declares (steps only: no restarts).
+    assert "mifgsm_linf.acc_2x_steps" in m and "mifgsm_linf.acc_2x_restarts" not in m
+    assert "fgsm_linf.acc_2x_steps" not in m
+    assert m["robust_accuracy"] <= min(m["mifgsm_linf.acc_eps0.2"], m["mifgsm_linf.acc_2x_steps"])
+    checks = {r[0] for r in res.tables[-1].rows}
+    assert {"MI-FGSM does no worse than FGSM", "doubling steps changes robust accuracy by < 1.00%"} <= checks
+    assert not any(c.startswith("doubling restarts") for c in checks)
+    assert {"gallery_mifgsm_linf_eps0.2", "gallery_fgsm_linf_eps0.2"} <= set(res.figures)
+    assert res.data["settings"]["attacks"]["mifgsm_linf"] == {
+        "loss": "ce",
+        "steps": 3,
+        "step_size": None,
+        "decay": 0.5,
+    }
+    # The probe samples through the context, so its images join other probes' per image.
+    assert res.data["index"] == split.test_index[ctx.sample(48, "adversarial")].tolist()
+    assert ctx.samples["adversarial"] == 48
+
+
+def test_settings_forms_and_deprecated_flat_keys(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        listed = AdversarialProbe(attacks=["pgd_linf", "fgsm_linf"])
+    assert not caplog.records  # the list form: default settings, no warning
+    assert listed.attacks["pgd_linf"].settings() == ATTACKS.get("pgd_linf")().settings()
+    with caplog.at_level(logging.WARNING):
+        flat = AdversarialProbe(attacks=["pgd_linf", "fgsm_linf"], steps=3, restarts=2, loss="margin")
+    message = caplog.records[-1].getMessage()
+    assert "deprecated" in message and "loss, restarts, steps" in message
+    assert "pgd_linf: {steps: 3, restarts: 2, loss: margin}, fgsm_linf: {loss: margin}" in message
+    pgd = flat.attacks["pgd_linf"]
+    assert (pgd.steps, pgd.restarts, pgd.loss) == (3, 2, "margin")  # type: ignore[attr-defined]
+    assert flat.attacks["fgsm_linf"].loss == "margin" and flat.confusion_attack is flat.attacks["fgsm_linf"]
+    # An attack's own setting wins over the flat one.
+    own = AdversarialProbe(attacks={"pgd_linf": {"steps": 5}}, steps=3)
+    assert own.attacks["pgd_linf"].steps == 5  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"probes\.adversarial\.attacks\.pgd_linf\.stpes: unknown setting"):
+        build_probe("adversarial", {"attacks": {"pgd_linf": {"stpes": 3}}})
+    with pytest.raises(ConfigError, match=r"probes\.adversarial\.attacks\.fgsm_linf\.steps"):
+        build_probe("adversarial", {"attacks": {"fgsm_linf": {"steps": 3}}})
+    with pytest.raises(ConfigError, match=r"probes\.adversarial\.attacks\.pgd_linf: pgd steps must be >= 1"):
+        build_probe("adversarial", {"attacks": {"pgd_linf": {"steps": 0}}})
+    with pytest.raises(ConfigError, match=r"probes\.adversarial\.attacks\.cw_linf: unknown attack"):
+        build_probe("adversarial", {"attacks": {"cw_linf": {}}})
+
+
+class Sure(Classifier):
+    """Always class 0 by a margin no attack within epsilon 0.2 can close (non-zero input gradient)."""
+
+    def __init__(self, info: DatasetInfo) -> None:
+        super().__init__(info.mean, info.std)
+        self.head = nn.Linear(1, info.num_classes)
+        with torch.no_grad():
+            self.head.weight.fill_(0.0)
+            self.head.weight[0] = 1.0
+            self.head.bias.copy_(torch.tensor([20.0] + [0.0] * (info.num_classes - 1)))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).mean(dim=1, keepdim=True)
+
+
+def test_undefined_values_are_left_out_not_written_as_numbers() -> None:
+    full = make_split(n_test=60, classes=3)
+    zeros = full.test_y == 0
+    split = Split(
+        full.info, full.train_x, full.train_y, full.val_x, full.val_y, full.test_x[zeros], full.test_y[zeros]
+    )
+    model = Sure(split.info).eval()
+    settings = {"attacks": ["fgsm_linf", "pgd_linf"], "epsilons": [0.0, 0.2], "max_images": 0}
+    res = AdversarialProbe(**settings).run(_ctx(model, split))
+    m = res.metrics
+    assert m["robust_accuracy"] == 1.0 and m["pgd_linf.mean_adv_confidence"] > 0.99
+    # No image was fooled: a mean confidence over no image is undefined, not 0.
+    assert "pgd_linf.mean_adv_confidence_fooled" not in m
+    assert "fgsm_linf.mean_adv_confidence_fooled" not in m
+    assert any("undefined" in w and "pgd_linf.mean_adv_confidence_fooled" in w for w in res.warnings)
+    assert all(math.isfinite(v) for v in m.values())
+    # Classes 1 and 2 have no attacked image: blank cells, and the caption says why.
+    per_class = next(t for t in res.tables if t.title == "Robust accuracy per class")
+    assert per_class.rows[1] == ["class1", 0, None, None] and per_class.rows[2] == ["class2", 0, None, None]
+    assert "class1, class2" in per_class.caption and "undefined" in per_class.caption
+    # An accuracy over no image is undefined too.
+    empty = AttackRun("fgsm_linf", FGSM(), (0.0,), correct=[torch.zeros(0, dtype=torch.bool)])
+    assert empty.accuracy() == [None] and empty.accuracy_at(0.0) is None
+
+
+def test_shipped_configs_use_the_per_attack_form(caplog: pytest.LogCaptureFixture) -> None:
+    from stresslab import config
+
+    found = 0
+    for f in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+        settings = config.resolve(f).probes.get("adversarial")
+        if settings is None:
+            continue
+        with caplog.at_level(logging.WARNING):
+            probe = build_probe("adversarial", settings)
+        assert isinstance(settings.get("attacks"), dict), f
+        assert list(probe.attacks) == ["fgsm_linf", "pgd_linf"], f  # type: ignore[attr-defined]
+        found += 1
+    assert found >= 2 and not caplog.records  # no deprecated flat setting left

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stresslab.attacks import ATTACKS, FGSM, PGD, perturbation_norms, pgd_perturb
+from stresslab.attacks import ATTACKS, FGSM, MIFGSM, PGD, perturbation_norms, pgd_perturb
 from stresslab.attacks.base import attack_loss, project, random_start, steepest_ascent
 from stresslab.errors import ConfigError
 from stresslab.scoped import inference_scope
@@ -71,16 +71,20 @@ def test_l2_attacks_reach_the_linear_worst_case() -> None:
     torch.testing.assert_close(pgd, expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["fgsm", "pgd"])
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_adversarial_images_stay_within_epsilon_and_the_box(name: str, norm: str) -> None:
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_adversarial_images_stay_within_epsilon_and_the_box(name: str) -> None:
     split = make_split(n_test=40)
     torch.manual_seed(0)
     model = TinyNet(split.info)
     x = split.test_x.float() / 255
     x[:5] = 1.0  # saturated images: the box constraint binds
     x[5:10] = 0.0
-    attack = ATTACKS.get(name)(norm=norm)
+    # A score-based attack spends its whole query budget on images it cannot fool; 100
+    # queries are enough to check the bounds.
+    attack = ATTACKS.get(name)(
+        **({"n_queries": 100} if "n_queries" in ATTACKS.get(name).setting_names() else {})
+    )
+    norm = attack.norm
     for eps in (0.0, 0.03, 0.5):
         with inference_scope(model):
             out = attack.run(model, x, split.test_y, eps, generator=torch.Generator().manual_seed(0))
@@ -184,7 +188,7 @@ def test_attacks_leave_parameter_gradients_and_mode_alone() -> None:
 
 
 def test_attack_settings_are_validated() -> None:
-    assert ATTACKS.names() == ["fgsm", "pgd"]
+    assert {"fgsm_linf", "fgsm_l2", "pgd_linf", "pgd_l2", "mifgsm_linf", "mifgsm_l2"} <= set(ATTACKS.names())
     with pytest.raises(ConfigError):
         PGD(norm="l1")
     with pytest.raises(ConfigError):
@@ -253,3 +257,95 @@ def test_fgsm_rs_is_one_step_of_1_25_epsilon_from_a_random_start() -> None:
     assert torch.equal(pgd, ref)
     with pytest.raises(ConfigError):
         adversarial_examples(model, x, y, method="free", epsilon=eps)
+
+
+def test_registry_binds_the_norm_and_declares_capabilities() -> None:
+    for name in ATTACKS.names():
+        entry = ATTACKS.get(name)
+        attack = entry()
+        assert name == f"{entry.cls.name}_{attack.norm}" and attack.norm in entry.cls.norms
+        assert entry(**attack.settings()).settings() == attack.settings()  # settings round-trip
+        assert set(attack.convergence_settings) <= set(attack.settings())
+        assert attack.iterative == bool(attack.convergence_settings)
+    caps = {cls.name: (cls.iterative, cls.shares_gradient) for cls in (FGSM, PGD, MIFGSM)}
+    assert caps == {"fgsm": (False, True), "pgd": (True, False), "mifgsm": (True, False)}
+    assert PGD.convergence_settings == ("steps", "restarts") and MIFGSM.convergence_settings == ("steps",)
+    pgd = ATTACKS.get("pgd_l2")(steps=4, restarts=2)
+    assert isinstance(pgd, PGD) and pgd.norm == "l2" and (pgd.steps, pgd.restarts) == (4, 2)
+    with pytest.raises(ConfigError, match="unknown setting.*decay"):
+        ATTACKS.get("pgd_linf")(decay=0.5)
+    with pytest.raises(ConfigError, match="unknown setting.*norm"):
+        ATTACKS.get("pgd_linf")(norm="l2")  # the name binds the norm
+    with pytest.raises(ConfigError, match="registered: fgsm_linf"):
+        ATTACKS.get("pgd")
+
+
+class LinearK(nn.Module):
+    """Logits ``W x + b`` on flattened images: a K-class linear model with a closed-form gradient."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+        self.b = nn.Parameter(b.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w.T + self.b
+
+
+def test_mifgsm_two_steps_by_hand() -> None:
+    w = torch.tensor([[1.0, 0.0, -3.0, -1.0], [-2.0, -1.0, 3.0, 0.0], [1.0, 2.0, -1.0, -3.0]])
+    b = torch.zeros(3)
+    model = LinearK(w, b)
+    x0 = torch.full((1, 1, 2, 2), 0.5)
+    y = torch.tensor([0])
+    eps, steps = 0.4, 2
+    alpha = eps / steps  # the default step
+
+    def ce_grad(x: torch.Tensor) -> torch.Tensor:
+        # d CE / dx = W^T (softmax(W x + b) - onehot(y)) for a linear model.
+        p = torch.softmax(w @ x.flatten() + b, dim=0)
+        return (w.T @ (p - F.one_hot(y, 3)[0].float())).view_as(x)
+
+    def by_hand(mu: float) -> torch.Tensor:
+        g1 = ce_grad(x0) / ce_grad(x0).abs().sum()
+        x1 = x0 + (alpha * g1.sign()).clamp(-eps, eps)
+        g2 = mu * g1 + ce_grad(x1) / ce_grad(x1).abs().sum()
+        return (x0 + (x1 - x0 + alpha * g2.sign()).clamp(-eps, eps)).clamp(0, 1)
+
+    # The first gradient has signs (-, +, +, -); at x1 the second and fourth flip. Momentum
+    # (mu = 1) keeps the first direction there; without it (mu = 0) they step back to 0.5.
+    torch.testing.assert_close(by_hand(1.0), torch.tensor([0.1, 0.9, 0.9, 0.1]).view(1, 1, 2, 2))
+    torch.testing.assert_close(by_hand(0.0), torch.tensor([0.1, 0.5, 0.9, 0.5]).view(1, 1, 2, 2))
+    for mu in (1.0, 0.0):
+        out = MIFGSM(steps=steps, decay=mu).run(model, x0, y, eps)
+        torch.testing.assert_close(out.images, by_hand(mu), atol=1e-6, rtol=0)
+        torch.testing.assert_close(out.logits, model(by_hand(mu)).detach(), atol=1e-5, rtol=0)
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+def test_mifgsm_matches_torchattacks() -> None:
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = _trained_tiny()
+    eps, alpha, steps = 0.1, 0.02, 6
+    ours = MIFGSM(steps=steps, step_size=alpha, decay=1.0).perturb(model, x, y, eps)
+    theirs = torchattacks.MIFGSM(model, eps=eps, alpha=alpha, steps=steps, decay=1.0)(x, y)
+    # torchattacks keeps x + delta, stresslab delta: a few ulps apart per step.
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        acc = [float((model(a).argmax(1) == y).float().mean()) for a in (x, ours)]
+    assert acc[1] < acc[0]  # the attack does something on this model
+
+
+def test_scope_for_training_examples_keeps_mode_and_restores_buffers() -> None:
+    model = _BNNet().train()
+    model.net[1].eval()  # a frozen BatchNorm inside a training model stays as it is
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with inference_scope(model, eval_mode=False, restore_buffers=True):
+        assert model.training and not model.net[1].training
+        assert not any(p.requires_grad for p in model.parameters())
+        model.net[1].train()
+        model(torch.rand(4, 1, 8, 8))  # updates the running statistics
+        model.net[1].eval()
+    assert model.training and not model.net[1].training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -179,7 +179,7 @@ def test_probe_reports_metrics_figures_and_temperature() -> None:
         "mean_confidence_correct",
     ):
         assert math.isfinite(res.metrics[key]), key
-    assert set(res.figures) == {"reliability", "reliability_temperature"}
+    assert set(res.figures) == {"reliability", "reliability_temperature", "risk_coverage"}
     assert all(stem in res.captions for stem in res.figures)
     assert res.tables[0].rows[0][0].startswith("ECE")
     worse = res.metrics["ece_after_temperature"] > res.metrics["ece"]

@@ -27,11 +27,11 @@ from stresslab.corruptions._textures import plasma_fractal
 from stresslab.corruptions.blur import disk_kernel
 from stresslab.corruptions.digital import ELASTIC, PIXELATE
 from stresslab.corruptions.weather import FROST
-from stresslab.data.base import DatasetInfo, Split
+from stresslab.data.base import DatasetInfo, Split, to_float
 from stresslab.errors import ConfigError
 from stresslab.models.base import Classifier
 from stresslab.probes.base import PROBES, ProbeContext
-from stresslab.probes.corruption import CorruptionProbe, stratified_subset
+from stresslab.probes.corruption import CorruptionGrid, CorruptionProbe, CorruptionScores, summary
 from stresslab.probes.predictions import Predictions
 
 PAPER_ORDER = [
@@ -101,6 +101,27 @@ def gen(seed: int = 0) -> torch.Generator:
 
 def test_registry_holds_the_15_corruptions_in_paper_order() -> None:
     assert CORRUPTIONS.names() == PAPER_ORDER
+
+
+def test_a_new_corruption_is_one_decorated_function() -> None:
+    from stresslab.corruptions import register_corruption
+
+    @register_corruption("test_invert")
+    def invert(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+        assert x.dtype == torch.float32  # the decorator hands float32 to the function
+        return x + severity / 5 * (1 - 2 * x) - 0.5  # the decorator clamps to [0, 1]
+
+    try:
+        assert "test_invert" in CORRUPTIONS.names()
+        x = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64).view(1, 1, 1, 3)
+        out = corrupt(x, "test_invert", 5, gen())
+        assert out.dtype == torch.float64
+        assert out.flatten().tolist() == [0.5, 0.25, 0.0]
+        with pytest.raises(ValueError, match="severity"):
+            corrupt(x, "test_invert", 6, gen())
+        assert CorruptionProbe(corruptions=["test_invert"]).corruptions == ["test_invert"]
+    finally:
+        CORRUPTIONS._items.pop("test_invert")
 
 
 @pytest.mark.parametrize("name", PAPER_ORDER)
@@ -421,12 +442,14 @@ def test_probe_runs_and_restores_the_model() -> None:
     assert m["mean_corruption_accuracy"] == pytest.approx(acc.mean())
     assert m["fog.accuracy"] == pytest.approx(acc[0].mean())
     clean = m["clean_accuracy"]
-    expected_drop = (clean - acc.mean()) / clean if clean > 0 else 0.0
-    assert m["relative_drop"] == pytest.approx(expected_drop)
+    assert clean > 0
+    assert m["relative_drop"] == pytest.approx((clean - acc.mean()) / clean)
     assert {"corruption_heatmap", "corruption_severity", "corruption_gallery"} <= set(res.figures)
     assert [t.title for t in res.tables] == [
         "Accuracy per corruption and severity",
         "Accuracy per class, clean vs corrupted",
+        "Accuracy at lower resolution, per class (largest drop first)",
+        "Most confused pairs (clean) at lower resolution",
     ]
     assert len(res.tables[0].rows) == 4  # clean + 3 corruptions
     assert res.summary and any("Weakest class" in s for s in res.summary)
@@ -473,23 +496,79 @@ def test_probe_rejects_bad_settings() -> None:
         CorruptionProbe(max_images=-1)
 
 
+def scores_with_accuracy(acc: np.ndarray, clean: float, n: int = 10) -> CorruptionScores:
+    """Scores whose accuracy table is ``acc`` (C, S), each a multiple of 1/n, over n images."""
+    c, k = acc.shape
+    correct = torch.zeros(c, k, n, dtype=torch.float64)
+    for i, j in itertools.product(range(c), range(k)):
+        correct[i, j, : round(acc[i, j] * n)] = 1.0
+    clean_correct = (torch.arange(n) < round(clean * n)).double()
+    grid = CorruptionGrid(tuple(f"c{i}" for i in range(c)), tuple(range(1, k + 1)), 15)
+    labels = torch.zeros(n, dtype=torch.long)
+    return CorruptionScores(
+        grid, labels, list(range(n)), correct, clean_correct, (0.1,) * c, 0.05, (0,) * c, 0
+    )
+
+
 def test_probe_warns_when_accuracy_rises_with_severity() -> None:
-    from stresslab.probes.base import ProbeResult
-
-    probe = CorruptionProbe(corruptions=["fog", "snow"], severities=[1, 2, 3])
-    res = ProbeResult(metrics={"relative_drop": 0.1})
-    acc = np.array([[0.8, 0.7, 0.6], [0.5, 0.6, 0.7]])
-    probe._summary_and_warnings(res, acc, 0.9, float(acc.mean()), 0.05, [0.1, 0.2], [], 500)
-    assert len(res.warnings) == 1 and "snow" in res.warnings[0] and "rises" in res.warnings[0]
+    scores = scores_with_accuracy(np.array([[0.8, 0.7, 0.6], [0.5, 0.6, 0.7]]), 0.9)
+    np.testing.assert_allclose(scores.accuracy, [[0.8, 0.7, 0.6], [0.5, 0.6, 0.7]])
+    found = [w for w in summary.warnings(scores) if "standard error" not in w]
+    assert len(found) == 1 and "c1" in found[0] and "rises" in found[0]
 
 
-def test_stratified_subset_keeps_class_shares() -> None:
-    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
-    idx = stratified_subset(labels, 10, gen(1))
-    assert len(idx) == 10 and len(set(idx.tolist())) == 10
-    assert torch.bincount(labels[idx], minlength=3).tolist() == [5, 3, 2]
-    assert torch.equal(idx, stratified_subset(labels, 10, gen(1)))
-    assert torch.equal(stratified_subset(labels, 0, gen()), torch.arange(100))
-    assert torch.equal(stratified_subset(labels, None, gen()), torch.arange(100))
-    odd = stratified_subset(labels, 7, gen(2))
-    assert len(odd) == 7
+def test_probe_samples_through_the_shared_sampler() -> None:
+    ctx = make_ctx(n_test=30)
+    res = CorruptionProbe(corruptions=["contrast"], severities=[1], max_images=12).run(ctx)
+    assert ctx.samples["corruption"] == 12
+    # The same positions any other probe gets for the same size: results join per image.
+    shared = ctx.sample(12, "another probe")
+    assert res.data["test_index"] == ctx.split.test_index[shared].tolist()
+    assert torch.bincount(ctx.split.test_y[shared]).tolist() == [4, 4, 4]
+
+
+class NanUnderLowContrast(nn.Module):
+    """Wraps a model; rows whose image has almost no contrast get NaN logits."""
+
+    def __init__(self, model: nn.Module, min_std: float) -> None:
+        super().__init__()
+        self.model, self.min_std = model, min_std
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.model(x)
+        flat = x.flatten(1).std(dim=1) < self.min_std
+        return torch.where(flat[:, None], torch.full_like(logits, float("nan")), logits)
+
+
+def test_undefined_ece_is_left_out_not_written() -> None:
+    ctx = make_ctx(n_test=12)
+    clean_std = float(to_float(ctx.split.test_x).flatten(1).std(dim=1).min())
+    # Contrast at severity 5 scales deviations from the mean by 0.05: far below clean / 4.
+    ctx.model = NanUnderLowContrast(ctx.model, clean_std / 4)
+    res = CorruptionProbe(corruptions=["contrast", "brightness"], severities=[1, 5], max_images=0).run(ctx)
+    m = res.metrics
+    assert all(math.isfinite(v) for v in m.values())
+    assert "contrast.ece" not in m and "mean_corruption_ece" not in m
+    assert "brightness.ece" in m and "clean_ece" in m and "contrast.s1.accuracy" in m
+    assert m["contrast.s5.accuracy"] == 0.0  # non-finite logits count as wrong
+    rows = {row[0]: row for row in res.tables[0].rows}
+    assert rows["contrast"][-1] is None and rows["brightness"][-1] is not None
+    assert "An empty ECE cell is undefined" in res.tables[0].caption
+    assert res.data["ece"][0] is None and isinstance(res.data["ece"][1], float)
+    (note,) = [w for w in res.warnings if "non-finite" in w]
+    assert "contrast (12 image(s) x severities)" in note and "left out" in note
+    assert not any("ECE under corruption averages" in s for s in res.summary)
+
+
+def test_relative_drop_is_undefined_at_zero_clean_accuracy() -> None:
+    ctx = make_ctx(n_test=12)
+    ctx.split.test_y[:] = 2
+    ctx.predictions.labels[:] = 2
+    with torch.no_grad():
+        ctx.model.head.bias.copy_(torch.tensor([50.0, 0.0, -50.0]))  # always class 0: never right
+    res = CorruptionProbe(corruptions=["contrast"], severities=[1], max_images=0).run(ctx)
+    assert res.metrics["clean_accuracy"] == 0.0
+    assert "relative_drop" not in res.metrics
+    assert any("relative drop (a ratio to it) is undefined" in w for w in res.warnings)
+    assert any("relative drop undefined" in s for s in res.summary)
+    assert res.tables[0].rows[0][-2] == 0.0  # drop vs clean, an absolute difference, is defined

@@ -15,9 +15,14 @@ import torch
 from PIL import Image
 
 from stresslab.data import DATASETS, channel_stats, convert_images, load_split, stratified_sample
-from stresslab.data import datasets as ds
+from stresslab.data import split as split_module
+from stresslab.data.coverage import MIN_TRAIN_IMAGES_PER_CLASS, coverage_warnings
 from stresslab.data.formats import read_idx, read_image_file, safe_unpickle
+from stresslab.data.loaders import base as loader_base
+from stresslab.data.loaders import cifar, fashion_mnist, stl10, svhn
+from stresslab.data.loaders.base import RawDataset, register_dataset
 from stresslab.errors import ConfigError, DataError
+from stresslab.registry import Registry
 
 from .data_factories import (
     FASHION_CLASSES,
@@ -37,7 +42,7 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 @pytest.fixture
 def no_system_fashion(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hide the system-wide Fashion-MNIST so only the test's files are found."""
-    monkeypatch.setattr(ds, "FASHION_MNIST_SYSTEM_DIRS", ())
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_SYSTEM_DIRS", ())
 
 
 def test_registry_lists_every_loader() -> None:
@@ -128,7 +133,7 @@ def test_fashion_mnist_label_count_mismatch(tmp_path: Path, no_system_fashion: N
 
 @pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="Debian dataset-fashion-mnist is not installed")
 def test_real_debian_fashion_mnist() -> None:
-    raw = ds.load_fashion_mnist(None)
+    raw = fashion_mnist.load_fashion_mnist(None)
     assert raw.train_x.shape == (60000, 1, 28, 28) and raw.test_x.shape == (10000, 1, 28, 28)
     assert torch.equal(torch.bincount(raw.train_y), torch.full((10,), 6000))
     assert torch.equal(torch.bincount(raw.test_y), torch.full((10,), 1000))
@@ -141,20 +146,21 @@ def test_real_debian_fashion_mnist() -> None:
 
 def test_cifar10_batches(tmp_path: Path) -> None:
     w = write_cifar10(tmp_path, n_per_batch=4, n_test=10)
-    raw = ds.load_cifar10(tmp_path)
+    raw = cifar.load_cifar10(tmp_path)
     assert raw.class_names == w.class_names
     assert torch.equal(raw.train_x, torch.from_numpy(w.train_x))
     assert torch.equal(raw.train_y, torch.from_numpy(w.train_y))
     assert torch.equal(raw.test_x, torch.from_numpy(w.test_x))
     assert raw.background is None
     # Pointing at the inner folder works too.
-    assert torch.equal(ds.load_cifar10(tmp_path / "cifar-10-batches-py").test_y, torch.from_numpy(w.test_y))
+    inner = cifar.load_cifar10(tmp_path / "cifar-10-batches-py")
+    assert torch.equal(inner.test_y, torch.from_numpy(w.test_y))
 
 
 def test_cifar10_protocol2_pickles(tmp_path: Path) -> None:
     """Protocol-2 pickles spell bytes as _codecs.encode: still plain data, still loads."""
     w = write_cifar10(tmp_path, n_per_batch=2, n_test=3, protocol=2)
-    assert torch.equal(ds.load_cifar10(tmp_path).test_x, torch.from_numpy(w.test_x))
+    assert torch.equal(cifar.load_cifar10(tmp_path).test_x, torch.from_numpy(w.test_x))
 
 
 def test_cifar100_fine_labels(tmp_path: Path) -> None:
@@ -169,9 +175,9 @@ def test_cifar_missing_file_is_named(tmp_path: Path) -> None:
     write_cifar10(tmp_path, n_per_batch=2, n_test=2)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DataError, match="data_batch_3"):
-        ds.load_cifar10(tmp_path)
+        cifar.load_cifar10(tmp_path)
     with pytest.raises(DataError, match="--data-root"):
-        ds.load_cifar10(None)
+        cifar.load_cifar10(None)
 
 
 class _Exploit:
@@ -199,7 +205,7 @@ def test_malicious_cifar_pickle_is_refused(tmp_path: Path, kind: str) -> None:
     with target.open("wb") as f:
         pickle.dump({b"data": payload, b"labels": [0]}, f)
     with pytest.raises(DataError, match="data_batch_1") as err:
-        ds.load_cifar10(tmp_path)
+        cifar.load_cifar10(tmp_path)
     assert "refusing" in str(err.value)
     assert not marker.exists()
 
@@ -217,18 +223,18 @@ def test_safe_unpickle_rejects_garbage(tmp_path: Path) -> None:
 def test_svhn_mat_maps_label_10_to_0(tmp_path: Path) -> None:
     w = write_svhn(tmp_path, n_train=20, n_test=10)
     assert (w.train_y == 0).any()
-    raw = ds.load_svhn(tmp_path)
+    raw = svhn.load_svhn(tmp_path)
     assert torch.equal(raw.train_x, torch.from_numpy(w.train_x))
     assert torch.equal(raw.train_y, torch.from_numpy(w.train_y))
     assert raw.class_names == tuple("0123456789")
     (tmp_path / "test_32x32.mat").unlink()
     with pytest.raises(DataError, match=r"test_32x32\.mat"):
-        ds.load_svhn(tmp_path)
+        svhn.load_svhn(tmp_path)
 
 
 def test_stl10_column_major_binary(tmp_path: Path) -> None:
     w = write_stl10(tmp_path, n_train=10, n_test=10)
-    raw = ds.load_stl10(tmp_path)
+    raw = stl10.load_stl10(tmp_path)
     assert raw.class_names == w.class_names
     assert torch.equal(raw.train_x, torch.from_numpy(w.train_x))
     assert torch.equal(raw.test_y, torch.from_numpy(w.test_y))
@@ -238,7 +244,7 @@ def test_stl10_column_major_binary(tmp_path: Path) -> None:
     bin_x = tmp_path / "stl10_binary" / "test_X.bin"
     bin_x.write_bytes(bin_x.read_bytes()[:-5])
     with pytest.raises(DataError, match=r"test_X\.bin"):
-        ds.load_stl10(tmp_path)
+        stl10.load_stl10(tmp_path)
 
 
 # ----------------------------------------------------------------------------- image folder
@@ -256,7 +262,7 @@ def test_image_folder_lists_every_bad_file(tmp_path: Path) -> None:
 
 def test_image_folder_skip_bad(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = write_image_folder(tmp_path, n_train=6, n_test=2, with_bad=True)
-    with caplog.at_level(logging.WARNING, logger="stresslab.data.datasets"):
+    with caplog.at_level(logging.WARNING, logger="stresslab.data.loaders.image_folder"):
         split = load_split("image_folder", root=str(tmp_path), skip_bad=True, val_fraction=0.0)
     assert sorted(split.skipped) == sorted(str(p) for p in folder.bad)
     assert "skipped 3 bad image file(s)" in caplog.text
@@ -441,4 +447,139 @@ def test_download_failure_is_a_data_error(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
     with pytest.raises(DataError, match=r"downloading CIFAR-10 into .* failed: network unreachable"):
-        ds.load_cifar10(tmp_path, download=True)
+        cifar.load_cifar10(tmp_path, download=True)
+
+
+# ----------------------------------------------------------------------------- loader options
+
+
+def test_each_loader_declares_the_options_it_uses() -> None:
+    options = {name: DATASETS.get(name).options for name in DATASETS.names()}
+    for name in ("fashion_mnist", "cifar10", "cifar100", "svhn", "stl10"):
+        assert options[name] == {"download"}, name
+    assert options["image_folder"] == {"skip_bad", "image_size", "channels"}
+    assert options["npz"] == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("dataset", "option"), [("cifar10", "skip_bad"), ("npz", "download"), ("image_folder", "download")]
+)
+def test_option_the_dataset_does_not_use_is_a_config_error(tmp_path: Path, dataset: str, option: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_split(dataset, root=str(tmp_path), **{option: True})
+    message = str(err.value)
+    assert f"data.{option}" in message and repr(dataset) in message
+
+
+def test_load_split_passes_only_declared_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry: Registry[loader_base.DatasetLoader] = Registry("dataset")
+    monkeypatch.setattr(loader_base, "DATASETS", registry)
+    monkeypatch.setattr(split_module, "DATASETS", registry)
+    seen: list[dict[str, object]] = []
+
+    @register_dataset("recorder")
+    def load_recorder(root: Path | None, *, skip_bad: bool = False) -> RawDataset:
+        seen.append({"root": root, "skip_bad": skip_bad})
+        x = torch.zeros(12, 1, 4, 4, dtype=torch.uint8)
+        x[::2] = 9
+        y = torch.arange(12) % 2
+        return RawDataset(x, y, x, y, ("a", "b"), source="memory")
+
+    assert registry.get("recorder").options == {"skip_bad"}
+    # image_size and channels are applied by load_split itself: accepted, never passed on.
+    split = load_split("recorder", root=str(tmp_path), skip_bad=True, image_size=8, channels=3)
+    assert seen == [{"root": tmp_path, "skip_bad": True}]
+    assert split.train_x.shape[1:] == (3, 8, 8)
+    with pytest.raises(ConfigError, match=r"data.download is set, but dataset 'recorder'"):
+        load_split("recorder", download=True)
+    # Calling the registered loader with an option it does not declare is refused as well.
+    with pytest.raises(ConfigError, match="image_size"):
+        registry.get("recorder")(None, image_size=8)
+
+
+def test_register_dataset_rejects_undeclared_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry: Registry[loader_base.DatasetLoader] = Registry("dataset")
+    monkeypatch.setattr(loader_base, "DATASETS", registry)
+
+    def positional_option(root: Path | None, download: bool = False) -> RawDataset:
+        raise AssertionError
+
+    def unknown_option(root: Path | None, *, colour: str = "red") -> RawDataset:
+        raise AssertionError
+
+    for fn in (positional_option, unknown_option):
+        with pytest.raises(TypeError, match="keyword-only"):
+            register_dataset("bad")(fn)
+    assert registry.names() == []
+
+
+# ----------------------------------------------------------------------------- class coverage
+
+
+def test_coverage_warnings_hand_case() -> None:
+    assert MIN_TRAIN_IMAGES_PER_CLASS == 5
+    train = torch.tensor([0] * 5 + [1] * 2)
+    test = torch.tensor([0, 1, 2, 2])
+    out = coverage_warnings(train, test, ("a", "b", "c", "d"), "toy")
+    assert len(out) == 2
+    assert "1 class(es) occur in the test set but never in the training set: c (2 test images)" in out[0]
+    # a has exactly 5 (not flagged); b has 2; d has none in either set; c is in the first warning.
+    assert "2 class(es) have fewer than 5 training images" in out[1] and ": b (2), d (0)." in out[1]
+    assert coverage_warnings(torch.arange(10).repeat(5), torch.arange(10), tuple("abcdefghij"), "ok") == []
+
+
+def test_coverage_warning_names_at_most_twenty_classes() -> None:
+    names = tuple(f"c{i}" for i in range(25))
+    (out,) = coverage_warnings(torch.arange(25), torch.arange(25), names, "many")
+    assert "25 class(es)" in out and "c19 (1)" in out and "c20" not in out and "and 5 more" in out
+
+
+def test_npz_label_outside_class_names_names_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "data.npz"
+    write_npz(path, test_labels=[0, 1, 2, 3, 4, 7])
+    with pytest.raises(DataError) as err:
+        load_split("npz", root=str(path))
+    message = str(err.value)
+    assert str(path) in message and "'y_test'" in message and "found 4, 7" in message
+
+
+def test_npz_test_class_missing_from_training_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "data.npz"
+    write_npz(path, train_labels=[0, 1, 2] * 8, test_labels=[0, 1, 2, 3, 3, 3])
+    with caplog.at_level(logging.WARNING, logger="stresslab.data.split"):
+        split = load_split("npz", root=str(path), val_fraction=0.0)
+    assert len(split.warnings) == 1
+    assert "never in the training set: d (3 test images)" in split.warnings[0]
+    assert split.warnings[0] in caplog.text
+
+
+def test_npz_ten_training_images_warn_per_class(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "data.npz"
+    write_npz(path, train_labels=[0, 0, 0, 1, 1, 1, 2, 2, 3, 3], n_test=8)
+    with caplog.at_level(logging.WARNING, logger="stresslab.data.split"):
+        split = load_split("npz", root=str(path), val_fraction=0.0)
+    assert split.warnings == [
+        "npz: 4 class(es) have fewer than 5 training images (after the validation split and subsets): "
+        "a (3), b (3), c (2), d (2). The model can barely learn them; their accuracy says little."
+    ]
+    assert split.warnings[0] in caplog.text
+
+
+def test_image_folder_few_images_warn_with_counts(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, n_train=4, n_test=2, mixed=False)
+    split = load_split("image_folder", root=str(tmp_path), val_fraction=0.25)
+    # 4 per class, one of each held out for validation: 3 left to train on.
+    assert len(split.warnings) == 1 and "cat (3), dog (3), frog (3)" in split.warnings[0]
+
+
+def test_enough_training_images_give_no_warning(tmp_path: Path, no_system_fashion: None) -> None:
+    write_fashion_mnist(tmp_path, n_train=120, n_test=20)
+    assert load_split("fashion_mnist", root=str(tmp_path), val_fraction=0.1).warnings == []
+    small = load_split("fashion_mnist", root=str(tmp_path), val_fraction=0.1, train_subset=30)
+    assert len(small.warnings) == 1 and "10 class(es) have fewer than 5" in small.warnings[0]
+
+
+def test_a_given_fashion_mnist_root_is_not_replaced_by_the_system_copy(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(DataError, match="no-such-folder"):
+        fashion_mnist.load_fashion_mnist(missing)

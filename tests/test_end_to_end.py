@@ -15,24 +15,11 @@ from stresslab.data.base import to_float
 from stresslab.models import build_model
 from stresslab.train.checkpoint import load_checkpoint
 
-FAST = [
-    "--set",
-    "data.train_subset=600",
-    "--set",
-    "data.test_subset=300",
-    "--set",
-    "train.epochs=2",
-    "--set",
-    "train.batch_size=64",
-    "--set",
-    "model.args={widths: [8, 16], fc: 32}",
-]
+from .cli_helpers import FAST, run_ok
 
 
 def _run(args: list[str]) -> str:
-    res = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return res.output
+    return run_ok(args)
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +225,8 @@ def test_every_registered_probe_runs_in_one_quick_run(tmp_path: Path, fmnist_roo
             "probes.adversarial={max_images: 40, convergence_check: false}",
             "--set",
             "probes.corruption={max_images: 40, severities: [1, 5]}",
+            "--set",
+            "probes.shortcut={max_images: 60, n_transplant: 40, refine_images: 2}",
         ]
     )
     assert (out / "DONE").is_file()
@@ -251,10 +240,22 @@ def test_every_registered_probe_runs_in_one_quick_run(tmp_path: Path, fmnist_roo
 
 
 def test_list_shows_every_registry() -> None:
+    from stresslab.attacks import ATTACKS
+    from stresslab.corruptions import CORRUPTIONS
     from stresslab.data import DATASETS
     from stresslab.models import MODELS
-    from stresslab.probes import PROBES
+    from stresslab.probes import PROBES, explain
 
-    out = _run(["list"])
-    for name in [*DATASETS.names(), *MODELS.names(), *PROBES.names(), "pgd", "gaussian_noise"]:
-        assert name in out
+    methods = getattr(explain, "METHODS", None) or explain.ATTRIBUTIONS
+    lines = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in _run(["list"]).splitlines()}
+    expected = {
+        "datasets": DATASETS,
+        "models": MODELS,
+        "probes": PROBES,
+        "attribution methods": methods,
+        "attacks": ATTACKS,
+        "corruptions": CORRUPTIONS,
+    }
+    assert set(lines) == set(expected)
+    for kind, registry in expected.items():
+        assert [n.strip() for n in lines[kind].split(",")] == registry.names(), kind

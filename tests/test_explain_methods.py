@@ -11,7 +11,18 @@ from captum.attr import Occlusion as CaptumOcclusion
 from captum.attr import Saliency as CaptumSaliency
 from torch import nn
 
-from stresslab.probes.explain import GradCam, IntegratedGradients, Occlusion, Saliency, SmoothGrad, fill_value
+from stresslab.data.base import DatasetInfo
+from stresslab.probes.explain import (
+    METHODS,
+    Attribution,
+    GradCam,
+    GradCamPlusPlus,
+    IntegratedGradients,
+    Occlusion,
+    Saliency,
+    SmoothGrad,
+    fill_value,
+)
 from stresslab.probes.explain.occlusion import window_starts
 
 torch.set_num_threads(1)
@@ -214,14 +225,65 @@ def test_hooks_removed_and_mode_restored_after_exception() -> None:
     assert hooks == 0
 
 
-@pytest.mark.parametrize(
-    "method", [GradCam(), Saliency(), SmoothGrad(3), IntegratedGradients(4), Occlusion(4, 2)]
-)
-def test_methods_leave_model_untouched(method: object) -> None:
+def test_occlusion_honours_the_callers_batch_size() -> None:
+    model = _model()
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda m, inputs: sizes.append(inputs[0].shape[0]))
+    x = torch.rand(5, 1, 8, 8)
+    t = torch.tensor([0, 1, 2, 0, 1])
+    occ = Occlusion(4, 2)
+    try:
+        maps = occ.attribute(model, x, t, batch_size=4)
+    finally:
+        handle.remove()
+    assert max(sizes) <= 4
+    assert sum(sizes) == 5 * (1 + occ.positions(8, 8))  # clean images, then every patch position
+    torch.testing.assert_close(maps, occ.attribute(model, x, t, batch_size=1000), atol=1e-6, rtol=0)
+
+
+def test_registry_builds_every_method_and_reads_capabilities() -> None:
+    expected = {
+        "gradcam": GradCam,
+        "gradcam_plus_plus": GradCamPlusPlus,
+        "saliency": Saliency,
+        "smoothgrad": SmoothGrad,
+        "integrated_gradients": IntegratedGradients,
+        "occlusion": Occlusion,
+    }
+    for name, cls in expected.items():
+        assert METHODS.get(name) is cls and cls.name == name
+    for name in METHODS.names():
+        method = METHODS.get(name)()
+        assert set(method.used_settings()) == set(type(method).options)
+    assert GradCam.needs_conv_layer and GradCam.has_true_class_variant
+    assert GradCamPlusPlus.needs_conv_layer and GradCamPlusPlus.has_true_class_variant
+    assert SmoothGrad.stochastic and not Saliency.stochastic
+    assert not Occlusion.gradient_based and Occlusion.has_confidence_map
+    assert all(METHODS.get(n).gradient_based for n in METHODS.names() if n != "occlusion")
+
+
+def test_prepare_fits_methods_to_model_and_data() -> None:
+    info = DatasetInfo("toy", ("a", "b", "c"), 3, 6, 10, (0.1, 0.2, 0.3), (1.0, 1.0, 1.0))
+    model = _model(3)
+    occ, notes = Occlusion(8, 3, "mean").prepare(model, info)
+    assert occ.used_settings() == {"window": 1, "stride": 1, "fill": "mean"}
+    assert notes == ["occlusion window 8 is larger than the 6x10 images; used 1x1 with stride 1"]
+    cam, notes = GradCam().prepare(model, info)
+    assert cam.used_settings() == {"layer": "conv2"} and notes == []
+    ig, _ = IntegratedGradients(baseline="mean").prepare(model, info)
+    torch.testing.assert_close(ig.baseline_fill(3), torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1))
+    assert Saliency().baseline_fill(3) is None
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_registered_method_leaves_model_untouched(name: str) -> None:
+    small = {"smoothgrad": {"samples": 3}, "integrated_gradients": {"steps": 4}, "occlusion": {"window": 4}}
+    method = METHODS.get(name)(**small.get(name, {}))
+    assert isinstance(method, Attribution)
     model = _model()
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    maps = method.attribute(model, torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2]), batch_size=2)  # type: ignore[attr-defined]
+    maps = method.attribute(model, torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2]), batch_size=2)
     assert maps.shape == (3, 8, 8) and torch.isfinite(maps).all()
     training, flags, grads, hooks = _state(model)
     assert training and all(flags) and all(g is None for g in grads) and hooks == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
@@ -14,19 +15,15 @@ from stresslab.data.base import DatasetInfo, Split, to_float
 from stresslab.errors import ConfigError
 from stresslab.models.base import Classifier
 from stresslab.probes.base import PROBES, ProbeContext, ProbeResult, build_probe
+from stresslab.probes.explain import METHODS
 from stresslab.probes.explain.probe import ExplainProbe
+from stresslab.probes.failures import FailureCases, failure_cases
 from stresslab.probes.predictions import Predictions
 
 torch.set_num_threads(1)
 
-FAST = {
-    "occlusion_window": 4,
-    "occlusion_stride": 2,
-    "smoothgrad_samples": 3,
-    "curve_steps": 6,
-    "random_maps": 1,
-    "cases_per_figure": 3,
-}
+FAST = {"curve_steps": 6, "random_maps": 1, "cases_per_figure": 3}
+FAST_METHODS = {"gradcam": {}, "saliency": {}, "smoothgrad": {"samples": 3}, "occlusion": {"window": 4}}
 
 
 class Net(Classifier):
@@ -70,7 +67,9 @@ def _split(channels: int = 1, background: float | None = 0.0, n: int = 60) -> Sp
     return Split(info, x, y, x[:6], y[:6], x, y_test, test_index=torch.arange(100, 100 + n))
 
 
-def _ctx(split: Split, *, failures: ProbeResult | None = None, seed: int = 0) -> ProbeContext:
+def _ctx(
+    split: Split, *, failures: ProbeResult | None = None, seed: int = 0, zero_head: bool = False
+) -> ProbeContext:
     torch.manual_seed(0)
     model = Net(split.info)
     opt = torch.optim.Adam(model.parameters(), 0.05)
@@ -80,6 +79,10 @@ def _ctx(split: Split, *, failures: ProbeResult | None = None, seed: int = 0) ->
         F.cross_entropy(model(xf), split.train_y).backward()
         opt.step()
     opt.zero_grad(set_to_none=True)
+    if zero_head:  # constant logits: every map and every curve is flat
+        with torch.no_grad():
+            model.head.weight.zero_()
+            model.head.bias.zero_()
     model.train()
     preds = Predictions.compute(model, split.test_x, split.test_y, split.test_index)
     results = {"failures": failures} if failures is not None else {}
@@ -99,6 +102,64 @@ def test_registered_and_requires_failures() -> None:
         build_probe("explain", {"methods": ["gradcam", "nope"]})
     with pytest.raises(ConfigError):
         build_probe("explain", {"windw": 3})
+    with pytest.raises(ConfigError, match=r"probes\.explain\.methods\.occlusion\.windw"):
+        build_probe("explain", {"methods": {"occlusion": {"windw": 3}}})
+    with pytest.raises(ConfigError, match=r"probes\.explain\.methods\.smoothgrad"):
+        build_probe("explain", {"methods": {"smoothgrad": {"samples": 0}}})
+    with pytest.raises(ConfigError, match=r"probes\.explain\.methods\.occlusion"):
+        build_probe("explain", {"methods": {"occlusion": {"fill": "purple"}}})
+    with pytest.raises(ConfigError, match="probes.explain.methods"):
+        build_probe("explain", {"methods": "gradcam"})
+
+
+def test_methods_are_built_from_the_registry_in_either_form() -> None:
+    assert {
+        "gradcam",
+        "gradcam_plus_plus",
+        "saliency",
+        "smoothgrad",
+        "integrated_gradients",
+        "occlusion",
+    } <= set(METHODS.names())
+    listed = build_probe("explain", {"methods": ["gradcam", "saliency", "gradcam"]})
+    assert isinstance(listed, ExplainProbe)
+    assert list(listed.methods) == ["gradcam", "saliency"]
+    assert all(type(m) is METHODS.get(n) for n, m in listed.methods.items())
+    mapped = build_probe(
+        "explain", {"methods": {"occlusion": {"window": 6, "stride": 3, "fill": 0.25}, "gradcam": None}}
+    )
+    assert isinstance(mapped, ExplainProbe)
+    assert list(mapped.methods) == ["occlusion", "gradcam"]
+    assert mapped.methods["occlusion"].used_settings() == {"window": 6, "stride": 3, "fill": 0.25}
+    assert mapped.methods["gradcam"].used_settings() == {"layer": None}
+    # The defaults of the list form are the probe's documented defaults.
+    default = ExplainProbe()
+    assert list(default.methods) == ["gradcam", "saliency", "smoothgrad", "occlusion"]
+    assert default.methods["smoothgrad"].used_settings() == {"samples": 20, "noise": 0.15}
+    assert default.methods["occlusion"].used_settings() == {"window": 8, "stride": 2, "fill": "gray"}
+
+
+def test_flat_settings_still_work_with_a_deprecation_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="stresslab.probes.explain.settings"):
+        probe = ExplainProbe(
+            methods=("gradcam", "gradcam_plus_plus", "occlusion", "integrated_gradients"),
+            occlusion_window=5,
+            occlusion_fill="mean",
+            ig_steps=7,
+            layer="body.0",
+            smoothgrad_samples=3,  # smoothgrad is not listed: no effect, as before
+        )
+    assert probe.methods["occlusion"].used_settings() == {"window": 5, "stride": 2, "fill": "mean"}
+    assert probe.methods["integrated_gradients"].used_settings() == {"steps": 7, "baseline": "zero"}
+    assert probe.methods["gradcam"].used_settings() == {"layer": "body.0"}
+    assert probe.methods["gradcam_plus_plus"].used_settings() == {"layer": "body.0"}
+    text = caplog.text
+    assert "probes.explain.occlusion_window is deprecated" in text
+    assert "probes.explain.methods: {occlusion: {window: 5}}" in text
+    assert "probes.explain.methods: {integrated_gradients: {steps: 7}}" in text
+    assert "probes.explain.layer is deprecated" in text
+    with pytest.raises(ConfigError, match="contradicts probes.explain.methods.occlusion.window"):
+        ExplainProbe(methods={"occlusion": {"window": 4}}, occlusion_window=6)
 
 
 def test_probe_end_to_end_with_failures_results() -> None:
@@ -106,25 +167,18 @@ def test_probe_end_to_end_with_failures_results() -> None:
     p0 = _ctx(split).predictions
     wrong = torch.nonzero(~p0.correct).flatten().tolist()
     assert len(wrong) >= 3, "the toy test set has wrong labels"
-    rows = [
-        {
-            "position": i,
-            "index": int(p0.index[i]),
-            "true": int(p0.labels[i]),
-            "pred": int(p0.preds[i]),
-            "confidence": float(p0.confidence[i]),
-            "entropy": float(p0.entropy[i]),
-        }
-        for i in wrong
-    ]
-    failures = ProbeResult(data={"high_confidence_errors": rows[:2], "most_uncertain": rows[2:3] + rows[:1]})
-    ctx = _ctx(split, failures=failures)
+    offer = FailureCases(
+        errors=wrong, high_confidence=wrong[:2], most_uncertain=[wrong[2], wrong[0]], threshold=0.9
+    )
+    ctx = _ctx(split, failures=ProbeResult(offer=offer))
     before = {k: v.clone() for k, v in ctx.model.state_dict().items()}
-    res = ExplainProbe(n_high_confidence=2, n_uncertain=2, n_correct_per_class=1, **FAST).run(ctx)
+    res = ExplainProbe(
+        n_high_confidence=2, n_uncertain=2, n_correct_per_class=1, methods=FAST_METHODS, **FAST
+    ).run(ctx)
 
     cases = res.data["cases"]
     # Failures' cases first, in its order, duplicates dropped; then one correct case per class.
-    assert [c["position"] for c in cases[:3]] == [r["position"] for r in rows[:3]]
+    assert [c["position"] for c in cases[:3]] == wrong[:3]
     assert [c["kind"] for c in cases[3:]] == ["correct"] * 3
     assert all(c["index"] == c["position"] + 100 for c in cases)
     assert not any("failures probe did not run" in w for w in res.warnings)
@@ -139,7 +193,7 @@ def test_probe_end_to_end_with_failures_results() -> None:
     assert all(math.isfinite(v) for v in res.metrics.values())
     assert 0.0 <= res.metrics["background_share_errors"] <= 1.0
 
-    assert list(res.figures) == ["cases_01", "cases_02", "deletion_insertion"]
+    assert list(res.figures) == ["cases_01", "cases_02", "deletion_insertion", "concentration_vs_uncertainty"]
     assert all(stem in res.captions for stem in res.figures)
     titles = [t.title for t in res.tables]
     assert titles[0] == "Quality of each explanation method"
@@ -158,22 +212,15 @@ def test_probe_end_to_end_with_failures_results() -> None:
 
 def test_probe_alone_derives_cases_and_is_reproducible() -> None:
     split = _split(channels=3, background=None)
-    a = ExplainProbe(
-        methods=("gradcam", "smoothgrad", "occlusion", "integrated_gradients"),
-        n_high_confidence=3,
-        n_uncertain=2,
-        min_error_confidence=0.0,
-        ig_steps=4,
-        **FAST,
-    ).run(_ctx(split))
-    b = ExplainProbe(
-        methods=("gradcam", "smoothgrad", "occlusion", "integrated_gradients"),
-        n_high_confidence=3,
-        n_uncertain=2,
-        min_error_confidence=0.0,
-        ig_steps=4,
-        **FAST,
-    ).run(_ctx(split))
+    methods = {
+        "gradcam": {},
+        "smoothgrad": {"samples": 3},
+        "occlusion": {"window": 4},
+        "integrated_gradients": {"steps": 4},
+    }
+    settings = {"methods": methods, "n_high_confidence": 3, "n_uncertain": 2, "min_error_confidence": 0.0}
+    a = ExplainProbe(**settings, **FAST).run(_ctx(split))  # type: ignore[arg-type]
+    b = ExplainProbe(**settings, **FAST).run(_ctx(split))  # type: ignore[arg-type]
     assert a.metrics == b.metrics
     assert any("failures probe did not run" in w for w in a.warnings)
     errors = [c for c in a.data["cases"] if c["kind"] == "high-confidence error"]
@@ -182,14 +229,16 @@ def test_probe_alone_derives_cases_and_is_reproducible() -> None:
     assert confs == sorted(confs, reverse=True)
     # No background value: no background numbers.
     assert "background_share_errors" not in a.metrics
-    assert len(a.tables) == 1
+    assert [t.title for t in a.tables] == [
+        "Quality of each explanation method",
+        "Map concentration against prediction uncertainty",
+    ]
     assert "integrated_gradients.deletion_auc" in a.metrics
 
 
 def test_oversized_occlusion_window_is_shrunk_with_a_warning() -> None:
     res = ExplainProbe(
-        methods=("occlusion",),
-        occlusion_window=20,
+        methods={"occlusion": {"window": 20}},
         n_high_confidence=1,
         n_uncertain=0,
         n_correct_per_class=0,
@@ -197,8 +246,18 @@ def test_oversized_occlusion_window_is_shrunk_with_a_warning() -> None:
         curve_steps=4,
         random_maps=1,
     ).run(_ctx(_split()))
-    assert any("occlusion window 20" in w for w in res.warnings)
+    assert any("occlusion window 20" in w and "used 3x3" in w for w in res.warnings)
     assert math.isfinite(res.metrics["occlusion.deletion_auc"])
+    # The record holds the window actually used (12 // 4 = 3), not the configured one.
+    used = res.data["settings"]["method_settings"]["occlusion"]
+    assert used == {"window": 3, "stride": 2, "fill": "gray"}
+    assert res.data["settings"]["occlusion"] == used
+    grid = res.data["cases"][0]["occlusion_grid_pred"]
+    assert len(grid) == math.ceil((12 - 3) / 2) + 1
+    # No correct case: its background share is undefined, so absent rather than 0.
+    assert "background_share_correct" not in res.metrics
+    assert "occlusion.background_share_correct" not in res.metrics
+    assert any("background share for correct is undefined" in w for w in res.warnings)
 
 
 def test_probe_reads_the_real_failures_probe() -> None:
@@ -219,3 +278,78 @@ def test_probe_reads_the_real_failures_probe() -> None:
     errors = [c for c in res.data["cases"] if c["kind"] == "high-confidence error"]
     assert [c["position"] for c in errors] == [r["position"] for r in high[:2]]
     assert not any("failures probe did not run" in w for w in res.warnings)
+
+
+def test_probe_derives_the_same_cases_as_the_failures_probe_offers() -> None:
+    import stresslab.probes.failures  # noqa: F401  (registers "failures")
+
+    split = _split()
+    settings = {"methods": ["saliency"], "n_high_confidence": 3, "n_uncertain": 3, "n_correct_per_class": 0}
+    alone = ExplainProbe(min_error_confidence=0.5, **settings, **FAST).run(_ctx(split))  # type: ignore[arg-type]
+    ctx = _ctx(split)
+    ctx.results["failures"] = build_probe("failures", {"threshold": 0.5}).run(ctx)
+    offered = ExplainProbe(**settings, **FAST).run(ctx)  # type: ignore[arg-type]
+    assert [c["position"] for c in alone.data["cases"]] == [c["position"] for c in offered.data["cases"]]
+    assert alone.data["settings"]["cases_from_failures_probe"] is False
+    assert offered.data["settings"]["cases_from_failures_probe"] is True
+    # One derivation: the offer is failure_cases of the predictions.
+    assert ctx.results["failures"].offer == failure_cases(ctx.predictions, 0.5, 16)
+
+
+def test_undefined_values_are_left_out_not_written_as_numbers() -> None:
+    # Zero head: every logit is 0, so every map is constant (no rank correlation), every
+    # curve is flat (every gain over random is zero: the signed-rank test is undefined) and
+    # no map has positive mass (no background share).
+    ctx = _ctx(_split(), zero_head=True)
+    res = ExplainProbe(
+        methods={"gradcam": {}, "saliency": {}, "occlusion": {"window": 4}},
+        n_high_confidence=3,
+        n_uncertain=1,
+        min_error_confidence=0.0,
+        **FAST,
+    ).run(ctx)
+    assert res.metrics["n_errors"] > 0 and res.metrics["n_correct"] > 0
+    assert all(math.isfinite(v) for v in res.metrics.values())
+    for m, label in (("gradcam", "Grad-CAM"), ("saliency", "saliency"), ("occlusion", "occlusion")):
+        for key in (
+            "randomization_spearman",
+            "faithfulness_p",
+            "background_share_errors",
+            "background_share_correct",
+        ):
+            assert f"{m}.{key}" not in res.metrics, key
+        assert res.metrics[f"{m}.faithful"] == 0.0 and res.metrics[f"{m}.sanity_pass"] == 0.0
+        assert any(w.startswith(f"{label}: all") and "constant" in w for w in res.warnings)
+        assert any(w.startswith(f"{label}: the faithfulness test is undefined") for w in res.warnings)
+    for key in ("background_share_errors", "background_share_correct", "background_share_p"):
+        assert key not in res.metrics
+    quality, shares, per_class, concentration = res.tables
+    # Maps without attribution have no concentration: dashes and warnings, no metrics.
+    assert all(row[1:7] == [None] * 6 for row in concentration.rows)
+    assert not any("concentration" in k for k in res.metrics)
+    assert any("map entropy with the prediction entropy is undefined" in w for w in res.warnings)
+    assert all(row[5] is None for row in quality.rows)
+    assert all(
+        row[6] == "fail: faithfulness test undefined, randomization test undefined" for row in quality.rows
+    )
+    assert "undefined" in quality.caption
+    assert all(row[1] is None and row[2] is None for row in shares.rows)
+    assert "A dash" in shares.caption and "A dash" in per_class.caption
+    assert any("undefined: every image's gain over random maps is zero" in s for s in res.summary)
+    assert all(c["gradcam"]["randomization_spearman"] is None for c in res.data["cases"])
+
+
+def test_shipped_configs_and_quick_preset_use_the_methods_form(caplog: pytest.LogCaptureFixture) -> None:
+    from pathlib import Path
+
+    from stresslab import config
+
+    files = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    resolved = [config.resolve(f) for f in files] + [config.resolve(preset="quick")]
+    with caplog.at_level(logging.WARNING, logger="stresslab.probes.explain.settings"):
+        built = [build_probe("explain", cfg.probes["explain"]) for cfg in resolved if "explain" in cfg.probes]
+    assert len(built) >= 4
+    assert "deprecated" not in caplog.text
+    for probe in built:
+        assert isinstance(probe, ExplainProbe)
+        assert probe.methods["occlusion"].used_settings() == {"window": 8, "stride": 2, "fill": "gray"}

@@ -1,5 +1,8 @@
 """evaluation and failures against independent computations (scikit-learn, numpy)."""
 
+from fractions import Fraction
+from math import comb
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +111,47 @@ def test_curves_and_verdict_in_evaluation() -> None:
     assert res.metrics["overfitting"] == 1 and res.metrics["best_val_loss_epoch"] == 3
     assert res.metrics["final_gap"] == pytest.approx(0.5 + 0.5 - 0.6)
     assert {"loss_curves", "accuracy_curves", "gap", "confusion"} <= set(res.figures)
+
+
+def _ctx_with(labels: list[int], preds: list[int], classes: int = 3) -> ProbeContext:
+    """A context whose predictions are given by hand (logits one-hot on ``preds``)."""
+    ctx = _ctx()
+    y = torch.tensor(labels)
+    logits = F.one_hot(torch.tensor(preds), classes).float() * 5.0
+    preds_obj = Predictions(
+        logits=logits, labels=y, embeddings=torch.empty(len(y), 0), index=torch.arange(len(y))
+    )
+    ctx.predictions = preds_obj
+    return ctx
+
+
+def _binomial_tail(k: int, n: int, p: Fraction) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed exactly."""
+    return float(sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1)))
+
+
+def test_chance_level_accuracy_is_flagged_with_a_binomial_test() -> None:
+    labels = [i % 3 for i in range(90)]
+    res = build_probe("evaluation", {}).run(_ctx_with(labels, [0] * 90))  # one class for everything
+    assert res.metrics["majority_rate"] == pytest.approx(1 / 3)
+    assert res.metrics["above_chance_p"] == pytest.approx(_binomial_tail(30, 90, Fraction(1, 3)), rel=1e-9)
+    chance = [w for w in res.warnings if "not significantly above" in w]
+    assert len(chance) == 1 and "class0" in chance[0] and "100" in chance[0]
+
+
+def test_accuracy_at_the_majority_rate_of_an_imbalanced_set_is_flagged() -> None:
+    labels = [0] * 60 + [1] * 15 + [2] * 15  # 67% accuracy from always answering class0
+    res = build_probe("evaluation", {}).run(_ctx_with(labels, [0] * 90))
+    assert res.metrics["accuracy"] == pytest.approx(2 / 3)
+    assert res.metrics["majority_rate"] == pytest.approx(2 / 3)
+    assert any("not significantly above" in w for w in res.warnings)
+
+
+def test_accuracy_well_above_chance_is_not_flagged() -> None:
+    labels = [i % 3 for i in range(90)]
+    preds = [y if i % 10 < 6 else (y + 1) % 3 for i, y in enumerate(labels)]  # 54 of 90 right
+    res = build_probe("evaluation", {}).run(_ctx_with(labels, preds))
+    assert res.metrics["accuracy"] == pytest.approx(0.6)
+    p = _binomial_tail(54, 90, Fraction(1, 3))
+    assert p < 1e-6 and res.metrics["above_chance_p"] == pytest.approx(p, rel=1e-6)
+    assert not any("not significantly above" in w for w in res.warnings)

@@ -1,5 +1,6 @@
 """The trainer: it learns, resumes bit-exactly on CPU, and stops cleanly on divergence."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 from stresslab.config import AugmentConfig, TrainConfig
 from stresslab.errors import TrainingDiverged
 from stresslab.train.checkpoint import load_checkpoint
+from stresslab.train.divergence import loss_explosion
 from stresslab.train.loop import lr_factor, train
 
 from .conftest import TinyNet, make_split
@@ -111,3 +113,90 @@ def test_early_stopping_and_schedule() -> None:
     assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
     assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
     assert lr_factor(99, 100, 0, "constant") == 1.0
+
+
+def test_early_stopping_without_validation_counts_a_falling_loss_above_one() -> None:
+    # Ten classes: the loss starts near log(10) = 2.3 and stays above 1 while it falls.
+    split = make_split(n_val=0, classes=10, size=12)
+    torch.manual_seed(0)
+    model = TinyNet(split.info)
+    res = train(
+        model,
+        split,
+        _cfg(epochs=6, lr=3e-3, early_stopping_patience=2, augment=AugmentConfig()),
+        device=torch.device("cpu"),
+        seed=0,
+    )
+    losses = [r["train_loss"] for r in res.history]
+    assert min(losses) > 1.0
+    assert losses == sorted(losses, reverse=True) and len(set(losses)) == len(losses)
+    assert not res.stopped_early and len(res.history) == 6
+    assert res.best_epoch == 6
+
+
+def test_nan_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path: Path) -> None:
+    split = make_split()
+    torch.manual_seed(0)
+    model = TinyNet(split.info)
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged) as e:
+        train(model, split, _cfg(epochs=2), device=torch.device("cpu"), seed=0, checkpoint_dir=tmp_path)
+    assert "epoch 1, step 1/" in str(e.value)
+    assert "no checkpoint was written" in str(e.value) and "last good checkpoint" not in str(e.value)
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_nan_after_an_epoch_names_the_checkpoint_and_its_epoch(tmp_path: Path) -> None:
+    split = make_split()
+    torch.manual_seed(0)
+    model = TinyNet(split.info)
+
+    def poison(record: dict[str, float]) -> None:
+        with torch.no_grad():
+            model.head.bias.fill_(float("inf"))
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1/.*last\.pt holds the weights after epoch 1"):
+        train(
+            model,
+            split,
+            _cfg(epochs=3),
+            device=torch.device("cpu"),
+            seed=0,
+            checkpoint_dir=tmp_path,
+            on_epoch=poison,
+        )
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+def test_a_finite_loss_explosion_is_flagged() -> None:
+    # Adam at lr 1e4 throws the weights out without a NaN: the loss explodes and stays finite.
+    split = make_split()
+    torch.manual_seed(0)
+    model = TinyNet(split.info)
+    res = train(
+        model,
+        split,
+        _cfg(epochs=3, lr=1e4, schedule="constant", augment=AugmentConfig()),
+        device=torch.device("cpu"),
+        seed=0,
+    )
+    assert max(r["train_loss"] for r in res.history) > 10 * math.log(3)
+    assert len(res.warnings) == 1 and res.warnings[0].startswith("training diverged")
+
+
+def test_loss_explosion_rules() -> None:
+    def h(*losses: float) -> list[dict[str, float]]:
+        return [{"epoch": e, "train_loss": v} for e, v in enumerate(losses, start=1)]
+
+    k = 10  # log(10) = 2.303: 10x is 23.03
+    assert loss_explosion(h(2.3, 1.0, 0.5, 0.3), k) is None  # ordinary training
+    assert loss_explosion(h(2.3, 2.4, 2.2), k) is None  # slow, noisy, never twice the start
+    assert loss_explosion(h(23.0), k) is None
+    msg = loss_explosion(h(23.1), k)
+    assert msg is not None and "epoch 1" in msg and "2.3" in msg
+    msg = loss_explosion(h(1.0, 0.4, 2.31), k)  # above log K and 2x the first epoch
+    assert msg is not None and "epoch 3" in msg
+    assert loss_explosion(h(1.2, 0.4, 2.3), k) is None  # not above log K
+    assert loss_explosion(h(float("nan"), 1.0, 1.5), k) is None  # non-finite epochs are skipped
+    assert loss_explosion(h(1e15), 1) is None

@@ -1,4 +1,4 @@
-"""Command line: ``stresslab run | report | list``. Thin: parses, then calls the library."""
+"""Command line: ``stresslab run | study | report | list``. Thin: parses, then calls the library."""
 
 from __future__ import annotations
 
@@ -48,48 +48,101 @@ def run(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="skip unreadable images, counting them")
     ] = False,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard", help="log to TensorBoard (tracking.tensorboard)")
+    ] = False,
+    mlflow: Annotated[bool, typer.Option("--mlflow", help="log to MLflow (tracking.mlflow)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars, warnings only")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train (or load) a model, run the probes and write the report."""
     _setup_logging(verbose, quiet)
-    from stresslab import config as config_mod
-    from stresslab.runner import execute
+    from stresslab.api import run as run_api
+    from stresslab.rundir import RunDir
 
+    overrides = list(set_ or [])
+    if data_root is not None:
+        overrides.append(f"data.root={data_root}")
+    if skip_bad:
+        overrides.append("data.skip_bad=true")
     try:
-        if resume is not None:
-            if config or preset or set_ or checkpoint:
-                raise StresslabError("--resume takes the run directory's own config; give no other options")
-            outcome = execute(config_mod.RunConfig(), resume=resume, show_progress=not quiet)
-        else:
-            overrides = list(set_ or [])
-            if data_root is not None:
-                overrides.append(f"data.root={data_root}")
-            if skip_bad:
-                overrides.append("data.skip_bad=true")
-            cfg = config_mod.resolve(config, preset, overrides)
-            outcome = execute(cfg, out=out, checkpoint=checkpoint, show_progress=not quiet)
+        if resume is not None and (config or preset or set_ or checkpoint or tensorboard or mlflow):
+            raise StresslabError("--resume takes the run directory's own config; give no other options")
+        overrides += [
+            f"tracking.{name}=true" for name, on in (("tensorboard", tensorboard), ("mlflow", mlflow)) if on
+        ]
+        result = run_api(
+            config,
+            preset=preset,
+            overrides=overrides if resume is None else None,
+            out=out if resume is None else None,
+            checkpoint=checkpoint,
+            resume=resume,
+            progress=not quiet,
+        )
     except StresslabError as e:
         _fail(e)
         return
-    m = outcome.metrics
+    for w in result.warnings:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+    m = result.metrics
     if "evaluation.accuracy" in m:
         typer.echo(f"test accuracy {m['evaluation.accuracy']:.4f}")
-    typer.echo(f"report: {outcome.run_dir.report}")
-    typer.echo(f"metrics: {outcome.run_dir.metrics}")
-    if outcome.failed_probes:
-        typer.secho(f"failed probes: {', '.join(outcome.failed_probes)}", fg=typer.colors.RED, err=True)
+    typer.echo(f"report: {result.report_path}")
+    typer.echo(f"metrics: {RunDir(result.path).metrics}")
+    if result.failed_probes:
+        typer.secho(f"failed probes: {', '.join(result.failed_probes)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
-    """Rebuild report.html and metrics.json from a run directory alone."""
+def study(
+    study_file: Annotated[Path | None, typer.Argument(help="study YAML (optional with --resume)")] = None,
+    out: Annotated[Path | None, typer.Option(help="study directory (default runs/<name>-<time>)")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue an interrupted study directory")] = None,
+    workers: Annotated[int, typer.Option(help="local runs at once, cores split between them")] = 1,
+    backend: Annotated[str, typer.Option(help="local | ray")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="join this Ray cluster (default: a local one)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings only")] = False,
+) -> None:
+    """Run every arm x seed of a study, then compare them image by image in one report."""
+    _setup_logging(False, quiet)
+    from stresslab.study import run_study
+
+    try:
+        outcome = run_study(
+            study_file, out=out, resume=resume, workers=workers, backend=backend, ray_address=ray_address
+        )
+    except StresslabError as e:
+        _fail(e)
+        return
+    for arm, rec in outcome.summary.get("arms", {}).items():
+        acc = rec["metrics"]["accuracy"]
+        spread = f" ± {acc['std']:.2%}" if acc["std"] is not None else ""
+        typer.echo(f"{arm}: test accuracy {acc['mean']:.2%}{spread} ({acc['n']} seeds)")
+    typer.echo(f"report: {outcome.study_dir.report}")
+    for rec in outcome.failed:
+        typer.secho(f"failed: {rec['arm']} seed {rec['seed']}: {rec['error']}", fg=typer.colors.RED, err=True)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run or study directory")]) -> None:
+    """Rebuild a run's (or a study's) report from its directory alone."""
     _setup_logging(False, True)
     from stresslab.report.render import render
     from stresslab.rundir import RunDir
+    from stresslab.study import StudyDir, render_study
 
     try:
+        if StudyDir.is_study_dir(run_dir):
+            sdir = StudyDir.open(run_dir)
+            render_study(sdir)
+            typer.echo(f"report: {sdir.report}")
+            return
         run_ = RunDir.open(run_dir)
         render(run_)
     except StresslabError as e:
@@ -98,28 +151,32 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> 
     typer.echo(f"report: {run_.report}")
 
 
-@app.command("list")
-def list_() -> None:
-    """Show the registered datasets, models, probes and attacks."""
+def registries() -> dict[str, list[str]]:
+    """Every registry's names, keyed by what they are (the one list behind ``stresslab list``)."""
+    from stresslab.attacks import ATTACKS
+    from stresslab.corruptions import CORRUPTIONS
     from stresslab.data import DATASETS
     from stresslab.models import MODELS
-    from stresslab.probes import PROBES
+    from stresslab.probes import PROBES, explain
 
-    typer.echo("datasets: " + ", ".join(DATASETS.names()))
-    typer.echo("models:   " + ", ".join(MODELS.names()))
-    typer.echo("probes:   " + ", ".join(PROBES.names()))
-    try:
-        from stresslab.attacks import ATTACKS
+    out = {
+        "datasets": DATASETS.names(),
+        "models": MODELS.names(),
+        "probes": PROBES.names(),
+    }
+    out["attribution methods"] = explain.METHODS.names()
+    out["attacks"] = ATTACKS.names()
+    out["corruptions"] = CORRUPTIONS.names()
+    return out
 
-        typer.echo("attacks:  " + ", ".join(ATTACKS.names()))
-    except ImportError:
-        pass
-    try:
-        from stresslab.corruptions import CORRUPTIONS
 
-        typer.echo("corruptions: " + ", ".join(CORRUPTIONS.names()))
-    except ImportError:
-        pass
+@app.command("list")
+def list_() -> None:
+    """Show every registry: datasets, models, probes, attribution methods, attacks, corruptions."""
+    found = registries()
+    width = max(len(k) for k in found) + 1
+    for kind, names in found.items():
+        typer.echo(f"{kind + ':':<{width}} {', '.join(names)}")
 
 
 def main() -> None:
@@ -127,7 +184,11 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        typer.secho("interrupted; continue with `stresslab run --resume RUN_DIR`", err=True)
+        typer.secho(
+            "interrupted; continue with `stresslab run --resume RUN_DIR` "
+            "(a study: `stresslab study --resume STUDY_DIR`)",
+            err=True,
+        )
         sys.exit(130)
 
 

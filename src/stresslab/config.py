@@ -7,6 +7,7 @@ that ``load`` reads back unchanged, so a run directory can reproduce itself.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,15 +35,24 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = "custom_cnn"
+    name: str = "custom_cnn"  # registered, or "timm:<model>" / "torchvision:<model>"
     args: dict[str, Any] = Field(default_factory=dict)
     source: str | None = None  # "path/to/file.py:Class" or "package.module:Class"
+    weights: str | None = None  # timm:/torchvision: models: a local .pt state dict or .safetensors
 
 
 class AugmentConfig(_Strict):
     crop_padding: int = Field(0, ge=0)
     hflip: bool = False
     rotation_deg: float = Field(0.0, ge=0.0, le=180.0)
+    # Mixup / CutMix (soft targets) and random erasing; 0 turns each off.
+    mixup_alpha: float = Field(0.0, ge=0.0)
+    cutmix_alpha: float = Field(0.0, ge=0.0)
+    cutmix_prob: float = Field(0.5, ge=0.0, le=1.0)
+    erasing_prob: float = Field(0.0, ge=0.0, le=1.0)
+    erasing_scale: tuple[float, float] = (0.02, 0.33)
+    erasing_ratio: tuple[float, float] = (0.3, 3.3)
+    erasing_value: float | Literal["random"] = 0.0
 
 
 class AdversarialTrainingConfig(_Strict):
@@ -118,6 +128,28 @@ class TrainConfig(_Strict):
         return self
 
 
+# A group or run name is also a folder name: no slashes or quotes, not starting with a dot.
+_NAME = r"^[^/\\'\"`.][^/\\'\"`]*$"
+
+
+class TrackingConfig(_Strict):
+    """Experiment trackers, each off unless switched on (see :mod:`stresslab.tracking`).
+
+    ``group`` gathers runs (a study's arms and seeds): one MLflow parent run per group with
+    each run nested under it, and one TensorBoard folder per run under
+    ``<tensorboard_dir or the run dir's parent/tensorboard>/<group>/<run_name>``.
+    ``run_name`` names the run in both (default: the run directory's name).
+    """
+
+    tensorboard: bool = False
+    tensorboard_dir: str | None = None  # default: RUN_DIR/tensorboard, or as above with a group
+    mlflow: bool = False
+    mlflow_uri: str | None = None  # default: a file store in <run dir's parent>/mlruns
+    experiment: str = Field("stresslab", min_length=1)
+    group: str | None = Field(None, pattern=_NAME)
+    run_name: str | None = Field(None, pattern=_NAME)
+
+
 DEFAULT_PROBES = (
     "evaluation",
     "failures",
@@ -126,6 +158,8 @@ DEFAULT_PROBES = (
     "adversarial",
     "corruption",
     "representation",
+    "label_issues",
+    "shortcut",
 )
 
 
@@ -139,7 +173,7 @@ def _default_probes() -> dict[str, dict[str, Any]]:
 
 
 class RunConfig(_Strict):
-    """A whole run: data, model, training, probes (name -> settings) and report."""
+    """A whole run: data, model, training, probes (name -> settings), report and tracking."""
 
     name: str | None = None  # default: "<dataset>-<model>"
     seed: int = 0
@@ -149,6 +183,7 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     probes: dict[str, dict[str, Any]] = Field(default_factory=_default_probes)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("probes", mode="before")
     @classmethod
@@ -170,11 +205,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "probes": {
             "evaluation": {},
             "failures": {},
-            "explain": {"n_high_confidence": 4, "n_uncertain": 2},
+            "explain": {
+                "n_high_confidence": 4,
+                "n_uncertain": 2,
+                "methods": {
+                    "gradcam": {},
+                    "saliency": {},
+                    "smoothgrad": {"samples": 20},
+                    "occlusion": {"window": 8, "stride": 2, "fill": "gray"},
+                },
+            },
             "calibration": {},
             "adversarial": {"max_images": 300},
             "corruption": {"max_images": 300, "severities": [1, 3, 5]},
             "representation": {"max_train": 3000, "max_test": 1000, "map_points": 500},
+            "label_issues": {},
+            "shortcut": {"max_images": 500, "n_transplant": 200, "refine_images": 8},
         },
     },
 }
@@ -200,19 +246,19 @@ def parse_override(item: str) -> dict[str, Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
     key, raw = item.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
+    if not [p for p in key.strip().split(".") if p]:
         raise ConfigError(f"--set {item!r}: empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from e
-    out: dict[str, Any] = {}
-    cur = out
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = value
-    return out
+    return dotted(key, value)
+
+
+def merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge one parsed override (see :func:`parse_override`) into a copy of ``base`` the way
+    ``--set`` does: dicts merge at every level, probes included; other values replace."""
+    return _merge_override(base, override)
 
 
 def _merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -242,24 +288,49 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def dotted(key: str, value: Any) -> dict[str, Any]:
+    """``("train.epochs", 3)`` -> ``{"train": {"epochs": 3}}``."""
+    parts = [p for p in str(key).strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {key!r}: empty key")
+    out: dict[str, Any] = {}
+    cur = out
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
 def resolve(
-    path: str | Path | None = None,
+    path: str | Path | Mapping[str, Any] | None = None,
     preset: str | None = None,
-    overrides: list[str] | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
     base: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Build the config: defaults <- ``base`` <- preset <- YAML file <- ``--set`` overrides."""
+    """Build the config: defaults <- ``base`` <- preset <- YAML file <- ``--set`` overrides.
+
+    ``path`` may also be the YAML file's content as a mapping. ``overrides`` are
+    ``"key=value"`` strings (the value parsed as YAML) or a mapping of dotted keys to values
+    (``{"train.epochs": 3}``), applied in order.
+    """
     raw: dict[str, Any] = copy.deepcopy(base) if base else {}
     if preset:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         raw = deep_merge(raw, PRESETS[preset])
     source = "defaults"
-    if path is not None:
+    if isinstance(path, Mapping):
+        raw = deep_merge(raw, dict(path))
+        source = "config"
+    elif path is not None:
         raw = deep_merge(raw, read_yaml(path))
         source = str(path)
-    for item in overrides or []:
-        raw = _merge_override(raw, parse_override(item))
+    if isinstance(overrides, Mapping):
+        layers = [dotted(k, v) for k, v in overrides.items()]
+    else:
+        layers = [parse_override(item) for item in overrides or []]
+    for layer in layers:
+        raw = _merge_override(raw, layer)
     return validate(raw, source)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ from typing import Any
 import torch
 
 from stresslab.errors import StresslabError
+
+log = logging.getLogger(__name__)
 
 
 def _current_umask() -> int:
@@ -138,9 +142,20 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
 class RunDir:
     """A run directory::
 
-    RUN_DIR/config.resolved.yaml   env.json   history.json   checkpoints/{last,best}.pt
-    RUN_DIR/results/<probe>.json   results/<probe>/<figure>.png
-    RUN_DIR/metrics.json           report.html   run.lock   DONE
+        RUN_DIR/config.resolved.yaml   env.json   history.json   training.json   warnings.json
+        RUN_DIR/checkpoints/{last,best}.pt
+        RUN_DIR/results/<probe>.json   results/<probe>/<figure>.png
+    <<<<<<< HEAD
+        RUN_DIR/metrics.json           report.html   run.lock   DONE | FAILED
+
+        ``DONE`` marks a complete run, which is never replaced. ``FAILED`` (JSON: ``stage``,
+        ``error``, ``traceback``, ``time``) marks a run that stopped on an error: ``--resume``
+        continues it and a new run with the same ``--out`` replaces it. A directory with
+        neither was killed (or is running): it can only be resumed.
+    =======
+        RUN_DIR/metrics.json           report.html   run.lock   DONE
+        RUN_DIR/predictions.npz        per-image test predictions (stresslab.predictions_file)
+    >>>>>>> study
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -149,6 +164,9 @@ class RunDir:
     config = property(lambda self: self.path / "config.resolved.yaml")
     env = property(lambda self: self.path / "env.json")
     history = property(lambda self: self.path / "history.json")
+    training = property(lambda self: self.path / "training.json")
+    source_checkpoint = property(lambda self: self.path / "source_checkpoint.json")
+    run_warnings = property(lambda self: self.path / "warnings.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
     last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
     best_checkpoint = property(lambda self: self.path / "checkpoints" / "best.pt")
@@ -156,6 +174,7 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.json")
     report = property(lambda self: self.path / "report.html")
     done = property(lambda self: self.path / "DONE")
+    failed = property(lambda self: self.path / "FAILED")
 
     def result_json(self, probe: str) -> Path:
         return self.results / f"{probe}.json"
@@ -164,18 +183,56 @@ class RunDir:
         return self.results / probe
 
     @classmethod
-    def create(cls, path: str | Path) -> RunDir:
-        """Create a new run directory; an existing non-empty one is refused, never overwritten."""
+    def check_new(cls, path: str | Path) -> bool:
+        """Raise unless ``path`` may receive a new run; writes nothing.
+
+        Returns ``False`` for a missing or empty folder and ``True`` for the folder of a
+        failed run (``FAILED``), which :meth:`create` replaces. A complete run, a killed or
+        running one, and any other non-empty folder are refused.
+        """
         p = Path(path)
-        if p.exists() and any(p.iterdir()):
+        if not p.exists():
+            return False
+        if not p.is_dir():
+            raise StresslabError(f"output directory {p} already exists and is not a directory")
+        if not any(p.iterdir()):
+            return False
+        here = cls(p)
+        if here.done.is_file():
             raise StresslabError(
-                f"output directory {p} already exists and is not empty; choose another --out "
-                f"or continue it with --resume {p}"
+                f"output directory {p} already exists and holds a complete run, which is never "
+                "replaced; choose another --out"
             )
+        if here.config.is_file() and here.failed.is_file():
+            here._check_unlocked()
+            return True
+        if here.config.is_file():
+            raise StresslabError(
+                f"output directory {p} already exists and holds an unfinished run (killed, or still "
+                f"running); continue it with --resume {p} or choose another --out"
+            )
+        raise StresslabError(f"output directory {p} already exists and is not empty; choose another --out")
+
+    @classmethod
+    def create(cls, path: str | Path) -> RunDir:
+        """Create a new run directory, replacing a failed run (see :meth:`check_new`)."""
+        p = Path(path)
+        run = cls(p)
+        if cls.check_new(p):
+            with run.lock():
+                record = read_json(run.failed) if run.failed.is_file() else {}
+                log.warning("replacing the failed run in %s (it failed: %s)", p, record.get("error", "?"))
+                for child in p.iterdir():
+                    if child.name == "run.lock":
+                        continue
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
         p.mkdir(parents=True, exist_ok=True)
-        (p / "results").mkdir(exist_ok=True)
-        (p / "checkpoints").mkdir(exist_ok=True)
-        return cls(p)
+        run.results.mkdir(exist_ok=True)
+        run.checkpoints.mkdir(exist_ok=True)
+        return run
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
@@ -184,6 +241,12 @@ class RunDir:
         if not (p / "config.resolved.yaml").is_file():
             raise StresslabError(f"{p} is not a run directory (no config.resolved.yaml)")
         return cls(p)
+
+    def _check_unlocked(self) -> None:
+        lock = self.path / "run.lock"
+        pid = lock.read_text().strip() if lock.is_file() else ""
+        if pid.isdigit() and _pid_alive(int(pid)):
+            raise StresslabError(f"{self.path} is in use by process {pid} ({lock})")
 
     @contextmanager
     def lock(self) -> Iterator[None]:

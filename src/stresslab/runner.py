@@ -1,25 +1,30 @@
-"""One run, start to end: config -> data -> model -> train -> predictions -> probes -> report."""
+"""One run, start to end: config -> data -> model -> train -> predictions -> probes -> report.
+
+Everything that can be checked is checked before the run directory is created (see
+:func:`prepare`), so a mistake in a config leaves nothing behind. A run that fails later
+leaves ``RUN_DIR/FAILED`` saying at which stage and why: ``--resume`` continues it and a
+new run with the same ``--out`` replaces it. A complete run (``DONE``) is never replaced.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
-import random
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from stresslab import config as config_mod
 from stresslab.config import RunConfig
-from stresslab.data import load_split
-from stresslab.data.base import Split
-from stresslab.errors import CheckpointError, StresslabError
+from stresslab.errors import CheckpointError
 from stresslab.models import build_model
-from stresslab.probes import PROBES, build_probe
+from stresslab.predictions_file import FILENAME as PREDICTIONS_FILE
+from stresslab.predictions_file import save_predictions
+from stresslab.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
 from stresslab.probes.base import ProbeContext, ProbeResult
 from stresslab.probes.predictions import Predictions
 from stresslab.probes.storage import load_result, save_result
@@ -32,74 +37,41 @@ from stresslab.rundir import (
     environment,
     read_json,
 )
+from stresslab.tracking import Tracking, track
 from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights
-from stresslab.train.loop import pick_device, train
+from stresslab.train.divergence import loss_explosion
+from stresslab.train.loop import train
 from stresslab.train.pretrain import pretraining
+
+__all__ = [
+    "RunOutcome",
+    "execute",
+    "execute_prepared",
+    "load_data",
+    "model_meta",
+    "prepare",
+    "probe_order",
+    "run_warnings",
+    "seed_everything",
+]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RunOutcome:
-    """Where the run went and which probes failed (their errors are in the report)."""
+    """Where the run went, which probes failed (their errors are in the report) and the
+    run-level warnings (training divergence, data) shown at the top of the report."""
 
     run_dir: RunDir
     metrics: dict[str, float] = field(default_factory=dict)
     failed_probes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
-def seed_everything(seed: int) -> None:
-    """One seed for Python, NumPy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def probe_order(names: list[str]) -> list[str]:
-    """Configured probes with each one's configured requirements first (stable otherwise)."""
-    order: list[str] = []
-
-    def visit(name: str, stack: tuple[str, ...]) -> None:
-        if name in order:
-            return
-        if name in stack:
-            raise StresslabError(f"probe requirements form a cycle: {' -> '.join((*stack, name))}")
-        for req in PROBES.get(name).requires:
-            if req in names:
-                visit(req, (*stack, name))
-        order.append(name)
-
-    for n in names:
-        visit(n, ())
-    return order
-
-
-def load_data(cfg: RunConfig) -> Split:
-    d = cfg.data
-    return load_split(
-        d.dataset,
-        root=d.root,
-        val_fraction=d.val_fraction,
-        split_seed=d.split_seed,
-        train_subset=d.train_subset,
-        test_subset=d.test_subset,
-        image_size=d.image_size,
-        channels=d.channels,
-        skip_bad=d.skip_bad,
-        download=d.download,
-    )
-
-
-def model_meta(cfg: RunConfig, split: Split) -> dict[str, Any]:
-    """What a checkpoint records so it can be loaded and checked without the config."""
-    info = split.info
-    return {
-        "model": {"name": cfg.model.name, "args": cfg.model.args, "source": cfg.model.source},
-        "class_names": list(info.class_names),
-        "channels": info.channels,
-        "image_size": [info.height, info.width],
-        "config": config_mod.to_dict(cfg),
-    }
+@dataclass
+class _Stage:
+    name: str = "setup"
 
 
 def execute(
@@ -112,136 +84,116 @@ def execute(
 ) -> RunOutcome:
     """Run ``cfg`` end to end and write the run directory (see :class:`RunDir`).
 
-    With ``resume``, ``cfg`` is read from that run directory, training continues from
-    its last complete checkpoint and probes with saved results are not run again.
+    Nothing is written until the config, probes, data, model and ``checkpoint`` have been
+    checked. With ``resume``, ``cfg`` is read from that run directory, training continues
+    from its last complete checkpoint and probes with saved results are not run again.
     """
     if resume is not None:
         run = RunDir.open(resume)
         cfg = config_mod.resolve(run.config)
-    else:
-        run = RunDir.create(out or default_run_path(config_mod.run_name(cfg)))
-    with run.lock():
-        return _execute(cfg, run, checkpoint, resume is not None, show_progress)
+        with run.lock(), _failure_recorded(run) as stage:
+            run.failed.unlink(missing_ok=True)
+            if checkpoint is None and run.source_checkpoint.is_file():
+                checkpoint = read_json(run.source_checkpoint)["path"]  # a probe-only run keeps its model
+            prep = prepare(cfg, checkpoint)
+            with track(cfg, run) as tracking:
+                return _execute(prep, run, True, show_progress, stage, tracking)
+    target = Path(out) if out is not None else default_run_path(config_mod.run_name(cfg))
+    RunDir.check_new(target)  # refuse early, before the data is loaded
+    return execute_prepared(prepare(cfg, checkpoint), target, show_progress=show_progress)
+
+
+def execute_prepared(prep: Prepared, out: str | Path, *, show_progress: bool = True) -> RunOutcome:
+    """Run what :func:`prepare` (or :func:`stresslab.probe`, for data and a model in memory)
+    made ready, into the new run directory ``out``; see :func:`execute`."""
+    run = RunDir.create(out)
+    with run.lock(), _failure_recorded(run) as stage:
+        atomic_write_text(run.config, config_mod.dump_yaml(prep.cfg))
+        atomic_write_json(run.env, environment(prep.device, prep.cfg.seed))
+        with track(prep.cfg, run) as tracking:
+            return _execute(prep, run, False, show_progress, stage, tracking)
+
+
+@contextmanager
+def _failure_recorded(run: RunDir) -> Iterator[_Stage]:
+    """Write ``FAILED`` (stage, error, traceback) when the body raises an exception.
+
+    An interrupt (Ctrl-C) records nothing: like a killed run, it is continued with --resume.
+    """
+    stage = _Stage()
+    try:
+        yield stage
+    except Exception as e:
+        _write_failed(run, stage.name, f"{type(e).__name__}: {e}", traceback.format_exc())
+        raise
+
+
+def _write_failed(run: RunDir, stage: str, error: str, trace: str = "") -> None:
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    atomic_write_json(run.failed, {"stage": stage, "error": error, "traceback": trace, "time": now})
+    log.error(
+        "the run failed during %s; %s records why. Continue it with --resume %s, or start it over "
+        "with the same --out.",
+        stage,
+        run.failed,
+        run.path,
+    )
+
+
+def run_warnings(prep: Prepared, history: list[dict[str, float]]) -> list[dict[str, str]]:
+    """Warnings about the run itself, as ``{"source", "message"}`` records: the data split's
+    own warnings, files left out by ``skip_bad``, and a training loss that exploded."""
+    out = [{"source": "data", "message": str(w)} for w in getattr(prep.split, "warnings", [])]
+    skipped = prep.split.skipped
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        out.append({"source": "data", "message": f"{len(skipped)} unreadable files were left out: {shown}"})
+    exploded = loss_explosion(history, prep.split.info.num_classes)
+    if exploded:
+        out.append({"source": "training", "message": exploded})
+    return out
 
 
 def _execute(
-    cfg: RunConfig, run: RunDir, checkpoint: str | Path | None, resuming: bool, show_progress: bool
+    prep: Prepared, run: RunDir, resuming: bool, show_progress: bool, stage: _Stage, tracking: Tracking
 ) -> RunOutcome:
-    # Unknown probes and settings fail here, before any work.
-    probes = {name: build_probe(name, settings) for name, settings in cfg.probes.items()}
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
-    if not resuming:
-        atomic_write_text(run.config, config_mod.dump_yaml(cfg))
-        atomic_write_json(run.env, environment(device, cfg.seed))
+    cfg, split, model, device = prep.cfg, prep.split, prep.model, prep.device
     progress = ProgressReporter(enabled=show_progress)
-
-    log.info("loading data: %s", cfg.data.dataset)
-    split = load_data(cfg)
-    info = split.info
-    log.info(
-        "%s: %d train, %d validation, %d test images, %d classes, %dx%dx%d",
-        info.name,
-        len(split.train_y),
-        len(split.val_y),
-        len(split.test_y),
-        info.num_classes,
-        info.channels,
-        info.height,
-        info.width,
-    )
-    model = build_model(cfg.model.name, info, cfg.model.args, cfg.model.source)
-    meta = model_meta(cfg, split)
-
-    history: list[dict[str, float]] = []
-    training_record = run.path / "training.json"
-    source_record = run.path / "source_checkpoint.json"
-    if resuming and checkpoint is None and source_record.is_file():
-        checkpoint = read_json(source_record)["path"]  # a probe-only run keeps probing its model
-    if checkpoint is not None:
-        ckpt = load_checkpoint(checkpoint)
-        check_compatible(ckpt, cfg.model.name, info, checkpoint)
-        load_weights(model, ckpt["state_dict"], checkpoint)
-        history = list(ckpt.get("history", []))
-        atomic_write_json(source_record, {"path": str(Path(checkpoint).resolve())})
-    elif resuming and training_record.is_file():
-        load_weights(model, load_checkpoint(_final_weights(run))["state_dict"], run.path)
-        # Strict JSON stored NaN (no validation set) as null; the probes expect floats.
-        history = [
-            {k: float("nan") if v is None else v for k, v in r.items()} for r in read_json(run.history)
-        ]
-    elif cfg.train.epochs > 0:
-        state = None
-        if resuming and run.last_checkpoint.is_file():
-            state = load_checkpoint(run.last_checkpoint)
-            check_compatible(state, cfg.model.name, info, run.last_checkpoint)
-        # Without train.pretrain this is a plain `train`; with it, SimCLR runs first.
-        with pretraining(
-            model,
-            split,
-            cfg.train,
-            device=device,
-            seed=cfg.seed,
-            checkpoint_dir=run.checkpoints,
-            history_path=run.path / "pretrain_history.json",
-            meta=meta,
-            progress=progress,
-        ):
-            result = train(
-                model,
-                split,
-                cfg.train,
-                device=device,
-                seed=cfg.seed,
-                checkpoint_dir=run.checkpoints,
-                meta=meta,
-                resume=state,
-                progress=progress,
-            )
-        history = result.history
-        atomic_write_json(run.history, history)
-        atomic_write_json(
-            training_record,
-            {
-                "best_epoch": result.best_epoch,
-                "stopped_early": result.stopped_early,
-                "final_weights": "best.pt" if len(split.val_y) else "last.pt",
-            },
-        )
-    else:
-        log.warning("train.epochs is 0 and no --checkpoint: probing an untrained model")
+    stage.name = "training"
+    history = _trained_history(prep, run, resuming, progress, tracking)
     model.to(device).eval()
+    warnings = run_warnings(prep, history)
+    atomic_write_json(run.run_warnings, warnings)
 
+    stage.name = "predictions"
     t0 = time.perf_counter()
+    batch = cfg.train.eval_batch_size
     preds = Predictions.compute(
-        model,
-        split.test_x,
-        split.test_y,
-        split.test_index,
-        batch_size=cfg.train.eval_batch_size,
-        device=device,
+        model, split.test_x, split.test_y, split.test_index, batch_size=batch, device=device
     )
     val_preds = Predictions.compute(
-        model, split.val_x, split.val_y, split.val_index, batch_size=cfg.train.eval_batch_size, device=device
+        model, split.val_x, split.val_y, split.val_index, batch_size=batch, device=device
     )
     log.info("predictions computed in %.1f s", time.perf_counter() - t0)
+    save_predictions(run.path / PREDICTIONS_FILE, preds, split.info.class_names)
     ctx = ProbeContext(
         model=model,
         split=split,
         device=device,
         seed=cfg.seed,
-        batch_size=cfg.train.eval_batch_size,
+        batch_size=batch,
         predictions=preds,
         val_predictions=val_preds,
         history=history,
         progress=progress,
         sample_seed=cfg.data.split_seed,
+        train_config=cfg.train,
+        model_factory=lambda: build_model(cfg.model.name, split.info, cfg.model.args, cfg.model.source),
     )
 
-    outcome = RunOutcome(run)
-    for name in probe_order(list(probes)):
+    stage.name = "probes"
+    outcome = RunOutcome(run, warnings=[w["message"] for w in warnings])
+    for name in probe_order(list(prep.probes)):
         path = run.result_json(name)
         if resuming and path.is_file():
             ctx.results[name] = load_result(path)
@@ -251,32 +203,95 @@ def _execute(
         seed_everything(cfg.seed)
         t0 = time.perf_counter()
         try:
-            probe_result = probes[name].run(ctx)
+            probe_result = prep.probes[name].run(ctx)
         except Exception as e:  # one broken probe must not lose the others' results
             log.error("probe %s failed: %s", name, e)
             outcome.failed_probes.append(name)
-            probe_result = ProbeResult(
+            ctx.results[name] = ProbeResult(
                 warnings=[f"probe {name} failed: {type(e).__name__}: {e}"],
                 data={"traceback": traceback.format_exc()},
             )
             atomic_write_json(run.results / f"{name}.failed.json", {"error": str(e)})
-            ctx.results[name] = probe_result
             continue
         seconds = time.perf_counter() - t0
         save_result(run, name, probe_result, seconds)
         ctx.results[name] = probe_result
         log.info("probe %s: done in %.1f s", name, seconds)
 
+    stage.name = "report"
+    if outcome.failed_probes:
+        errors = "; ".join(str(ctx.results[n].warnings[0]) for n in outcome.failed_probes)
+        _write_failed(run, "probes", errors)
     from stresslab.report.render import render
 
     outcome.metrics = render(run)
     if not outcome.failed_probes:
         atomic_write_text(run.done, "complete\n")
+    tracking.finish(run, outcome.metrics)
     return outcome
 
 
+def _trained_history(
+    prep: Prepared, run: RunDir, resuming: bool, progress: ProgressReporter, tracking: Tracking
+) -> list[dict[str, float]]:
+    """Train (or continue training, or take the given checkpoint); return the history."""
+    cfg, model, info = prep.cfg, prep.model, prep.split.info
+    if prep.ready:
+        return prep.history
+    if prep.checkpoint is not None:
+        atomic_write_json(run.source_checkpoint, {"path": str(prep.checkpoint.resolve())})
+        atomic_write_json(run.history, prep.history)  # the checkpoint's own, so `load` finds it
+        return prep.history
+    if resuming and run.training.is_file():
+        load_weights(model, load_checkpoint(_final_weights(run))["state_dict"], run.path)
+        # Strict JSON stored NaN (no validation set) as null; the probes expect floats.
+        return [{k: float("nan") if v is None else v for k, v in r.items()} for r in read_json(run.history)]
+    if cfg.train.epochs == 0:
+        log.warning("train.epochs is 0 and no --checkpoint: probing an untrained model")
+        return []
+    state: dict[str, Any] | None = None
+    if resuming and run.last_checkpoint.is_file():
+        state = load_checkpoint(run.last_checkpoint)
+        check_compatible(state, cfg.model.name, info, run.last_checkpoint)
+    # Without train.pretrain this is a plain `train`; with it, SimCLR runs first.
+    with pretraining(
+        model,
+        prep.split,
+        cfg.train,
+        device=prep.device,
+        seed=cfg.seed,
+        checkpoint_dir=run.checkpoints,
+        history_path=run.path / "pretrain_history.json",
+        meta=prep.meta,
+        progress=progress,
+    ):
+        result = train(
+            model,
+            prep.split,
+            cfg.train,
+            device=prep.device,
+            seed=cfg.seed,
+            checkpoint_dir=run.checkpoints,
+            meta=prep.meta,
+            resume=state,
+            progress=progress,
+            on_epoch=tracking.on_epoch,
+        )
+    atomic_write_json(run.history, result.history)
+    atomic_write_json(
+        run.training,
+        {
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "final_weights": "best.pt" if len(prep.split.val_y) else "last.pt",
+            "warnings": result.warnings,
+        },
+    )
+    return result.history
+
+
 def _final_weights(run: RunDir) -> Path:
-    rec = read_json(run.path / "training.json")
+    rec = read_json(run.training)
     path = run.checkpoints / str(rec.get("final_weights", "best.pt"))
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; the run cannot be resumed")

@@ -1,5 +1,6 @@
 """What every attack shares: the threat model (an L-p ball in [0, 1] pixel units), the loss,
-input gradients, projection onto the ball and the [0, 1] box, and the ``ATTACKS`` registry.
+input gradients, projection onto the ball and the [0, 1] box, and the :class:`Attack` base
+with its capabilities (the ``ATTACKS`` registry is in :mod:`stresslab.attacks.registry`).
 
 Images are float tensors (N, C, H, W) in [0, 1]; normalization stays inside the model, so an
 epsilon of 0.1 means 0.1 of the full pixel range whatever the dataset's mean and std.
@@ -7,18 +8,18 @@ epsilon of 0.1 means 0.1 of the full pixel range whatever the dataset's mean and
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stresslab.errors import ConfigError
-from stresslab.registry import Registry
+from stresslab.scoped import inference_scope
 
 Norm = Literal["linf", "l2"]
 LossName = Literal["ce", "margin"]
@@ -127,32 +128,14 @@ def attack_loss(logits: Tensor, y: Tensor, loss: LossName) -> Tensor:
     return others.amax(dim=1) - true
 
 
-@contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """Turn off ``requires_grad`` on the parameters for the block and restore it after.
-
-    Attacks only need input gradients; freezing the weights keeps autograd from recording
-    their part of the graph and guarantees no parameter ``.grad`` is touched. The model's
-    train/eval mode is left alone.
-    """
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags, strict=True):
-            p.requires_grad_(flag)
-
-
 def input_gradient(model: nn.Module, x: Tensor, y: Tensor, loss: LossName = "ce") -> tuple[Tensor, Tensor]:
     """Gradient (N, C, H, W) of the summed per-image loss with respect to images ``x``.
 
     Returns ``(grad, logits)``; ``logits`` (N, K) are detached. Summing (not averaging)
-    keeps each image's gradient independent of the batch size.
+    keeps each image's gradient independent of the batch size. The parameters are frozen
+    meanwhile (no parameter ``.grad`` is touched) and the model's mode is left alone.
     """
-    with frozen_parameters(model), torch.enable_grad():
+    with inference_scope(model, eval_mode=False), torch.enable_grad():
         xg = x.detach().clone().requires_grad_(True)
         logits = model(xg)
         (grad,) = torch.autograd.grad(attack_loss(logits, y, loss).sum(), xg)
@@ -162,19 +145,47 @@ def input_gradient(model: nn.Module, x: Tensor, y: Tensor, loss: LossName = "ce"
 class Attack(ABC):
     """An untargeted evasion attack in an L-p ball of radius ``epsilon`` around each image.
 
-    Settings are keyword-only arguments of ``__init__``; data go to :meth:`run`. An attack
-    runs the model in whatever mode it is in (the probes put it in eval mode with
+    Settings are keyword-only arguments of ``__init__``, each kept as the attribute of the
+    same name (:meth:`settings` reads them back); data go to :meth:`run`. An attack runs the
+    model in whatever mode it is in (the probes put it in eval mode with
     :func:`stresslab.scoped.inference_scope`), takes gradients with respect to the input only
     and never touches parameter gradients.
+
+    Capabilities are class attributes that evaluations read instead of attack names:
+    ``norms`` (registered as ``"<name>_<norm>"`` for each), ``iterative`` (many gradient
+    steps, so an evaluation checks convergence by doubling each integer setting named in
+    ``convergence_settings``) and ``shares_gradient`` (:meth:`sweep` takes one input
+    gradient for all epsilons, so a sweep costs one backward pass per batch) and
+    ``uses_gradients`` (``False`` for a score-based attack that only reads the logits: it
+    still works where input gradients are zero or useless, and evaluations compare it with
+    the gradient attacks to detect gradient masking).
     """
 
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    norms: ClassVar[tuple[Norm, ...]] = ("linf", "l2")
+    iterative: ClassVar[bool] = False
+    convergence_settings: ClassVar[tuple[str, ...]] = ()
+    shares_gradient: ClassVar[bool] = False
+    uses_gradients: ClassVar[bool] = True
 
     def __init__(self, *, norm: str = "linf", loss: str = "ce") -> None:
         self.norm: Norm = check_norm(norm)
+        if self.norm not in self.norms:
+            raise ConfigError(f"attack {self.name}: norm {norm!r} not supported; choose one of {self.norms}")
         if loss not in LOSSES:
             raise ConfigError(f"unknown attack loss {loss!r}; choose one of {', '.join(LOSSES)}")
         self.loss: LossName = loss  # type: ignore[assignment]
+
+    @classmethod
+    def setting_names(cls) -> tuple[str, ...]:
+        """The keyword settings of ``__init__`` other than ``norm`` (which the registry binds)."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "norm")
+
+    def settings(self) -> dict[str, Any]:
+        """This attack's settings by name (``norm`` left out): ``type(self)(norm=..., **s)`` rebuilds it."""
+        return {k: getattr(self, k) for k in self.setting_names()}
 
     @abstractmethod
     def run(
@@ -214,16 +225,3 @@ class Attack(ABC):
     ) -> list[AttackOutput]:
         """One :class:`AttackOutput` per epsilon; attacks that can share work override this."""
         return [self.run(model, x, y, float(e), generator=generator) for e in epsilons]
-
-
-ATTACKS: Registry[type[Attack]] = Registry("attack")
-
-
-def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
-    """Class decorator: register an attack class under ``name`` and set ``cls.name``."""
-
-    def deco(cls: type[Attack]) -> type[Attack]:
-        cls.name = name
-        return ATTACKS.register(name)(cls)
-
-    return deco

@@ -14,9 +14,9 @@ from stresslab.attacks.base import (
     clamp_to_box,
     input_gradient,
     project,
-    register_attack,
     steepest_ascent,
 )
+from stresslab.attacks.registry import register_attack
 
 
 @register_attack("fgsm")
@@ -29,6 +29,9 @@ class FGSM(Attack):
     The gradient does not depend on epsilon, so :meth:`sweep` takes it once for all
     epsilons. Images whose gradient is exactly zero are not moved.
     """
+
+    title = "FGSM"
+    shares_gradient = True
 
     def run(
         self,

@@ -14,13 +14,13 @@ from stresslab.attacks.base import (
     check_epsilon,
     check_norm,
     clamp_to_box,
-    frozen_parameters,
     project,
     random_start,
-    register_attack,
     steepest_ascent,
 )
+from stresslab.attacks.registry import register_attack
 from stresslab.errors import ConfigError
+from stresslab.scoped import inference_scope
 
 # Madry et al. (2018) take steps of 2.5 * epsilon / steps: enough to cross the ball and back.
 DEFAULT_STEP_RATIO = 2.5
@@ -123,7 +123,7 @@ def pgd_perturb(
     if steps < 1 or eps == 0.0:
         return x.detach().clone()
     alpha = default_step_size(eps, steps) if step_size is None else float(step_size)
-    with frozen_parameters(model):
+    with inference_scope(model, eval_mode=False):
         adv, _, _ = _pgd_once(
             model,
             x.detach(),
@@ -154,6 +154,10 @@ class PGD(Attack):
     evaluation) an image is kept at the first misclassified iterate; this never raises
     robust accuracy and saves the steps a broken image would waste.
     """
+
+    title = "PGD"
+    iterative = True
+    convergence_settings = ("steps", "restarts")
 
     def __init__(
         self,
@@ -195,7 +199,7 @@ class PGD(Attack):
         """
         eps = check_epsilon(epsilon)
         x = x.detach()
-        with frozen_parameters(model):
+        with inference_scope(model, eval_mode=False):
             if eps == 0.0 or len(x) == 0:
                 with torch.no_grad():
                     return AttackOutput(images=x.clone(), logits=model(x).detach())

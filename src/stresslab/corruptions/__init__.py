@@ -34,6 +34,27 @@ Every adaptation of the original code (details in each module's docstring):
 - grayscale images: noise, blurs, contrast, elastic, pixelate and JPEG act on the one
   channel; snow uses the image as its own luma; frost adds the frost layer's luminance;
   brightness reduces to x + c (the HSV value of a gray pixel is the pixel).
+
+Adding a corruption is one function with the :func:`register_corruption` decorator, in
+one file::
+
+    import torch
+    from torch import Tensor
+
+    from stresslab.corruptions import register_corruption
+
+    @register_corruption("invert")
+    def invert(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+        # Blend towards the negative image, more with severity.
+        return x + severity / 5 * (1 - 2 * x)
+
+The decorator checks the input (float (N, C, H, W), C = 1 or 3, severity 1..5), hands the
+function a float32 batch, clamps its output to [0, 1] and casts it back to the input's
+dtype, and registers it in :data:`CORRUPTIONS`: the ``corruption`` probe runs every
+registered name by default, and ``stresslab list`` shows it. A built-in corruption goes in
+the module of its family (``noise``, ``blur``, ``weather``, ``digital``) and is listed in
+the paper's order by the imports below; a file of one's own only has to be imported before
+the probe is built (e.g. ahead of calling the Python API).
 """
 
 # Import order is registration order, which is the paper's order of the 15 corruptions.

@@ -17,6 +17,10 @@ class DatasetInfo:
     (in [0, 1]) of a plain background where the dataset has one (Fashion-MNIST: 0.0),
     else ``None``; explanation probes use it to split attribution into object and
     background.
+
+    ``coarse_names`` are the superclass names of a dataset with a class hierarchy (CIFAR-100:
+    20), else ``None``; ``coarse_of[k]`` is then the superclass of class ``k`` (length
+    ``num_classes``), -1 for a class that appears in no image, whose superclass is unknown.
     """
 
     name: str
@@ -28,10 +32,17 @@ class DatasetInfo:
     std: tuple[float, ...]
     source: str = ""
     background: float | None = None
+    coarse_names: tuple[str, ...] | None = None
+    coarse_of: tuple[int, ...] | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def has_coarse(self) -> bool:
+        """Whether the dataset has superclasses (``coarse_names`` and ``coarse_of``)."""
+        return self.coarse_names is not None and self.coarse_of is not None
 
 
 @dataclass
@@ -42,7 +53,12 @@ class Split:
     tensors of shape (N,). ``train_index`` / ``val_index`` are the positions of the
     training and validation images in the dataset's official training set, and
     ``test_index`` the positions in its official test set, so a case keeps one identity
-    across runs and subsets.
+    across runs and subsets. ``skipped`` lists files a loader left out (``skip_bad``);
+    ``warnings`` are sentences about the data that make results untrustworthy (a test class
+    never seen in training, classes with few training images), already logged, for the top
+    of the report. ``train_coarse`` / ``val_coarse`` / ``test_coarse`` are the superclass
+    labels, int64 (N,) aligned with the labels, for datasets with ``info.coarse_names``
+    (CIFAR-100), else ``None``.
     """
 
     info: DatasetInfo
@@ -56,6 +72,10 @@ class Split:
     val_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     test_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    train_coarse: Tensor | None = None
+    val_coarse: Tensor | None = None
+    test_coarse: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.train_index.numel() == 0:

@@ -6,7 +6,8 @@ arrays of shape (N,).
 
 - IDX (MNIST / Fashion-MNIST), raw or gzip: :func:`read_idx`.
 - CIFAR python pickles, through a restricted unpickler that can only build builtin
-  containers, strings, numbers and numpy arrays: :func:`safe_unpickle`, :func:`read_cifar_batch`.
+  containers, strings, numbers and numpy arrays: :func:`safe_unpickle`, :func:`read_cifar_batch`,
+  :func:`read_cifar_labelled`.
 - SVHN MATLAB ``.mat`` files: :func:`read_svhn_mat`.
 - STL-10 binary files: :func:`read_stl10_images`, :func:`read_stl10_labels`.
 - Single image files (PNG, JPEG, ...) through PIL: :func:`read_image_file`.
@@ -199,21 +200,35 @@ def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray
     values of a row-major 32x32 image, and a list of labels under ``label_key``
     (``labels`` for CIFAR-10, ``fine_labels`` for CIFAR-100).
     """
+    images, labels = read_cifar_labelled(path, (label_key,))
+    return images, labels[0]
+
+
+def read_cifar_labelled(path: Path, label_keys: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One CIFAR python batch -> images uint8 (N, 3, 32, 32) and one int64 (N,) array per key.
+
+    Reads the file once; CIFAR-100 batches hold ``fine_labels`` and ``coarse_labels``
+    (its 20 superclasses) side by side. A missing key or a length that differs from the
+    images raises DataError naming the file and the key.
+    """
     batch = read_pickled_dict(path)
-    for key in ("data", label_key):
+    for key in ("data", *label_keys):
         if key not in batch:
             raise DataError(f"{path} has no {key!r} entry (keys: {', '.join(sorted(batch))})")
     data = batch["data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: 'data' should be a uint8 array of shape (N, 3072), found {desc}")
-    try:
-        labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{path}: {label_key!r} is not a list of integers") from exc
-    if len(labels) != len(data):
-        raise DataError(f"{path}: {len(data)} images but {len(labels)} entries in {label_key!r}")
-    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32)), labels
+    out = []
+    for key in label_keys:
+        try:
+            labels = np.asarray(batch[key], dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{path}: {key!r} is not a list of integers") from exc
+        if len(labels) != len(data):
+            raise DataError(f"{path}: {len(data)} images but {len(labels)} entries in {key!r}")
+        out.append(labels)
+    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32)), out
 
 
 def read_name_list(path: Path, key: str) -> list[str]:

@@ -6,7 +6,14 @@ Importing this package registers every built-in model in :data:`MODELS`.
 from stresslab.models import configurable_cnn, custom_cnn, resnet, small_cnn, vgg
 from stresslab.models.base import Classifier, Normalize, default_cam_layer, get_layer
 from stresslab.models.external import load_user_model
-from stresslab.models.factory import MODELS, ModelFactory, build_model, model_args, model_summary
+from stresslab.models.factory import (
+    MODELS,
+    ModelFactory,
+    build_model,
+    check_model_name,
+    model_args,
+    model_summary,
+)
 
 __all__ = [
     "MODELS",
@@ -14,6 +21,7 @@ __all__ = [
     "ModelFactory",
     "Normalize",
     "build_model",
+    "check_model_name",
     "configurable_cnn",
     "custom_cnn",
     "default_cam_layer",

@@ -23,8 +23,7 @@ from torch import Tensor, nn
 
 from stresslab.data.base import DatasetInfo
 from stresslab.errors import ConfigError
-from stresslab.models.base import Classifier
-from stresslab.scoped import inference_scope
+from stresslab.models.base import Classifier, check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -163,33 +162,7 @@ class UserModel(Classifier):
     def check(self, info: DatasetInfo, spec: str) -> None:
         """Run two random images through the model: logits must be (2, K); disable ``features``
         if ``head(features(x))`` does not reproduce the forward."""
-        gen = torch.Generator().manual_seed(0)
-        params = list(self.parameters())
-        device = params[0].device if params else torch.device("cpu")
-        x = torch.rand(2, info.channels, info.height, info.width, generator=gen).to(device)
-        with inference_scope(self), torch.no_grad():
-            try:
-                logits = self(x)
-            except Exception as exc:
-                raise ConfigError(
-                    f"model source {spec!r}: forward on a {tuple(x.shape)} batch failed: {exc!r}"
-                ) from exc
-            if not isinstance(logits, Tensor) or logits.shape != (2, info.num_classes):
-                shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-                raise ConfigError(
-                    f"model source {spec!r}: expected logits of shape (N, {info.num_classes}), got {shape}"
-                )
-            if self.features is None:
-                return
-            try:
-                again = self.head(self.features(x))
-                consistent = again.shape == logits.shape and torch.allclose(
-                    again, logits, atol=1e-4, rtol=1e-3
-                )
-            except Exception as exc:
-                log.debug("features check failed: %r", exc)
-                consistent = False
-        if not consistent:
+        if not check_outputs(self, info, f"model source {spec!r}"):
             self._disable_features("head(features(x)) does not reproduce its forward output")
 
 

@@ -1,13 +1,17 @@
-"""The model registry, ``build_model`` (registered or user-supplied) and ``model_summary``.
+"""The model registry, ``build_model`` (registered, from timm / torchvision, or user-supplied)
+and ``model_summary``.
 
 Every registered factory has the signature ``(info: DatasetInfo, *, **args) -> Classifier``;
 its keyword arguments are the model's config settings (``model.args`` in a study config).
+Names ``timm:<model>`` and ``torchvision:<model>`` build any model those libraries know
+(see :mod:`stresslab.models.hub`).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,22 +52,48 @@ def _check_args(name: str, factory: ModelFactory, args: dict[str, Any]) -> None:
         )
 
 
+def check_model_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is registered, or a ``timm:`` /
+    ``torchvision:`` name whose library is installed and knows it."""
+    from stresslab.models.hub import check_hub_name, is_hub_name
+
+    if is_hub_name(name):
+        check_hub_name(name)
+    else:
+        MODELS.get(name)
+
+
 def build_model(
-    name: str, info: DatasetInfo, args: dict[str, Any] | None = None, source: str | None = None
+    name: str,
+    info: DatasetInfo,
+    args: dict[str, Any] | None = None,
+    source: str | None = None,
+    weights: str | Path | None = None,
 ) -> Classifier:
     """Build a classifier for images shaped like ``info`` (C x H x W, K = ``info.num_classes``).
 
     ``name`` is a registered model (``MODELS.names()``) and ``args`` its keyword settings; an
-    unknown setting raises :class:`ConfigError` listing the accepted ones. When ``source`` is
-    given (``path/to/file.py:ClassName`` or ``package.module:ClassName``) the user's own class is
-    built with ``args`` instead (see :func:`stresslab.models.external.load_user_model`) and
-    ``name`` only labels it.
+    unknown setting raises :class:`ConfigError` listing the accepted ones. ``timm:<model>`` or
+    ``torchvision:<model>`` builds that library's model (``args`` go to its factory) with the
+    local ``weights`` file, if given (see :func:`stresslab.models.hub.build_hub_model`). When
+    ``source`` is given (``path/to/file.py:ClassName`` or ``package.module:ClassName``) the
+    user's own class is built with ``args`` instead (see
+    :func:`stresslab.models.external.load_user_model`) and ``name`` only labels it.
     """
     args = dict(args or {})
+    from stresslab.models.hub import build_hub_model, is_hub_name
+
+    if weights and (source or not is_hub_name(name)):
+        raise ConfigError(
+            "model.weights is for timm: and torchvision: models; load a stresslab or user model's "
+            "weights with --checkpoint"
+        )
     if source:
         from stresslab.models.external import load_user_model
 
         return load_user_model(source, info, args)
+    if is_hub_name(name):
+        return build_hub_model(name, info, args, weights)
     factory = MODELS.get(name)
     _check_args(name, factory, args)
     try:

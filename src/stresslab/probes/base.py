@@ -24,6 +24,7 @@ from stresslab.registry import Registry
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from stresslab.config import TrainConfig
     from stresslab.probes.predictions import Predictions
 
 
@@ -93,7 +94,9 @@ class ProbeContext:
     ``Probe.requires``). ``progress(description, total)`` returns a context manager
     yielding an ``advance(n)`` callable for a progress bar. ``sample_seed`` seeds
     :meth:`sample`; it does not depend on the training seed, so runs of a study that share
-    their data draw the same test images.
+    their data draw the same test images. ``train_config`` is the run's training settings
+    and ``model_factory()`` builds a fresh, untrained model of the run's architecture, for
+    probes that train models of their own (``None`` where the caller has neither).
     """
 
     model: nn.Module
@@ -108,6 +111,8 @@ class ProbeContext:
     progress: Callable[[str, int], Any] | None = None
     sample_seed: int = 0
     samples: dict[str, int] = field(default_factory=dict)
+    train_config: TrainConfig | None = None
+    model_factory: Callable[[], nn.Module] | None = None
 
     @property
     def info(self) -> DatasetInfo:

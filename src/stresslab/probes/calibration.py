@@ -14,6 +14,7 @@ from stresslab.metrics.calibration import (
     reliability_bins,
 )
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, Table, register_probe
+from stresslab.probes.calibration_selective import selective_section
 
 # Metrics shown before and after temperature scaling, with their labels in the table.
 _COMPARED = {
@@ -112,7 +113,9 @@ class CalibrationProbe(Probe):
     """ECE (equal-width bins), adaptive ECE (equal-mass bins), MCE, class-wise ECE, NLL and
     Brier score on the test split, with reliability diagrams; the mean confidence of wrong
     and right predictions; temperature scaling (Guo et al., ICML 2017) fitted on the
-    validation split by L-BFGS on the NLL, with the same metrics after scaling.
+    validation split by L-BFGS on the NLL, with the same metrics after scaling; and
+    selective prediction (``calibration_selective``): the risk-coverage curve, AURC and
+    accuracy at 90%, 80% and 50% coverage, before and after scaling.
 
     ``n_bins``: number of confidence bins (15, as Guo et al.). ``max_temperature`` bounds
     the fitted temperature to ``[1 / max_temperature, max_temperature]``.
@@ -215,6 +218,7 @@ class CalibrationProbe(Probe):
             "bins": _bins_data(bins_before),
             "bins_after_temperature": _bins_data(bins_after),
         }
+        selective_section(res, logits, scaled, labels, temperature, fitted)
         return res
 
     def _temperature(self, ctx: ProbeContext, res: ProbeResult) -> tuple[float, bool]:

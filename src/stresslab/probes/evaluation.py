@@ -6,11 +6,16 @@ import math
 
 import numpy as np
 import torch.nn.functional as F
+from scipy.stats import binomtest
 from sklearn.metrics import precision_recall_fscore_support
 
-from stresslab.metrics.confusion import confusion_counts, row_normalized, top_confused_pairs
+from stresslab.metrics.confusion import cluster_order, confusion_counts, row_normalized, top_confused_pairs
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, Table, register_probe
-from stresslab.report.figures import line_figure, matrix_figure
+from stresslab.probes.evaluation_superclass import superclass_section
+from stresslab.report.figures import clustered_matrix_figure, line_figure, matrix_figure
+
+#: Above this many classes the confusion matrix is drawn clustered and large, every class labelled.
+MANY_CLASSES = 30
 
 
 def overfitting_onset(history: list[dict[str, float]], tolerance: float = 0.02) -> int | None:
@@ -33,18 +38,25 @@ def overfitting_onset(history: list[dict[str, float]], tolerance: float = 0.02) 
 @register_probe("evaluation")
 class EvaluationProbe(Probe):
     """Test-set accuracy, macro and per-class precision/recall/F1, the confusion matrix
-    (counts and row-normalized), the most confused pairs, test loss, and the training
-    curves with the generalization gap per epoch.
+    (counts and row-normalized; above ``MANY_CLASSES`` classes drawn clustered and large),
+    the most confused pairs, test loss, the superclass view where the dataset has
+    superclasses (``evaluation_superclass``), and the training curves with the
+    generalization gap per epoch.
     """
 
     order = 10
     headlines = (Headline("accuracy", "test accuracy", percent=True), Headline("macro_f1", "macro F1"))
 
-    def __init__(self, *, top_pairs: int = 10, overfit_tolerance: float = 0.02) -> None:
+    def __init__(
+        self, *, top_pairs: int = 10, overfit_tolerance: float = 0.02, chance_alpha: float = 0.05
+    ) -> None:
         if top_pairs < 1:
             raise ValueError(f"top_pairs must be >= 1, got {top_pairs}")
+        if not 0.0 < chance_alpha < 1.0:
+            raise ValueError(f"chance_alpha must be in (0, 1), got {chance_alpha}")
         self.top_pairs = top_pairs
         self.overfit_tolerance = overfit_tolerance
+        self.chance_alpha = chance_alpha
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         p = ctx.predictions
@@ -77,6 +89,7 @@ class EvaluationProbe(Probe):
             n_test=len(y),
             worst_class_accuracy=float(class_acc[present].min()),
         )
+        self._chance(res, names, support, int((y == yhat).sum()), np.bincount(yhat, minlength=k))
         if (~present).any():
             missing = ", ".join(names[i] for i in np.flatnonzero(~present))
             res.warnings.append(f"classes absent from the test set (left out of macro averages): {missing}")
@@ -123,10 +136,26 @@ class EvaluationProbe(Probe):
             },
             confused_pairs=[{"true": t, "pred": q, "count": int(cm[t, q])} for t, q in pairs],
         )
-        res.figures["confusion"] = matrix_figure(
-            cm_norm, names, "Confusion matrix (row-normalized)", fmt=".2f"
-        )
-        res.captions["confusion"] = "Row i, column j: share of class i's test images predicted as class j."
+        if k > MANY_CLASSES:
+            clustered = cluster_order(cm)
+            res.data["confusion_cluster_order"] = clustered
+            res.figures["confusion_clustered"] = clustered_matrix_figure(
+                cm_norm, names, clustered, f"Confusion matrix, {k} classes clustered (row-normalized)"
+            )
+            res.captions["confusion_clustered"] = (
+                "Row i, column j: share of class i's test images predicted as class j, with classes "
+                "reordered by hierarchical clustering of their confusion rows, so classes that take "
+                "each other's images sit together; the diagonal is blank (each row's accuracy follows "
+                "its label). A large image: open or zoom it to read the labels. The most confused pairs "
+                "are in the table."
+            )
+        else:
+            res.figures["confusion"] = matrix_figure(
+                cm_norm, names, "Confusion matrix (row-normalized)", fmt=".2f"
+            )
+            res.captions["confusion"] = (
+                "Row i, column j: share of class i's test images predicted as class j."
+            )
 
         weakest = [names[i] for i in order[:3] if present[i]]
         res.summary.append(
@@ -139,8 +168,33 @@ class EvaluationProbe(Probe):
                 f"Top confusion: {names[t]} predicted as {names[q]} ({int(cm[t, q])} times, "
                 f"{cm_norm[t, q]:.1%} of {names[t]})."
             )
+        superclass_section(res, ctx)
         self._curves(ctx, res)
         return res
+
+    def _chance(
+        self, res: ProbeResult, names: list[str], support: np.ndarray, correct: int, predicted: np.ndarray
+    ) -> None:
+        """Is accuracy significantly above always answering the test set's largest class?
+
+        One-sided exact binomial test of ``correct`` of ``n`` against the majority-class
+        rate (at least 1/K; the best accuracy a model that ignores its input can reach):
+        ``above_chance_p`` is P(X >= correct) for X ~ Binomial(n, majority rate).
+        """
+        n = int(support.sum())
+        majority = float(support.max()) / n
+        p_value = float(binomtest(correct, n, majority, alternative="greater").pvalue)
+        res.metrics["majority_rate"] = majority
+        res.metrics["above_chance_p"] = p_value
+        if p_value < self.chance_alpha:
+            return
+        top = int(np.argmax(predicted))
+        res.warnings.append(
+            f"test accuracy {correct / n:.2%} is not significantly above the majority-class rate "
+            f"{majority:.2%} (one-sided binomial test, p = {p_value:.3g} >= {self.chance_alpha:g}): "
+            f"the model does no better than ignoring its input. It predicts {names[top]!r} for "
+            f"{predicted[top] / n:.0%} of test images."
+        )
 
     def _curves(self, ctx: ProbeContext, res: ProbeResult) -> None:
         h = ctx.history

@@ -10,6 +10,7 @@ import torch
 from stresslab.data.base import to_float
 from stresslab.metrics.confusion import confusion_counts, top_confused_pairs
 from stresslab.probes.base import Headline, Offer, Probe, ProbeContext, ProbeResult, Table, register_probe
+from stresslab.probes.predictions import Predictions
 from stresslab.report.figures import image_gallery
 
 if TYPE_CHECKING:
@@ -50,19 +51,27 @@ class FailureCases(Offer):
     most_uncertain: list[int]
     threshold: float
 
-    @classmethod
-    def from_predictions(cls, p: Predictions, threshold: float, n_uncertain: int) -> FailureCases:
-        """The lists for predictions ``p``: how the ``failures`` probe builds them, and how a
-        probe that needs them builds them when ``failures`` did not run."""
-        wrong = torch.nonzero(~p.correct).flatten()
-        conf = p.confidence
-        errors = wrong[torch.argsort(conf[wrong], descending=True, stable=True)]
-        return cls(
-            errors=errors.tolist(),
-            high_confidence=errors[conf[errors] >= threshold].tolist(),
-            most_uncertain=torch.argsort(p.entropy, descending=True, stable=True)[:n_uncertain].tolist(),
-            threshold=threshold,
-        )
+
+def failure_cases(p: Predictions, threshold: float, n_uncertain: int) -> FailureCases:
+    """The failure lists of predictions ``p``: every error by confidence (highest first,
+    ties in test order), those with confidence >= ``threshold`` (in [0, 1]) in the same
+    order, and the ``n_uncertain`` highest-entropy predictions (highest first).
+
+    The one derivation of these lists: the ``failures`` probe offers it, and a probe that
+    runs without ``failures`` calls it on the predictions.
+    """
+    conf = p.confidence
+    wrong = torch.nonzero(~p.correct).flatten()
+    errors = wrong[torch.argsort(conf[wrong], descending=True, stable=True)]
+    # float64: the threshold is compared as written, not rounded to float32
+    high = errors[conf[errors].double() >= threshold]
+    uncertain = torch.argsort(p.entropy, descending=True, stable=True)[: max(0, n_uncertain)]
+    return FailureCases(
+        errors=errors.tolist(),
+        high_confidence=high.tolist(),
+        most_uncertain=uncertain.tolist(),
+        threshold=threshold,
+    )
 
 
 @register_probe("failures")
@@ -108,10 +117,9 @@ class FailuresProbe(Probe):
         names = list(ctx.info.class_names)
         res = ProbeResult()
         n = len(p.labels)
-        cases = FailureCases.from_predictions(p, self.threshold, self.n_uncertain)
-        wrong = torch.tensor(cases.errors, dtype=torch.long)
+        cases = failure_cases(p, self.threshold, self.n_uncertain)
         conf = p.confidence
-        errors = case_records(ctx, wrong)
+        errors = case_records(ctx, torch.tensor(cases.errors, dtype=torch.long))
         high = errors[: len(cases.high_confidence)]
         uncertain = case_records(ctx, torch.tensor(cases.most_uncertain, dtype=torch.long))
 
@@ -121,7 +129,7 @@ class FailuresProbe(Probe):
             error_rate=len(errors) / n if n else 0.0,
             n_high_confidence_errors=len(high),
             high_confidence_share_of_errors=len(high) / len(errors) if errors else 0.0,
-            mean_confidence_errors=float(conf[wrong].mean()) if errors else 0.0,
+            mean_confidence_errors=float(conf[~p.correct].mean()) if errors else 0.0,
             mean_confidence_correct=float(correct_conf.mean()) if len(correct_conf) else 0.0,
             threshold=self.threshold,
         )

@@ -85,16 +85,13 @@ def headline_cards(results: dict[str, dict[str, Any]], metrics: dict[str, float]
     return cards
 
 
-def render(run_dir: str | Path | RunDir) -> dict[str, float]:
-    """Write ``report.html`` (self-contained) and ``metrics.json`` (flat, strict JSON).
-
-    Returns the flat metrics. Everything from data is escaped by the template engine.
-    """
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
+def report_context(run: RunDir) -> dict[str, Any]:
+    """Everything the report shows, read from the run directory: title, config, environment,
+    summary cards, warnings (the run's own first), one entry per probe section (its saved
+    record and figures as data URIs), failed probes and whether the run is complete. The
+    report template and the notebook view (:mod:`stresslab.report.inline`) both render it."""
     results = load_results(run)
     metrics = flat_metrics(results)
-    atomic_write_json(run.metrics, metrics)
-
     cfg: dict[str, Any] = {}
     if run.config.is_file():
         cfg = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
@@ -111,24 +108,42 @@ def render(run_dir: str | Path | RunDir) -> dict[str, float]:
             path = run.results / f["file"]
             if path.is_file():
                 figures.append({"src": _data_uri(path), "caption": f.get("caption", ""), "name": f["file"]})
-        sections.append({"name": name, "rec": rec, "figures": figures})
-    headlines = headline_cards(results, metrics)
-    html = (
-        _env()
-        .get_template("report.html.j2")
-        .render(
-            title=f"stresslab report: {cfg.get('name') or run.path.name}",
-            run_name=run.path.name,
-            cfg=cfg,
-            cfg_yaml=yaml.safe_dump(cfg, sort_keys=False),
-            env=env_rec,
-            headlines=headlines,
-            summary=[(s["name"], line) for s in sections for line in s["rec"].get("summary", [])],
-            warnings=[(s["name"], w) for s in sections for w in s["rec"].get("warnings", [])],
-            sections=sections,
-            failed=failed,
-            complete=run.done.is_file() or not failed,
-        )
-    )
-    atomic_write_text(run.report, html)
+        metric_rows = [[f"{name}.{k}", v] for k, v in rec.get("metrics", {}).items()]
+        sections.append({"name": name, "rec": rec, "figures": figures, "metric_rows": metric_rows})
+    # Run-level warnings (training divergence, the data split) come before the probes' own.
+    run_warnings = read_json(run.run_warnings) if run.run_warnings.is_file() else []
+    warnings = [(str(w.get("source", "run")), str(w.get("message", ""))) for w in run_warnings]
+    warnings += [(s["name"], w) for s in sections for w in s["rec"].get("warnings", [])]
+    return {
+        "metrics": metrics,
+        "title": f"stresslab report: {cfg.get('name') or run.path.name}",
+        "run_name": run.path.name,
+        "cfg": cfg,
+        "cfg_yaml": yaml.safe_dump(cfg, sort_keys=False),
+        "env": env_rec,
+        "headlines": headline_cards(results, metrics),
+        "summary": [(s["name"], line) for s in sections for line in s["rec"].get("summary", [])],
+        "warnings": warnings,
+        "sections": sections,
+        "failed": failed,
+        "run_failed": read_json(run.failed) if run.failed.is_file() else None,
+        "complete": run.done.is_file() or not (failed or run.failed.is_file()),
+    }
+
+
+def render_template(name: str, **context: Any) -> str:
+    """Render one of the package's templates (autoescaped) with ``context``."""
+    return _env().get_template(name).render(**context)
+
+
+def render(run_dir: str | Path | RunDir) -> dict[str, float]:
+    """Write ``report.html`` (self-contained) and ``metrics.json`` (flat, strict JSON).
+
+    Returns the flat metrics. Everything from data is escaped by the template engine.
+    """
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
+    context = report_context(run)
+    atomic_write_json(run.metrics, context["metrics"])
+    atomic_write_text(run.report, render_template("report.html.j2", **context))
+    metrics: dict[str, float] = context["metrics"]
     return metrics

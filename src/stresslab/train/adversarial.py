@@ -2,44 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _NormBase
 
 from stresslab.attacks.pgd import pgd_perturb
 from stresslab.errors import ConfigError
+from stresslab.scoped import inference_scope
 
 METHODS: tuple[str, ...] = ("fgsm_rs", "pgd")
 
 # Wong et al. (2020) found 1.25 * epsilon the best FGSM-RS step: larger steps lead to
 # "catastrophic overfitting", smaller ones to a weaker attack.
 FGSM_RS_STEP_RATIO = 1.25
-
-
-@contextmanager
-def _kept_norm_statistics(model: nn.Module) -> Iterator[None]:
-    """Restore BatchNorm running statistics after the block.
-
-    The attack's forward passes run in the model's current (train) mode, so each layer
-    normalizes with the statistics of the batch as in Wong et al.; restoring the running
-    averages afterwards means only the training step itself updates them, once per batch,
-    rather than once per attack step.
-    """
-    saved = [
-        (m, {k: v.clone() for k, v in m.named_buffers(recurse=False) if v is not None})
-        for m in model.modules()
-        if isinstance(m, _NormBase) and m.track_running_stats
-    ]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, state in saved:
-                for k, v in state.items():
-                    getattr(m, k).copy_(v)
 
 
 def adversarial_examples(
@@ -80,8 +54,11 @@ def adversarial_examples(
             step_size = FGSM_RS_STEP_RATIO * float(epsilon)
     elif steps < 1:
         raise ConfigError(f"adversarial training: pgd steps must be >= 1, got {steps}")
-    was_training = model.training
-    with _kept_norm_statistics(model):
+    # The attack's forward passes run in the model's current (train) mode, so each layer
+    # normalizes with the statistics of the batch as in Wong et al.; restoring the buffers
+    # afterwards means only the training step itself updates the BatchNorm running
+    # averages, once per batch rather than once per attack step.
+    with inference_scope(model, eval_mode=False, restore_buffers=True):
         adv = pgd_perturb(
             model,
             x,
@@ -93,5 +70,4 @@ def adversarial_examples(
             random_init=True,
             generator=generator,
         )
-    model.train(was_training)
     return adv.detach()

@@ -40,6 +40,27 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     atomic_write_bytes(path, buf.getvalue())
 
 
+def rng_states(generators: dict[str, torch.Generator], cuda: bool) -> dict[str, torch.Tensor]:
+    """The states of named generators (on CPU) plus torch's global CPU RNG (and the CUDA
+    one when ``cuda``), as ``last.pt`` stores them for a resume that draws the same numbers."""
+    states = {name: g.get_state().cpu() for name, g in generators.items()}
+    states["torch"] = torch.get_rng_state()
+    if cuda:
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def set_rng_states(
+    states: dict[str, torch.Tensor], generators: dict[str, torch.Generator], cuda: bool
+) -> None:
+    """Restore what :func:`rng_states` saved into ``generators`` (each on its own device)."""
+    for name, g in generators.items():
+        g.set_state(states[name].to(g.get_state().device))
+    torch.set_rng_state(states["torch"])
+    if cuda and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"])
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``: nothing pickled is ever executed.
 

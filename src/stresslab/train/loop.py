@@ -25,18 +25,21 @@ from stresslab.config import TrainConfig
 from stresslab.data.base import Split, to_float
 from stresslab.errors import TrainingDiverged
 from stresslab.progress import ProgressReporter
-from stresslab.train.checkpoint import save_checkpoint
+from stresslab.train.checkpoint import rng_states, save_checkpoint, set_rng_states
+from stresslab.train.divergence import loss_explosion, non_finite_message
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainResult:
-    """Per-epoch history (list of dicts) and where the best validation accuracy was."""
+    """Per-epoch history (list of dicts), where the best validation accuracy was, and
+    warnings about the training itself (a loss that exploded without becoming NaN)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -124,6 +127,8 @@ def train(
         TrainingDiverged: the loss became NaN/Inf (the message names epoch and step).
     """
     from stresslab.data.augment import BatchAugment
+    from stresslab.data.erasing import RandomErasing
+    from stresslab.data.mixing import BatchMix
 
     meta = dict(meta or {})
     progress = progress or ProgressReporter(enabled=False)
@@ -144,8 +149,12 @@ def train(
     augment = BatchAugment(
         crop_padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip, rotation_deg=cfg.augment.rotation_deg
     )
+    a = cfg.augment
+    erase = RandomErasing(a.erasing_prob, a.erasing_scale, a.erasing_ratio, a.erasing_value)
+    mix = BatchMix(split.info.num_classes, a.mixup_alpha, a.cutmix_alpha, a.cutmix_prob)
     adv = cfg.adversarial
     adv_gen = torch.Generator(device=device).manual_seed(seed + 2)
+    generators = {"shuffle": shuffle_gen, "augment": aug_gen, "adversarial": adv_gen}  # saved for resume
 
     model.to(device)
     if channels_last:
@@ -156,22 +165,21 @@ def train(
     )
 
     result = TrainResult()
-    best_acc, bad_epochs, start_epoch = -1.0, 0, 1
+    # The score to beat starts below any score: validation accuracy, or minus the mean
+    # training loss when there is no validation set (which can be any negative number).
+    best_acc, bad_epochs, start_epoch = -math.inf, 0, 1
     best_state: dict[str, Tensor] | None = None
+    saved_epoch: int | None = None  # the epoch in checkpoint_dir/last.pt written (or resumed) here
     if resume is not None:
         model.load_state_dict(resume["state_dict"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        shuffle_gen.set_state(resume["rng"]["shuffle"])
-        aug_gen.set_state(resume["rng"]["augment"].to(aug_gen.get_state().device))
-        adv_gen.set_state(resume["rng"]["adversarial"].to(adv_gen.get_state().device))
-        torch.set_rng_state(resume["rng"]["torch"])
-        if use_cuda and "cuda" in resume["rng"]:
-            torch.cuda.set_rng_state(resume["rng"]["cuda"])
+        set_rng_states(resume["rng"], generators, use_cuda)
         result.history = list(resume["history"])
         best_acc, bad_epochs = float(resume["best_val_acc"]), int(resume["bad_epochs"])
         result.best_epoch = int(resume["best_epoch"])
         start_epoch = int(resume["epoch"]) + 1
+        saved_epoch = start_epoch - 1
         if checkpoint_dir is not None and (checkpoint_dir / "best.pt").is_file():
             from stresslab.train.checkpoint import load_checkpoint
 
@@ -193,15 +201,21 @@ def train(
                     xb = augment(xb, generator=aug_gen)
                 if adv is not None:
                     xb = _mix_adversarial(model, xb, yb, adv, adv_gen)
+                # Erasing and mixing come last, so adversarial examples see clean labels.
+                targets: Tensor = yb
+                if erase.enabled:
+                    xb = erase(xb, generator=aug_gen)
+                if mix.enabled:
+                    xb, targets = mix(xb, yb, generator=aug_gen)  # soft targets (N, K)
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     logits = model(xb)
-                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                    loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
                 if not torch.isfinite(loss):
+                    where = f"loss became {loss.item()} at epoch {epoch}, step {step + 1}/{steps_per_epoch}"
                     raise TrainingDiverged(
-                        f"loss became {loss.item()} at epoch {epoch}, step {step + 1}/{steps_per_epoch}; "
-                        "the last good checkpoint is kept. Try a lower lr or grad_clip."
+                        non_finite_message(where, checkpoint_dir, saved_epoch, result.best_epoch)
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -242,6 +256,10 @@ def train(
                 record["images_per_s"],
             )
             advance.describe(f"epoch {epoch}/{cfg.epochs} val acc {val_acc:.4f}")
+            exploded = loss_explosion(result.history, split.info.num_classes)
+            if exploded and not result.warnings:
+                log.warning(exploded)
+                result.warnings.append(exploded)
 
             score = val_acc if has_val else -record["train_loss"]
             improved = score > best_acc
@@ -251,14 +269,7 @@ def train(
             else:
                 bad_epochs += 1
             if checkpoint_dir is not None:
-                rng = {
-                    "shuffle": shuffle_gen.get_state(),
-                    "augment": aug_gen.get_state().cpu(),
-                    "adversarial": adv_gen.get_state().cpu(),
-                    "torch": torch.get_rng_state(),
-                }
-                if use_cuda:
-                    rng["cuda"] = torch.cuda.get_rng_state()
+                rng = rng_states(generators, use_cuda)
                 if improved:
                     save_checkpoint(
                         checkpoint_dir / "best.pt", model, {**meta, "epoch": epoch, "history": result.history}
@@ -278,6 +289,7 @@ def train(
                         "bad_epochs": bad_epochs,
                     },
                 )
+                saved_epoch = epoch
             if on_epoch is not None:
                 on_epoch(record)
             if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:

@@ -1,12 +1,15 @@
 """The ``explain`` probe and its attribution methods (importing this registers the probe).
 
-One file per method, each overriding ``Attribution._attribute``: ``gradcam``, ``saliency``,
-``smoothgrad``, ``integrated_gradients``, ``occlusion``; ``quality`` measures how far a map
-can be trusted; ``probe`` ties them together.
+One file per method, each a subclass of ``Attribution`` overriding one hook and
+registering itself in ``METHODS`` with ``@register_method(name)``: ``gradcam``,
+``gradcam_plus_plus``, ``saliency``, ``smoothgrad``, ``integrated_gradients``,
+``occlusion``. ``quality`` measures how far a map can be trusted; ``probe`` ties the
+parts together (``cases``, ``compute``, ``checks``, ``present``, ``figures``, ``records``).
 """
 
-from stresslab.probes.explain.base import ATTRIBUTIONS, Attribution, fill_value
+from stresslab.probes.explain.base import METHODS, Attribution, fill_value, register_method
 from stresslab.probes.explain.gradcam import GradCam
+from stresslab.probes.explain.gradcam_plus_plus import GradCamPlusPlus
 from stresslab.probes.explain.integrated_gradients import IntegratedGradients
 from stresslab.probes.explain.occlusion import Occlusion, OcclusionMaps
 from stresslab.probes.explain.probe import ExplainProbe
@@ -24,10 +27,11 @@ from stresslab.probes.explain.saliency import Saliency
 from stresslab.probes.explain.smoothgrad import SmoothGrad
 
 __all__ = [
-    "ATTRIBUTIONS",
+    "METHODS",
     "Attribution",
     "ExplainProbe",
     "GradCam",
+    "GradCamPlusPlus",
     "IntegratedGradients",
     "Occlusion",
     "OcclusionMaps",
@@ -41,5 +45,6 @@ __all__ = [
     "fill_value",
     "randomization_test",
     "randomized_copy",
+    "register_method",
     "spearman_rows",
 ]

@@ -3,14 +3,16 @@
 The base handles what every method needs: inference scope (eval mode, frozen parameters,
 restored on exit), batching, moving data to the model's device, reducing channels and
 upsampling to the input's size. A method file overrides ``_attribute`` (and, where its
-raw output is signed or channel-wise, ``reduce_channels``).
+raw output is signed or channel-wise, ``reduce_channels``), declares its capabilities as
+class attributes and registers itself with ``@register_method(name)``.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +22,22 @@ from stresslab.errors import ConfigError
 from stresslab.registry import Registry
 from stresslab.scoped import inference_scope
 
+if TYPE_CHECKING:
+    from stresslab.data.base import DatasetInfo
+    from stresslab.probes.explain.occlusion import OcclusionMaps
+
 FILL_CHOICES = ("gray", "mean", "zero")
+
+
+def check_fill(fill: str | float) -> None:
+    """Raise ``ValueError`` unless ``fill`` is one of ``FILL_CHOICES`` or a number in [0, 1]."""
+    if isinstance(fill, bool):
+        raise ValueError(f"fill {fill!r} is not a fill; choose {', '.join(FILL_CHOICES)} or a number")
+    if isinstance(fill, (int, float)):
+        if not 0.0 <= float(fill) <= 1.0:
+            raise ValueError(f"fill value {fill} is outside [0, 1]")
+    elif fill not in FILL_CHOICES:
+        raise ValueError(f"unknown fill {fill!r}; choose one of {', '.join(FILL_CHOICES)} or a number")
 
 
 def fill_value(fill: str | float, channels: int, mean: Sequence[float] | None = None) -> Tensor:
@@ -29,20 +46,20 @@ def fill_value(fill: str | float, channels: int, mean: Sequence[float] | None = 
     ``fill`` is ``"gray"`` (0.5), ``"mean"`` (the dataset's per-channel mean, ``mean``),
     ``"zero"`` (black) or a number in [0, 1].
     """
-    if isinstance(fill, (int, float)) and not isinstance(fill, bool):
-        if not 0.0 <= float(fill) <= 1.0:
-            raise ConfigError(f"fill value {fill} is outside [0, 1]")
+    try:
+        check_fill(fill)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if isinstance(fill, (int, float)):
         values = [float(fill)] * channels
     elif fill == "gray":
         values = [0.5] * channels
     elif fill == "zero":
         values = [0.0] * channels
-    elif fill == "mean":
+    else:
         if mean is None or len(mean) != channels:
             raise ConfigError("fill 'mean' needs the dataset's per-channel mean")
         values = [float(m) for m in mean]
-    else:
-        raise ConfigError(f"unknown fill {fill!r}; choose one of {', '.join(FILL_CHOICES)} or a number")
     return torch.tensor(values, dtype=torch.float32).view(1, channels, 1, 1)
 
 
@@ -53,21 +70,74 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+AttributionT = TypeVar("AttributionT", bound="Attribution")
+
+
 class Attribution(ABC):
     """An attribution method: images and target classes in, one (H, W) map per image out.
 
-    Subclasses set ``name`` and ``label`` and override ``_attribute``. Higher map values
-    mean "more evidence for the target class"; ``signed`` says whether maps can be negative.
+    Subclasses set ``label``, override ``_attribute`` and register with
+    :func:`register_method` (which sets ``name``). Higher map values mean "more evidence for
+    the target class". The constructor takes the method's settings, named in ``options``
+    (``probes.explain.methods.<name>.<option>`` in a config).
+
+    Capabilities, read by the probe instead of method names:
+
+    - ``signed``: maps can be negative (shown on a diverging scale).
+    - ``gradient_based``: needs a backward pass; ``False`` means forward passes only, so
+      the probe gives it large batches.
+    - ``stochastic``: draws noise from the ``generator`` it is given.
+    - ``needs_conv_layer``: explains the activations of a conv layer (``layer`` option;
+      the model's ``cam_layer`` by default). The probe measures the background share on the
+      first such method.
+    - ``has_true_class_variant``: the probe also maps the true class ("why X and not Y").
+    - ``has_confidence_map``: :meth:`confidence_maps` gives the target's probability with
+      each region hidden, for several targets in one pass.
+
     ``cost`` is the number of forward passes per image, used to size batches.
     """
 
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
+    options: ClassVar[tuple[str, ...]] = ()
     signed: ClassVar[bool] = False
+    gradient_based: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = False
+    needs_conv_layer: ClassVar[bool] = False
+    has_true_class_variant: ClassVar[bool] = False
+    has_confidence_map: ClassVar[bool] = False
 
     @property
     def cost(self) -> int:
         return 1
+
+    def used_settings(self) -> dict[str, Any]:
+        """The values of ``options`` this instance uses (JSON-safe), for the run's record."""
+        return {k: getattr(self, k) for k in self.options}
+
+    def prepare(self, model: nn.Module, info: DatasetInfo) -> tuple[Attribution, list[str]]:
+        """A copy fitted to ``model`` and the dataset (``info``: image size, channel mean),
+        and warnings about any setting it had to change. The default changes nothing."""
+        return self, []
+
+    def baseline_fill(self, channels: int) -> Tensor | None:
+        """The plain (1, C, 1, 1) image this method treats as "absent" (pixels equal to it
+        get zero attribution by construction), or ``None`` if it has none."""
+        return None
+
+    def with_changes(self: AttributionT, **changes: Any) -> AttributionT:
+        """A shallow copy with attributes replaced (for :meth:`prepare`)."""
+        out = copy.copy(self)
+        for k, v in changes.items():
+            setattr(out, k, v)
+        return out
+
+    def check_inputs(self, x: Tensor, target: Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is (N, C, H, W) and ``target`` is (N,)."""
+        if x.ndim != 4:
+            raise ValueError(f"images must be (N, C, H, W); got shape {tuple(x.shape)}")
+        if target.shape != (x.shape[0],):
+            raise ValueError(f"target must be ({x.shape[0]},); got {tuple(target.shape)}")
 
     def attribute(
         self,
@@ -86,10 +156,7 @@ class Attribution(ABC):
         methods; it is drawn from on the CPU so results do not depend on the device.
         The model leaves in the mode it came in with its parameter gradients untouched.
         """
-        if x.ndim != 4:
-            raise ValueError(f"images must be (N, C, H, W); got shape {tuple(x.shape)}")
-        if target.shape != (x.shape[0],):
-            raise ValueError(f"target must be ({x.shape[0]},); got {tuple(target.shape)}")
+        self.check_inputs(x, target)
         device = model_device(model)
         size = (x.shape[2], x.shape[3])
         per_chunk = max(1, batch_size // max(1, self.cost))
@@ -103,6 +170,13 @@ class Attribution(ABC):
         if not out:
             return torch.empty(0, *size)
         return torch.cat(out)
+
+    def confidence_maps(
+        self, model: nn.Module, x: Tensor, targets: Tensor, *, batch_size: int = 1024
+    ) -> OcclusionMaps:
+        """For methods with ``has_confidence_map``: attribution and confidence maps of
+        images ``x`` (N, C, H, W) for ``targets`` (N, T) at once (see ``OcclusionMaps``)."""
+        raise NotImplementedError(f"{self.label} has no confidence map")
 
     @abstractmethod
     def _attribute(
@@ -122,4 +196,18 @@ class Attribution(ABC):
         return m
 
 
-ATTRIBUTIONS: Registry[type[Attribution]] = Registry("attribution method")
+METHODS: Registry[type[Attribution]] = Registry("attribution method")
+
+MethodT = TypeVar("MethodT", bound=type[Attribution])
+
+
+def register_method(name: str) -> Callable[[MethodT], MethodT]:
+    """Class decorator: register an attribution class in ``METHODS`` as ``name`` and set
+    ``cls.name``. Each method registers itself in its own file."""
+
+    def deco(cls: MethodT) -> MethodT:
+        cls.name = name
+        METHODS.register(name)(cls)
+        return cls
+
+    return deco

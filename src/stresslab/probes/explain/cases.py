@@ -8,11 +8,17 @@ from typing import Any
 import torch
 
 from stresslab.probes.base import ProbeContext
+from stresslab.probes.failures import FailureCases, failure_cases
 from stresslab.probes.predictions import Predictions
 
 HIGH_CONFIDENCE = "high-confidence error"
 UNCERTAIN = "uncertain"
 CORRECT = "correct"
+CHOSEN = "chosen"
+
+#: Without n_correct_per_class or n_correct: one correct case per class up to this many
+#: classes, else this many in all, spread over the classes (100 classes do not give 100).
+CORRECT_CAP = 20
 
 
 @dataclass(frozen=True)
@@ -48,44 +54,96 @@ def _case(p: Predictions, position: int, kind: str) -> Case:
     )
 
 
-def derive_failures(p: Predictions, min_confidence: float) -> dict[str, list[dict[str, Any]]]:
-    """The lists the ``failures`` probe provides, computed from predictions: errors with
-    confidence >= ``min_confidence`` by confidence (highest first), and all predictions
-    by entropy (highest first)."""
-    wrong = (~p.correct) & (p.confidence >= min_confidence)
-    pos = torch.nonzero(wrong).flatten()
-    conf_order = pos[torch.argsort(p.confidence[pos], descending=True, stable=True)]
-    ent_order = torch.argsort(p.entropy, descending=True, stable=True)
-    return {
-        "high_confidence_errors": [_case(p, int(i), HIGH_CONFIDENCE).to_dict() for i in conf_order],
-        "most_uncertain": [_case(p, int(i), UNCERTAIN).to_dict() for i in ent_order[:100]],
-    }
+@dataclass(frozen=True)
+class CaseChoice:
+    """Which cases to explain (see ``ExplainProbe``): the failure counts, the correct ones
+    (``n_correct_per_class`` per class, or ``n_correct`` in all spread over the classes, or
+    the default: one per class up to :data:`CORRECT_CAP` classes, else :data:`CORRECT_CAP`
+    spread), or exactly the official test-set ``indices``."""
+
+    n_high_confidence: int
+    n_uncertain: int
+    min_confidence: float
+    n_correct_per_class: int | None = None
+    n_correct: int | None = None
+    indices: tuple[int, ...] | None = None
+
+    def correct_plan(self, num_classes: int) -> tuple[int | None, int]:
+        """(per class, None) or (None, in all): how the correct cases are drawn for K classes."""
+        if self.n_correct is not None:
+            return None, self.n_correct
+        if self.n_correct_per_class is not None:
+            return self.n_correct_per_class, 0
+        return (1, 0) if num_classes <= CORRECT_CAP else (None, CORRECT_CAP)
 
 
-def select_cases(
-    ctx: ProbeContext,
-    *,
-    n_high_confidence: int,
-    n_uncertain: int,
-    n_correct_per_class: int,
-    min_confidence: float,
-) -> tuple[list[Case], bool]:
-    """Cases in report order: high-confidence errors, uncertain predictions, then up to
-    ``n_correct_per_class`` correct predictions per true class (drawn with the run's seed).
-    Returns the cases and whether the lists came from the ``failures`` probe."""
+def _pools(ctx: ProbeContext) -> list[list[int]]:
+    """Per true class, its correctly predicted positions in a seeded random order."""
     p = ctx.predictions
-    failures = ctx.results.get("failures")
-    from_failures = failures is not None and "high_confidence_errors" in failures.data
-    lists = failures.data if failures is not None and from_failures else derive_failures(p, min_confidence)
+    correct = p.correct
+    g = ctx.generator(salt=7)
+    pools = []
+    for cls in range(ctx.info.num_classes):
+        pool = torch.nonzero(correct & (p.labels == cls)).flatten()
+        pools.append([int(i) for i in pool[torch.randperm(len(pool), generator=g)]])
+    return pools
+
+
+def round_robin(pools: list[list[int]], n: int, seen: set[int]) -> list[int]:
+    """Up to ``n`` positions, one per class in turn (class 0, 1, ..., then each class's second),
+    skipping ``seen`` and exhausted classes."""
+    out: list[int] = []
+    queues = [[i for i in pool if i not in seen] for pool in pools]
+    depth = 0
+    while len(out) < n and any(depth < len(q) for q in queues):
+        for q in queues:
+            if depth < len(q) and len(out) < n:
+                out.append(q[depth])
+        depth += 1
+    return out
+
+
+def chosen_cases(p: Predictions, indices: tuple[int, ...]) -> tuple[list[Case], list[int]]:
+    """The cases at official test-set ``indices`` (mapped through ``p.index``), in the order
+    given (a repeated index once), and the indices this run's test set does not hold."""
+    where = {int(idx): pos for pos, idx in enumerate(p.index.tolist())}
+    once = list(dict.fromkeys(indices))
+    unknown = [i for i in once if i not in where]
+    return [_case(p, where[i], CHOSEN) for i in once if i in where], unknown
+
+
+def select_cases(ctx: ProbeContext, choice: CaseChoice) -> tuple[list[Case], FailureCases | None, list[str]]:
+    """Cases in report order, the failures probe's offer (``None`` when it did not run) and
+    warnings about the choice.
+
+    With ``choice.indices``: exactly those test images (kind ``chosen``). Otherwise the
+    high-confidence errors, the uncertain predictions, then the correct predictions (drawn
+    with the run's seed; see :meth:`CaseChoice.correct_plan`). The failure lists come from
+    the ``failures`` probe's offer; when it did not run they are derived from the
+    predictions by the same function (errors with confidence >= ``min_confidence``).
+    """
+    p = ctx.predictions
+    offered = ctx.offer("failures", FailureCases)
+    if choice.indices is not None:
+        chosen, unknown = chosen_cases(p, choice.indices)
+        notes = []
+        if unknown:
+            listed = ", ".join(map(str, unknown))
+            notes.append(
+                f"probes.explain.indices: {listed} not in this run's test set ({len(p.index)} images; "
+                "with data.test_subset only the subset's indices are there); left out"
+            )
+        return chosen, offered, notes
+    # Enough uncertain ones: at most n_high_confidence of them are already taken.
+    lists = offered or failure_cases(p, choice.min_confidence, choice.n_high_confidence + choice.n_uncertain)
     cases: list[Case] = []
     seen: set[int] = set()
-    for key, kind, limit in (
-        ("high_confidence_errors", HIGH_CONFIDENCE, n_high_confidence),
-        ("most_uncertain", UNCERTAIN, n_uncertain),
+    for positions, kind, limit in (
+        (lists.high_confidence, HIGH_CONFIDENCE, choice.n_high_confidence),
+        (lists.most_uncertain, UNCERTAIN, choice.n_uncertain),
     ):
         taken = 0
-        for row in lists.get(key, []):
-            position = int(row["position"])
+        for position in positions:
             if taken >= limit:
                 break
             if position in seen:
@@ -93,14 +151,12 @@ def select_cases(
             seen.add(position)
             cases.append(_case(p, position, kind))
             taken += 1
-    if n_correct_per_class > 0:
-        correct = p.correct
-        g = ctx.generator(salt=7)
-        for cls in range(ctx.info.num_classes):
-            pool = torch.nonzero(correct & (p.labels == cls)).flatten()
-            pool = pool[torch.randperm(len(pool), generator=g)]
-            chosen = [int(i) for i in pool if int(i) not in seen][:n_correct_per_class]
-            for position in chosen:
-                seen.add(position)
-                cases.append(_case(p, position, CORRECT))
-    return cases, from_failures
+    per_class, total = choice.correct_plan(ctx.info.num_classes)
+    if per_class or total:
+        pools = _pools(ctx)
+        if per_class:
+            picked = [i for pool in pools for i in [j for j in pool if j not in seen][:per_class]]
+        else:
+            picked = round_robin(pools, total, seen)
+        cases.extend(_case(p, position, CORRECT) for position in picked)
+    return cases, offered, []

@@ -10,7 +10,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from stresslab.probes.base import ProbeResult
 from stresslab.probes.explain.cases import Case
+from stresslab.probes.explain.checks import Checks
+from stresslab.probes.explain.compute import Explained
 from stresslab.report.figures import overlay_heatmap, show_image
 
 
@@ -70,3 +73,55 @@ def curves_figure(
     ax_i.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def map_columns(explained: Explained, checks: Checks) -> list[MapColumn]:
+    """The case figure's columns, by each method's capabilities: the predicted class's
+    map; the true class's map too where the method has one; a drop map and the true
+    class's confidence where the method hides regions. Methods that fail the sanity check
+    are marked in their titles."""
+    columns: list[MapColumn] = []
+    for name, r in explained.methods.items():
+        m = r.method
+        mark = "" if checks.methods[name].sanity.passed else "\n(fails sanity check)"
+        if r.true_confidence is not None:
+            columns.append(MapColumn(f"{m.label} drop (pred){mark}", r.maps, diverging=True))
+            columns.append(MapColumn(f"{m.label}: true-class\nconfidence", r.true_confidence))
+        elif r.true_maps is not None:
+            columns.append(MapColumn(f"{m.label} (pred){mark}", r.maps, diverging=m.signed))
+            columns.append(MapColumn(f"{m.label} (true){mark}", r.true_maps, diverging=m.signed))
+        else:
+            columns.append(MapColumn(f"{m.label} (pred){mark}", r.maps, diverging=m.signed))
+    return columns
+
+
+def explain_figures(res: ProbeResult, explained: Explained, checks: Checks, cases_per_figure: int) -> None:
+    """Case figures (``cases_01``, ...; ``cases_per_figure`` rows each) and the mean
+    deletion/insertion curves, with captions, into ``res``."""
+    columns = map_columns(explained, checks)
+    n = len(explained.cases)
+    for part, start in enumerate(range(0, n, cases_per_figure), start=1):
+        rows = list(range(start, min(start + cases_per_figure, n)))
+        stem = f"cases_{part:02d}"
+        res.figures[stem] = case_rows_figure(
+            explained.images, explained.cases, columns, explained.class_names, rows
+        )
+        res.captions[stem] = (
+            f"Cases {rows[0] + 1}-{rows[-1] + 1} of {n}: image (test index, kind, true and predicted "
+            "class, "
+            "confidence, entropy H in nats) and each method's map; Grad-CAM for the predicted and "
+            "the true "
+            "class ('why X and not Y'); occlusion drop in blue-white-red (red: covering it lowers the "
+            "predicted class), and the true class's probability with the patch at each place."
+        )
+    steps = explained.random.deletion.shape[1] - 1
+    fractions = [k / steps for k in range(steps + 1)]
+    deletion = {r.method.label: r.curves.deletion for r in explained.methods.values()}
+    insertion = {r.method.label: r.curves.insertion for r in explained.methods.values()}
+    deletion["random"] = explained.random.deletion
+    insertion["random"] = explained.random.insertion
+    res.figures["deletion_insertion"] = curves_figure(fractions, deletion, insertion)
+    res.captions["deletion_insertion"] = (
+        "Mean deletion and insertion curves over all cases (Petsiuk et al., 2018); "
+        "dashed: random pixel order."
+    )

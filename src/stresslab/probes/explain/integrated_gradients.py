@@ -10,21 +10,23 @@ import torch
 from captum.attr import IntegratedGradients as CaptumIG
 from torch import Tensor, nn
 
-from stresslab.probes.explain.base import ATTRIBUTIONS, Attribution, fill_value
+from stresslab.data.base import DatasetInfo
+from stresslab.probes.explain.base import Attribution, check_fill, fill_value, register_method
 
 
-@ATTRIBUTIONS.register("integrated_gradients")
+@register_method("integrated_gradients")
 class IntegratedGradients(Attribution):
     """``(x - x') * integral of d y_c / d x along the line from baseline x' to x``.
 
     ``steps`` points of Captum's Gauss-Legendre rule; the baseline is a plain image of
-    ``baseline`` ("zero", "gray", "mean" or a number). The map is the channel sum (signed).
+    ``baseline`` ("zero", "gray", "mean" or a number; ``mean`` is the dataset's
+    per-channel mean, filled in by :meth:`prepare`). The map is the channel sum (signed).
     Note: pixels equal to the baseline get zero attribution by construction, so a
     zero baseline says nothing about a black background.
     """
 
-    name: ClassVar[str] = "integrated_gradients"
     label: ClassVar[str] = "Integrated Gradients"
+    options: ClassVar[tuple[str, ...]] = ("steps", "baseline")
     signed: ClassVar[bool] = True
 
     def __init__(
@@ -32,6 +34,7 @@ class IntegratedGradients(Attribution):
     ) -> None:
         if steps < 2:
             raise ValueError("integrated gradients needs steps >= 2")
+        check_fill(baseline)
         self.steps = steps
         self.baseline = baseline
         self.mean = mean
@@ -40,10 +43,17 @@ class IntegratedGradients(Attribution):
     def cost(self) -> int:
         return self.steps
 
+    def prepare(self, model: nn.Module, info: DatasetInfo) -> tuple[Attribution, list[str]]:
+        """Take the dataset's channel mean (for a ``mean`` baseline)."""
+        return self.with_changes(mean=tuple(info.mean)), []
+
+    def baseline_fill(self, channels: int) -> Tensor:
+        return fill_value(self.baseline, channels, self.mean)
+
     def _attribute(
         self, model: nn.Module, x: Tensor, target: Tensor, generator: torch.Generator | None
     ) -> Tensor:
-        base = fill_value(self.baseline, x.shape[1], self.mean).to(x.device).expand_as(x).contiguous()
+        base = self.baseline_fill(x.shape[1]).to(x.device).expand_as(x).contiguous()
         with torch.enable_grad():
             attr = CaptumIG(model).attribute(x, baselines=base, target=target, n_steps=self.steps)
         return attr.detach()

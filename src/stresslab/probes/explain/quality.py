@@ -120,6 +120,25 @@ def spearman_rows(a: Tensor, b: Tensor) -> Tensor:
     return torch.from_numpy(rho)
 
 
+def map_agreement(
+    method: Attribution,
+    other: nn.Module,
+    x: Tensor,
+    target: Tensor,
+    maps: Tensor,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``method``'s maps (N, H, W) of model ``other`` for images ``x`` (N, C, H, W) in [0, 1]
+    and classes ``target`` (N,), and their per-image Spearman rank correlation (N,) float64
+    with ``maps`` (N, H, W), on absolute values (a sign flip is not a different explanation;
+    NaN where a map is constant). Returns ``(correlation, other_maps)``. The sanity checks of
+    Adebayo et al. (2018) compare a model's maps with those of a model that should explain
+    differently (:func:`randomization_test`, and the data randomization test)."""
+    other_maps = method.attribute(other, x, target, batch_size=batch_size, generator=generator)
+    return spearman_rows(maps.abs(), other_maps.abs()), other_maps
+
+
 @dataclass(frozen=True)
 class RandomizationResult:
     """Per-image Spearman correlations (N,) (NaN where a map is constant), their mean over
@@ -155,10 +174,9 @@ def randomization_test(
     """
     random_model = randomized_copy(model, seed, mode=mode)
     try:
-        random_maps = method.attribute(random_model, x, target, batch_size=batch_size, generator=generator)
+        rho, _ = map_agreement(method, random_model, x, target, trained_maps, batch_size, generator)
     finally:
         del random_model
-    rho = spearman_rows(trained_maps.abs(), random_maps.abs())
     finite = rho[torch.isfinite(rho)]
     mean = float(finite.mean()) if len(finite) else math.nan
     return RandomizationResult(rho, mean, math.isfinite(mean) and mean < threshold)

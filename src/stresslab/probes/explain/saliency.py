@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from stresslab.probes.explain.base import ATTRIBUTIONS, Attribution
+from stresslab.probes.explain.base import Attribution, register_method
 
 
 def input_gradient(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
@@ -20,14 +20,13 @@ def input_gradient(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
     return grad
 
 
-@ATTRIBUTIONS.register("saliency")
+@register_method("saliency")
 class Saliency(Attribution):
     """``|d y_c / d x|``, maximum over channels (as in Simonyan et al.).
 
     Before the channel reduction equal to Captum's ``Saliency(abs=True)``.
     """
 
-    name: ClassVar[str] = "saliency"
     label: ClassVar[str] = "saliency"
 
     def _attribute(

@@ -7,11 +7,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from stresslab.probes.explain.base import ATTRIBUTIONS, Attribution
+from stresslab.probes.explain.base import Attribution, register_method
 from stresslab.probes.explain.saliency import input_gradient
 
 
-@ATTRIBUTIONS.register("smoothgrad")
+@register_method("smoothgrad")
 class SmoothGrad(Attribution):
     """Mean of ``|d y_c / d x|`` over ``samples`` copies of x plus Gaussian noise.
 
@@ -21,10 +21,11 @@ class SmoothGrad(Attribution):
     ``NoiseTunnel(Saliency(abs=True))`` with ``nt_type="smoothgrad"``.
     """
 
-    name: ClassVar[str] = "smoothgrad"
     label: ClassVar[str] = "SmoothGrad"
+    options: ClassVar[tuple[str, ...]] = ("samples", "noise")
+    stochastic: ClassVar[bool] = True
 
-    def __init__(self, samples: int = 25, noise: float = 0.15) -> None:
+    def __init__(self, samples: int = 20, noise: float = 0.15) -> None:
         if samples < 1:
             raise ValueError("smoothgrad samples must be >= 1")
         if noise < 0:

@@ -10,7 +10,7 @@ import torch
 from stresslab.data.sampling import stratified_sample
 from stresslab.metrics.confusion import confusion_counts, top_confused_pairs
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
-from stresslab.probes.failures import FailureCases
+from stresslab.probes.failures import FailureCases, failure_cases
 from stresslab.probes.predictions import Predictions
 from stresslab.probes.representation import present
 from stresslab.probes.representation.clusters import cluster_report
@@ -187,7 +187,7 @@ class RepresentationProbe(Probe):
         present.classification_summary(res, knn_acc, k, lin, model_acc, n_train, n_test)
 
         # Failures among their neighbours.
-        cases = ctx.offer("failures", FailureCases) or FailureCases.from_predictions(p, self.threshold, 16)
+        cases = ctx.offer("failures", FailureCases) or failure_cases(p, self.threshold, 16)
         records = failure_records(
             cases.errors,
             p.index,

@@ -1,0 +1,156 @@
+"""A folder of images, one sub-folder per class (``train/<class>/*``, optional ``test/<class>/*``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stresslab.data.convert import decode_image, read_header
+from stresslab.data.loaders.base import RawDataset, register_dataset
+from stresslab.data.sampling import stratified_sample
+from stresslab.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: Share of an image folder held out as the test set when it has no ``test/`` folder.
+HOLDOUT_FRACTION = 0.2
+#: Seed of that hold-out split: fixed, so the test set does not move with ``split_seed``.
+HOLDOUT_SEED = 0
+
+
+def _list_class_files(folder: Path) -> dict[str, list[Path]]:
+    """``{class name: sorted files}`` for each sub-folder of ``folder``; hidden entries are ignored."""
+    classes: dict[str, list[Path]] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(
+            p
+            for p in sub.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(sub).parts)
+        )
+        classes[sub.name] = files
+    stray = [p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if stray:
+        logger.warning("ignoring %d files outside class folders in %s", len(stray), folder)
+    return classes
+
+
+def _workers() -> int:
+    # PIL releases the GIL while decoding, so threads beyond the core count still help with I/O.
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def _class_folders(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]] | None]:
+    """Files per class under ``root/train`` and ``root/test`` (None without ``test/``), checked."""
+    train_dir, test_dir = root / "train", root / "test"
+    if not train_dir.is_dir():
+        raise DataError(f"{train_dir} does not exist; image_folder expects {root}/train/<class>/<images>")
+    train_files = _list_class_files(train_dir)
+    if not train_files:
+        raise DataError(f"{train_dir} has no class folders")
+    empty = [str(train_dir / c) for c, files in train_files.items() if not files]
+    if empty:
+        raise DataError(f"class folders without files: {', '.join(empty)}")
+    test_files = _list_class_files(test_dir) if test_dir.is_dir() else None
+    if test_files is not None:
+        unknown = [c for c in test_files if c not in train_files]
+        if unknown:
+            raise DataError(f"{test_dir} has classes not in {train_dir}: {', '.join(unknown)}")
+    return train_files, test_files
+
+
+@register_dataset("image_folder")
+def load_image_folder(
+    root: Path | None,
+    *,
+    skip_bad: bool = False,
+    image_size: int | None = None,
+    channels: int | None = None,
+) -> RawDataset:
+    """Images in ``root/train/<class>/*`` and ``root/test/<class>/*`` (PNG, JPEG, ... via PIL).
+
+    Classes are the sorted sub-folder names of ``train/``. Images are converted to
+    ``image_size`` x ``image_size`` (default: the most common size in ``train/``) and to
+    ``channels`` (default: 3 unless every image is grayscale). Without a ``test/`` folder a
+    stratified 20% of ``train/`` (seed ``HOLDOUT_SEED``) becomes the test set.
+
+    Unreadable, truncated or non-image files raise one DataError listing every bad path, or
+    with ``skip_bad=True`` are left out and listed in ``RawDataset.skipped``.
+    """
+    if root is None:
+        raise DataError("image_folder needs `--data-root DIR` with train/<class>/ folders of images")
+    train_files, test_files = _class_folders(root)
+    class_names = tuple(train_files)
+    label_of = {c: i for i, c in enumerate(class_names)}
+
+    def flat(groups: dict[str, list[Path]]) -> tuple[list[Path], list[int]]:
+        paths = [p for c in groups for p in groups[c]]
+        labels = [label_of[c] for c in groups for _ in groups[c]]
+        return paths, labels
+
+    tr_paths, tr_labels = flat(train_files)
+    te_paths, te_labels = flat(test_files) if test_files is not None else ([], [])
+    all_paths = tr_paths + te_paths
+
+    with ThreadPoolExecutor(_workers()) as pool:
+        headers = list(pool.map(read_header, all_paths))
+        good_train = [h for h in headers[: len(tr_paths)] if not isinstance(h, str)]
+        if image_size is not None:
+            size = (image_size, image_size)
+        elif good_train:
+            size = Counter(h[0] for h in good_train).most_common(1)[0][0]
+        else:
+            size = (1, 1)  # every training file is bad; the error below says so
+        n_channels = channels or (1 if good_train and all(h[1] for h in good_train) else 3)
+        todo = [i for i, h in enumerate(headers) if not isinstance(h, str)]
+        decoded = dict(
+            zip(todo, pool.map(lambda i: decode_image(all_paths[i], size, n_channels), todo), strict=True)
+        )
+
+    errors = [h for h in headers if isinstance(h, str)] + [d for d in decoded.values() if isinstance(d, str)]
+    if errors and not skip_bad:
+        raise DataError(
+            f"{len(errors)} bad image file(s) under {root} (fix or remove them, or set skip_bad: true):\n  "
+            + "\n  ".join(errors)
+        )
+    skipped = [str(all_paths[i]) for i, h in enumerate(headers) if isinstance(h, str)]
+    skipped += [str(all_paths[i]) for i, d in decoded.items() if isinstance(d, str)]
+    if skipped:
+        logger.warning("skipped %d bad image file(s) under %s", len(skipped), root)
+
+    def stack(indices: range, labels: list[int]) -> tuple[Tensor, Tensor]:
+        keep = [i for i in indices if not isinstance(decoded.get(i, "bad"), str)]
+        arrays = [decoded[i] for i in keep]
+        if not arrays:
+            return torch.empty(0, n_channels, size[1], size[0], dtype=torch.uint8), torch.empty(
+                0, dtype=torch.long
+            )
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        y = torch.tensor([labels[i - indices.start] for i in keep], dtype=torch.long)
+        return x, y
+
+    train_x, train_y = stack(range(len(tr_paths)), tr_labels)
+    if len(train_y) == 0:
+        raise DataError(f"no readable training images under {root / 'train'}")
+    # Classes left with few or no training images are reported by load_split (Split.warnings).
+    source = f"image folder {root} ({len(class_names)} classes, {size[0]}x{size[1]}, {n_channels} channel(s))"
+    if test_files is not None:
+        test_x, test_y = stack(range(len(tr_paths), len(all_paths)), te_labels)
+    else:
+        n_held = round(len(train_y) * HOLDOUT_FRACTION)
+        held = stratified_sample(train_y, n_held, seed=HOLDOUT_SEED, keep_one_out=True)
+        keep = torch.ones(len(train_y), dtype=torch.bool)
+        keep[held] = False
+        test_x, test_y = train_x[held], train_y[held]
+        train_x, train_y = train_x[keep], train_y[keep]
+        source += (
+            f"; no test/ folder: a stratified {HOLDOUT_FRACTION:.0%} of train/ (seed {HOLDOUT_SEED}) "
+            "is held out as the test set"
+        )
+    return RawDataset(train_x, train_y, test_x, test_y, class_names, source=source, skipped=skipped)

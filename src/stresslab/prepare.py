@@ -1,0 +1,154 @@
+"""Everything a run needs before it writes anything: checked settings, data, model.
+
+:func:`prepare` is the one place a run fails on a mistake in its config: unknown probes
+or probe settings, an unknown dataset or model, a bad device, missing or corrupt data,
+model arguments the model does not take, a checkpoint that does not fit. The runner
+creates the run directory only after it returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stresslab import config as config_mod
+from stresslab.config import RunConfig
+from stresslab.data import DATASETS, load_split
+from stresslab.data.base import Split
+from stresslab.errors import ConfigError, StresslabError
+from stresslab.models import build_model, check_model_name
+from stresslab.probes import PROBES, build_probe
+from stresslab.probes.base import Probe
+from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights
+from stresslab.train.loop import pick_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A run ready to go: its probes built, data loaded, model built (and loaded from
+    ``checkpoint`` with its ``history`` when one was given). ``ready`` marks a model that
+    comes trained from memory (:func:`stresslab.probe`): the run never trains it."""
+
+    cfg: RunConfig
+    probes: dict[str, Probe]
+    device: torch.device
+    split: Split
+    model: nn.Module
+    meta: dict[str, Any]
+    checkpoint: Path | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    ready: bool = False  # a trained model handed over in memory: never trained, no checkpoint
+
+
+def seed_everything(seed: int) -> None:
+    """One seed for Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def probe_order(names: list[str]) -> list[str]:
+    """Configured probes with each one's configured requirements first (stable otherwise)."""
+    order: list[str] = []
+
+    def visit(name: str, stack: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in stack:
+            raise StresslabError(f"probe requirements form a cycle: {' -> '.join((*stack, name))}")
+        for req in PROBES.get(name).requires:
+            if req in names:
+                visit(req, (*stack, name))
+        order.append(name)
+
+    for n in names:
+        visit(n, ())
+    return order
+
+
+def load_data(cfg: RunConfig) -> Split:
+    """The run's train / validation / test split from ``cfg.data``."""
+    d = cfg.data
+    return load_split(
+        d.dataset,
+        root=d.root,
+        val_fraction=d.val_fraction,
+        split_seed=d.split_seed,
+        train_subset=d.train_subset,
+        test_subset=d.test_subset,
+        image_size=d.image_size,
+        channels=d.channels,
+        skip_bad=d.skip_bad,
+        download=d.download,
+    )
+
+
+def model_meta(cfg: RunConfig, split: Split) -> dict[str, Any]:
+    """What a checkpoint records so it can be loaded and checked without the config."""
+    info = split.info
+    return {
+        "model": {"name": cfg.model.name, "args": cfg.model.args, "source": cfg.model.source},
+        "class_names": list(info.class_names),
+        "channels": info.channels,
+        "image_size": [info.height, info.width],
+        "config": config_mod.to_dict(cfg),
+    }
+
+
+def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
+    """Check ``cfg``, load the data, build the model (and load ``checkpoint``); write nothing.
+
+    Cheap checks come first (probe names and settings, dataset and model names, device),
+    then the data is loaded and the model built. Raises :class:`ConfigError`,
+    :class:`DataError` or :class:`CheckpointError` naming the field, file or value at fault.
+    """
+    probes = {name: build_probe(name, settings) for name, settings in cfg.probes.items()}
+    probe_order(list(probes))
+    DATASETS.get(cfg.data.dataset)
+    if not cfg.model.source:
+        check_model_name(cfg.model.name)
+    from stresslab.tracking import check_trackers
+
+    check_trackers(cfg.tracking)
+    try:
+        device = pick_device(cfg.device)
+    except RuntimeError as e:
+        raise ConfigError(f"device: {cfg.device!r} is not a device torch knows ({e})") from None
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+
+    log.info("loading data: %s", cfg.data.dataset)
+    split = load_data(cfg)
+    info = split.info
+    log.info(
+        "%s: %d train, %d validation, %d test images, %d classes, %dx%dx%d",
+        info.name,
+        len(split.train_y),
+        len(split.val_y),
+        len(split.test_y),
+        info.num_classes,
+        info.channels,
+        info.height,
+        info.width,
+    )
+    # A checkpoint replaces every weight: the model's own weights file is not read then.
+    weights = cfg.model.weights if checkpoint is None else None
+    model = build_model(cfg.model.name, info, cfg.model.args, cfg.model.source, weights)
+    prep = Prepared(cfg, probes, device, split, model, model_meta(cfg, split))
+    if checkpoint is not None:
+        ckpt = load_checkpoint(checkpoint)
+        check_compatible(ckpt, cfg.model.name, info, checkpoint)
+        load_weights(model, ckpt["state_dict"], checkpoint)
+        prep.checkpoint = Path(checkpoint)
+        prep.history = list(ckpt.get("history", []))
+    return prep

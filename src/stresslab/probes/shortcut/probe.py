@@ -1,0 +1,302 @@
+"""The ``shortcut`` probe: what does the model rely on outside the object? Find the region
+that carries a class's evidence, say what it holds, and test it by transplanting it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from stresslab.errors import ConfigError
+from stresslab.models.base import default_cam_layer
+from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
+from stresslab.probes.explain.base import Attribution
+from stresslab.probes.explain.gradcam import GradCam
+from stresslab.probes.explain.occlusion import Occlusion
+from stresslab.probes.shortcut import images as imgs
+from stresslab.probes.shortcut.find import class_region, layer_resolution, refine
+from stresslab.probes.shortcut.pattern import PATTERN, describe_region
+from stresslab.probes.shortcut.report import report
+from stresslab.probes.shortcut.transplant import background_test, transplant_test
+
+log = logging.getLogger(__name__)
+
+
+@register_probe("shortcut")
+class ShortcutProbe(Probe):
+    """Per class, the mean attribution (``method``: gradcam or occlusion) of correctly
+    classified images of each of ``sources`` (test: a shared sample of ``max_images``;
+    train: a seeded sample of as many), and the box around its top ``top_fraction`` of
+    pixels (at most ``max_region_fraction`` of the image); a Grad-CAM box, as coarse as its
+    layer, is refined by occlusion (``occlusion_window``, ``occlusion_stride``,
+    ``occlusion_fill``) of ``refine_images`` of the class's images near it (0: not refined;
+    see :func:`refine`). The box is described across the class's training images (constant
+    pattern, background or object; see :func:`describe_region`) and transplanted: pasted
+    from class-A images onto up to ``n_transplant`` correctly classified test images of other
+    classes, against a same-size box from a random place of the same images pasted at the
+    same place. A constant pattern that flips predictions to A significantly more often than the control
+    (one-sided Fisher exact test at ``alpha``, Bonferroni-corrected over every test; a rate
+    of at least ``min_flip_rate`` and ``min_ratio`` times the control's) is a shortcut.
+    Where images have no plain background, each class's mean image is also painted over
+    its low-attribution pixels (below the ``background_quantile`` of its mean map) against
+    the mean image of all classes: background reliance.
+    """
+
+    order = 35
+    headlines = (Headline("n_shortcuts", "shortcuts found"),)
+
+    def __init__(
+        self,
+        *,
+        method: str = "gradcam",
+        layer: str = "",
+        occlusion_window: int = 4,
+        occlusion_stride: int = 2,
+        occlusion_fill: str | float = "gray",
+        refine_images: int = 16,
+        sources: list[str] | tuple[str, ...] = ("test", "train"),
+        max_images: int = 1000,
+        top_fraction: float = 0.03,
+        max_region_fraction: float = 0.2,
+        n_transplant: int = 300,
+        alpha: float = 0.01,
+        min_ratio: float = 2.0,
+        min_flip_rate: float = 0.05,
+        match_tolerance: float = 0.1,
+        min_pattern_share: float = 0.5,
+        pattern_ratio: float = 2.0,
+        background_tolerance: float = 0.05,
+        background_quantile: float = 0.5,
+        min_images: int = 5,
+        n_examples: int = 4,
+        max_kind_images: int = 2000,
+    ) -> None:
+        if method not in ("gradcam", "occlusion"):
+            raise ValueError(f"method must be gradcam or occlusion; got {method!r}")
+        if not sources or any(s not in ("test", "train") for s in sources):
+            raise ValueError(f"sources must name some of test, train; got {sources!r}")
+        if not 0.0 < top_fraction <= max_region_fraction <= 1.0:
+            raise ValueError("need 0 < top_fraction <= max_region_fraction <= 1")
+        if not 0.0 < alpha < 1.0 or min_ratio < 1.0 or not 0.0 <= min_flip_rate <= 1.0:
+            raise ValueError("need 0 < alpha < 1, min_ratio >= 1 and min_flip_rate in [0, 1]")
+        if not 0.0 < background_quantile < 1.0 or n_transplant < 1 or min_images < 1:
+            raise ValueError("need 0 < background_quantile < 1, n_transplant >= 1 and min_images >= 1")
+        self.method, self.layer = method, layer
+        self.occlusion = (occlusion_window, occlusion_stride, occlusion_fill)
+        self.refine_images = refine_images
+        self.sources = tuple(dict.fromkeys(sources))
+        self.max_images, self.n_transplant, self.min_images = max_images, n_transplant, min_images
+        self.top_fraction, self.max_region_fraction = top_fraction, max_region_fraction
+        self.alpha, self.min_ratio, self.min_flip_rate = alpha, min_ratio, min_flip_rate
+        self.kind_settings = {
+            "match_tolerance": match_tolerance,
+            "min_pattern_share": min_pattern_share,
+            "pattern_ratio": pattern_ratio,
+            "background_tolerance": background_tolerance,
+        }
+        self.background_quantile = background_quantile
+        self.n_examples, self.max_kind_images = n_examples, max_kind_images
+
+    def _attribution(self, ctx: ProbeContext, warnings: list[str]) -> tuple[str, Attribution]:
+        if self.method == "gradcam":
+            try:
+                return "gradcam", GradCam(self.layer or default_cam_layer(ctx.model))
+            except ConfigError as e:
+                warnings.append(f"shortcut: Grad-CAM cannot run on this model ({e}); used occlusion instead")
+        return "occlusion", self._refiner(ctx)
+
+    def _coarse(self, ctx: ProbeContext, method: Attribution, x: Tensor) -> bool:
+        """Whether ``method`` is Grad-CAM on a layer coarser than the image (e.g. 7x7 cells of
+        4x4 pixels), whose boxes occlusion should refine."""
+        if not isinstance(method, GradCam) or not method.layer or self.refine_images <= 0 or not len(x):
+            return False
+        rh, rw = layer_resolution(ctx.model, method.layer, x[0])
+        return rh < ctx.info.height or rw < ctx.info.width
+
+    def _refiner(self, ctx: ProbeContext) -> Occlusion:
+        window, stride, fill = self.occlusion
+        side = min(ctx.info.height, ctx.info.width)
+        if window > side:
+            window, stride = max(1, side // 4), max(1, min(stride, side // 4))
+        return Occlusion(window, stride, fill, ctx.info.mean)
+
+    def _maps(self, method: Attribution, ctx: ProbeContext, x: Tensor, y: Tensor) -> Tensor:
+        if isinstance(method, Occlusion):
+            return method.maps(ctx.model, x, y[:, None], batch_size=max(ctx.batch_size, 256)).drop[:, 0]
+        return method.attribute(ctx.model, x, y, batch_size=ctx.batch_size)
+
+    def run(self, ctx: ProbeContext) -> ProbeResult:
+        res = ProbeResult()
+        names = list(ctx.info.class_names)
+        method_name, method = self._attribution(ctx, res.warnings)
+        recipients = imgs.correct_test_images(ctx, self.max_images)
+        sets = {"test": recipients} if "test" in self.sources else {}
+        if "train" in self.sources:
+            sets["train"] = imgs.correct_train_images(ctx, self.max_images)
+        h, w = ctx.info.height, ctx.info.width
+        refiner = self._refiner(ctx) if self._coarse(ctx, method, recipients.x) else None
+        regions: list[dict[str, Any]] = []
+        maps_by: dict[tuple[str, int], Tensor] = {}
+        with ctx.track("shortcut: attribution", len(sets)) as advance:
+            for name, s in sets.items():
+                maps = self._maps(method, ctx, s.x, s.y) if len(s.y) else torch.empty(0, h, w)
+                for cls in range(ctx.info.num_classes):
+                    of_class = s.y == cls
+                    found = class_region(
+                        maps[of_class], self.top_fraction, self.max_region_fraction, self.min_images
+                    )
+                    if found is None:
+                        continue
+                    if refiner is not None:
+                        found = refine(
+                            found,
+                            refiner,
+                            ctx.model,
+                            s.x[of_class][: self.refine_images],
+                            cls,
+                            top_fraction=self.top_fraction,
+                            max_fraction=self.max_region_fraction,
+                            batch_size=max(ctx.batch_size, 256),
+                        )
+                    maps_by[(name, cls)] = found.mean_map
+                    regions.append(
+                        {
+                            "source": name,
+                            "class": cls,
+                            "class_name": names[cls],
+                            "box": found.box.to_dict(),
+                            "box_text": found.box.describe(),
+                            "share": round(found.share, 4),
+                            "area": round(found.box.area / (h * w), 4),
+                            "consistency": round(found.consistency, 4),
+                            "n_images": found.n_images,
+                            "refined_by_occlusion": found.refined,
+                            "_box": found.box,
+                            "_donors": s.x[of_class],
+                            "_donor_index": s.index[of_class],
+                        }
+                    )
+                advance(1)
+        plain = ctx.info.background is not None
+        n_tests = len(regions) + (0 if plain else len({r["class"] for r in regions}))
+        alpha = self.alpha / max(1, n_tests)
+        totals = [0, 0.0]
+        with ctx.track("shortcut: transplant tests", n_tests) as advance:
+            for rec in regions:
+                self._test_region(ctx, rec, recipients, alpha, totals)
+                advance(1)
+            background = [] if plain else self._background(ctx, regions, maps_by, recipients, alpha, totals)
+            advance(len(background))
+        settings = {
+            "method": method_name,
+            "sources": list(sets),
+            "alpha": self.alpha,
+            "alpha_per_test": alpha,
+            "min_ratio": self.min_ratio,
+            "min_flip_rate": self.min_flip_rate,
+            "top_fraction": self.top_fraction,
+            "refined_by_occlusion": refiner is not None,
+            "refine_images": self.refine_images if refiner is not None else 0,
+            "n_transplant": self.n_transplant,
+            **self.kind_settings,
+        }
+        report(ctx, res, regions, background, maps_by, totals, settings)
+        return res
+
+    def _recipients(self, recipients: imgs.Images, cls: int, ctx: ProbeContext) -> tuple[Tensor, Tensor]:
+        pos = torch.nonzero(recipients.y != cls).flatten()
+        pos = pos[torch.randperm(len(pos), generator=ctx.generator(31 + cls))[: self.n_transplant]]
+        return recipients.x[pos], recipients.index[pos]
+
+    def _test_region(
+        self,
+        ctx: ProbeContext,
+        rec: dict[str, Any],
+        recipients: imgs.Images,
+        alpha: float,
+        totals: list[Any],
+    ) -> None:
+        cls, box = rec["class"], rec["_box"]
+        g = ctx.generator(101 + cls)
+        kind = describe_region(
+            imgs.class_training_images(ctx, cls, self.max_kind_images, g),
+            imgs.other_training_images(ctx, cls, self.max_kind_images, g),
+            box,
+            background=ctx.info.background,
+            generator=g,
+            **self.kind_settings,  # type: ignore[arg-type]
+        )
+        rec["kind"] = kind.to_dict()
+        rx, rindex = self._recipients(recipients, cls, ctx)
+        if len(rx) == 0:
+            rec.update(flip={"n": 0, "flips": 0}, control={"n": 0, "flips": 0}, p_value=1.0, shortcut=False)
+            return
+        test, donor_of = transplant_test(
+            ctx.model,
+            rx,
+            rec["_donors"],
+            box,
+            cls,
+            generator=ctx.generator(211 + cls),
+            batch_size=ctx.batch_size,
+        )
+        totals[0] += test.images
+        totals[1] += test.seconds
+        significant = test.significant(alpha, self.min_ratio, self.min_flip_rate)
+        rec.update(
+            flip=test.region.to_dict(),
+            control=test.control.to_dict(),
+            p_value=test.p_value,
+            shortcut=significant and kind.kind == PATTERN,
+            object_reliance=significant and kind.kind != PATTERN,
+        )
+        if math.isfinite(test.ratio):
+            rec["ratio"] = round(test.ratio, 4)
+        flipped = torch.nonzero(test.preds == cls).flatten()[: self.n_examples]
+        rec["examples"] = [
+            {"recipient_index": int(rindex[i]), "donor_index": int(rec["_donor_index"][donor_of[i]])}
+            for i in flipped.tolist()
+        ]
+        rec["_examples"] = (rx[flipped], rec["_donors"][donor_of[flipped]])
+
+    def _background(
+        self,
+        ctx: ProbeContext,
+        regions: list[dict[str, Any]],
+        maps_by: dict[tuple[str, int], Tensor],
+        recipients: imgs.Images,
+        alpha: float,
+        totals: list[Any],
+    ) -> list[dict[str, Any]]:
+        means, overall = imgs.class_means(ctx)
+        out = []
+        for cls in sorted({r["class"] for r in regions}):
+            src = next(s for s in self.sources if (s, cls) in maps_by)
+            m = maps_by[(src, cls)]
+            mask = m <= torch.quantile(m.flatten().double(), self.background_quantile).float()
+            rx, _ = self._recipients(recipients, cls, ctx)
+            if len(rx) == 0:
+                continue
+            test = background_test(ctx.model, rx, mask, means[cls], overall, cls, batch_size=ctx.batch_size)
+            totals[0] += test.images
+            totals[1] += test.seconds
+            rec: dict[str, Any] = {
+                "class": cls,
+                "class_name": ctx.info.class_names[cls],
+                "map_source": src,
+                "background_pixels": int(mask.sum()),
+                "flip": test.region.to_dict(),
+                "control": test.control.to_dict(),
+                "p_value": test.p_value,
+                "reliance": test.significant(alpha, self.min_ratio, self.min_flip_rate),
+            }
+            if math.isfinite(test.ratio):
+                rec["ratio"] = round(test.ratio, 4)
+            flipped = torch.nonzero(test.preds == cls).flatten()[: self.n_examples]
+            before = rx[flipped]
+            rec["_examples"] = (before, torch.where(mask[None, None], means[cls][None], before))
+            out.append(rec)
+        return out

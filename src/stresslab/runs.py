@@ -1,0 +1,140 @@
+"""A run as a Python object: :class:`Run` reads a run directory back (metrics, probe results,
+history, warnings, report) and shows itself in Jupyter."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from stresslab import config as config_mod
+from stresslab.config import RunConfig
+from stresslab.errors import StresslabError
+from stresslab.probes.base import ProbeResult
+from stresslab.probes.storage import load_result
+from stresslab.report.render import flat_metrics, load_results
+from stresslab.rundir import RunDir, read_json
+
+__all__ = ["Run", "Section"]
+
+
+class Section:
+    """One probe's section of the report; shows itself in Jupyter (``_repr_html_``)."""
+
+    def __init__(self, probe: str, html: str, summary: list[str]) -> None:
+        self.probe = probe
+        self.html = html
+        self.summary = summary
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        lines = "".join(f"\n  {line}" for line in self.summary)
+        return f"<stresslab section {self.probe!r}>{lines}"
+
+
+def _nan_for_null(history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    # Strict JSON stored NaN (e.g. no validation set) as null.
+    return [{k: math.nan if v is None else v for k, v in rec.items()} for rec in history]
+
+
+class Run:
+    """A run directory read back: what :func:`stresslab.run`, :func:`stresslab.probe` and
+    :func:`stresslab.load` return.
+
+    Attributes:
+        path: the run directory.
+        config: the resolved configuration the run used.
+        metrics: flat ``{"probe.metric": value}``, as in ``metrics.json``.
+        results: probe name -> :class:`~stresslab.probes.ProbeResult` (metrics, tables,
+            warnings, summary, data; figures stay PNG files, listed in
+            ``data["figure_files"]``), in report order.
+        history: per-epoch training records (``epoch``, ``train_loss``, ``val_acc``, ...);
+            empty when nothing was trained.
+        warnings: warnings about the run itself (training divergence, the data).
+        failed_probes: probes that raised (their errors are in the report).
+        complete: the run finished (``DONE``).
+
+    In Jupyter a Run shows its summary cards, warnings and key figures, with a link to the
+    full report; :meth:`show` shows one probe's section and :meth:`save` keeps the report.
+    """
+
+    def __init__(self, path: str | Path, *, keep_alive: Any = None) -> None:
+        run = RunDir.open(path)
+        self._run = run
+        self._keep_alive = keep_alive  # a temporary directory lives as long as this object
+        self.path = run.path
+        self.config: RunConfig = config_mod.resolve(run.config)
+        records = load_results(run)  # in report order
+        self.results: dict[str, ProbeResult] = {name: load_result(run.result_json(name)) for name in records}
+        self.metrics: dict[str, float] = (
+            dict(read_json(run.metrics)) if run.metrics.is_file() else flat_metrics(records)
+        )
+        self.history = _nan_for_null(read_json(run.history)) if run.history.is_file() else []
+        notes = read_json(run.run_warnings) if run.run_warnings.is_file() else []
+        self.warnings: list[str] = [str(w.get("message", "")) for w in notes]
+        self.failed_probes: list[str] = sorted(
+            p.name[: -len(".failed.json")]
+            for p in run.results.glob("*.failed.json")
+            if not (run.results / p.name.replace(".failed.json", ".json")).is_file()
+        )
+        self.complete = run.done.is_file()
+
+    @property
+    def report_path(self) -> Path:
+        """``RUN_DIR/report.html``: self-contained, readable offline."""
+        return self._run.report
+
+    def save(self, path: str | Path) -> Path:
+        """Keep the run beyond this object (a :func:`stresslab.probe` run without ``out`` lives
+        in a temporary directory removed with it).
+
+        A path ending in ``.html`` receives the self-contained report alone; any other path
+        receives a copy of the whole run directory (report, metrics, results), which
+        :func:`stresslab.load` reads back. Returns the path written. An existing file, or a
+        folder that is not empty, is refused.
+        """
+        target = Path(path)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise StresslabError(f"save: {target} already exists; choose a new file or an empty folder")
+        if not self.report_path.is_file():
+            from stresslab.report.render import render
+
+            render(self._run)
+        if target.suffix.lower() in (".html", ".htm"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.report_path, target)
+            return target
+        shutil.copytree(self.path, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("run.lock"))
+        return target
+
+    def show(self, probe: str) -> Section:
+        """One probe's section of the report (summary, warnings, figures, tables; tables cut
+        at 50 rows), shown as HTML in Jupyter."""
+        from stresslab.report.inline import section_html
+
+        if probe not in self.results:
+            names = ", ".join(self.results) or "none"
+            raise StresslabError(f"show: this run has no results of probe {probe!r}; it has: {names}")
+        return Section(probe, section_html(self._run, probe), list(self.results[probe].summary))
+
+    def _href(self) -> str:
+        report = self.report_path.resolve()
+        try:
+            return report.relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            return report.as_uri()
+
+    def _repr_html_(self) -> str:
+        from stresslab.report.inline import run_html
+
+        return run_html(self._run, self._href())
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else "incomplete"
+        acc = self.metrics.get("evaluation.accuracy")
+        shown = f", accuracy {acc:.4f}" if acc is not None else ""
+        probes = ", ".join(self.results) or "none"
+        return f"<stresslab Run {str(self.path)!r}: {state}{shown}; probes: {probes}>"

@@ -1,0 +1,238 @@
+"""The study's findings as plain data (``study.json``): arms x metrics with intervals, the
+differences to the baseline, the same test images followed across arms, deep ensembles,
+per-class deltas, learning curves and, for a grid, cost against accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from stresslab.metrics.calibration import expected_calibration_error
+from stresslab.study import compare as C
+from stresslab.study.aggregate import METRICS, RunData, class_accuracy, run_value
+from stresslab.study.spec import StudySpec
+
+CURVES = ("train_loss", "val_loss", "train_acc", "val_acc")
+
+
+def _interval(values: list[float]) -> dict[str, Any]:
+    return asdict(C.t_interval(values))
+
+
+def _diff(a: list[float], b: list[float], label: str, percent: bool, higher: bool) -> dict[str, Any]:
+    d = C.welch(a, b)
+    return {**asdict(d), "within_noise": d.within_noise, "words": C.describe(d, label, percent, higher)}
+
+
+def summarize(
+    spec: StudySpec, runs: dict[str, dict[int, RunData]], costs: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """Everything the study report shows, JSON-safe (NaN is written as null)."""
+    base = spec.compare_to
+    usable = {arm: {s: r for s, r in seeds.items() if r.usable} for arm, seeds in runs.items()}
+    preds = [r.preds for seeds in usable.values() for r in seeds.values() if r.preds is not None]
+    common = C.align([p.index for p in preds])
+    names: list[str] = list(preds[0].class_names) if preds else []
+
+    correct: dict[str, dict[int, np.ndarray]] = {}
+    p_true: dict[str, dict[int, np.ndarray]] = {}
+    probs: dict[str, dict[int, np.ndarray]] = {}
+    labels = np.zeros(0, dtype=np.int64)
+    for arm, seeds in usable.items():
+        correct[arm], p_true[arm], probs[arm] = {}, {}, {}
+        for s, r in seeds.items():
+            p = r.preds
+            assert p is not None
+            labels = C.take(p.index, p.labels, common)
+            correct[arm][s] = C.take(p.index, p.correct, common)
+            probs[arm][s] = C.take(p.index, p.probs, common)
+            p_true[arm][s] = probs[arm][s][np.arange(len(common)), labels]
+
+    out: dict[str, Any] = {
+        "name": spec.name,
+        "baseline": base,
+        "seeds": list(spec.seeds),
+        "arms_order": list(spec.arms),
+        "class_names": names,
+        "n_test_common": len(common),
+        "runs": [
+            {
+                "arm": r.arm,
+                "seed": r.seed,
+                "state": r.state,
+                "error": r.error,
+                "failed_probes": r.failed_probes,
+                "usable": r.usable,
+            }
+            for seeds in runs.values()
+            for r in seeds.values()
+        ],
+        "costs": costs,
+    }
+    params = {arm: c["params"] for arm, c in costs.items()}
+    arms_out: dict[str, Any] = {}
+    for arm, seeds in usable.items():
+        values = {m.key: {s: run_value(r, m, params) for s, r in seeds.items()} for m in METRICS}
+        rec: dict[str, Any] = {"n_done": len(seeds), "metrics": {}, "vs_baseline": {}}
+        for m in METRICS:
+            vals = [v for v in values[m.key].values() if v is not None]
+            rec["metrics"][m.key] = {
+                "values": {str(s): v for s, v in values[m.key].items()},
+                **_interval(vals),
+            }
+            if arm != base and base in usable:
+                bvals = [v for v in (run_value(r, m, params) for r in usable[base].values()) if v is not None]
+                if vals and bvals:
+                    rec["vs_baseline"][m.key] = _diff(vals, bvals, m.label, m.percent, m.higher_is_better)
+        rec["ensemble"] = _ensemble(probs.get(arm, {}), labels)
+        rec["overfitting"] = {
+            "verdicts": {str(s): r.overfitting for s, r in seeds.items()},
+            "onsets": {str(s): r.overfitting_onset for s, r in seeds.items()},
+        }
+        arms_out[arm] = rec
+    out["arms"] = arms_out
+    out["cases"] = {arm: _cases(correct, p_true, base, arm, common) for arm in usable if arm != base}
+    every = [c for seeds in correct.values() for c in seeds.values()]
+    hard = np.logical_and.reduce([~c for c in every]) if every else np.zeros(0, bool)
+    out["hard_core"] = {"indices": common[hard].tolist(), "n_runs": len(every)}
+    out["churn"] = {arm: C.churn(list(correct[arm].values())) for arm in correct}
+    out["per_class"] = _per_class(usable, base, names, common)
+    out["curves"] = {arm: _curves([r.history for r in seeds.values()]) for arm, seeds in usable.items()}
+    if spec.grid_keys:
+        out["grid"] = _grid(spec, arms_out, costs)
+    return out
+
+
+def _ensemble(members: dict[int, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+    """Deep ensemble of an arm's seeds (Lakshminarayanan et al. 2017): mean probabilities."""
+    if not members:
+        return {"n_members": 0}
+    mean = np.mean(np.stack(list(members.values())), axis=0)
+    acc = float((mean.argmax(1) == labels).mean()) if len(labels) else float("nan")
+    ece = expected_calibration_error(torch.from_numpy(mean), torch.from_numpy(labels))
+    return {"n_members": len(members), "accuracy": acc, "ece": ece}
+
+
+def _cases(
+    correct: dict[str, dict[int, np.ndarray]],
+    p_true: dict[str, dict[int, np.ndarray]],
+    base: str,
+    arm: str,
+    common: np.ndarray,
+) -> dict[str, Any]:
+    seeds = sorted(set(correct.get(base, {})) & set(correct.get(arm, {})))
+    pairs = []
+    fixed_all, broken_all, still_all = [], [], []
+    for s in seeds:
+        t = C.transitions(correct[base][s], correct[arm][s])
+        c = t.counts
+        pairs.append({"seed": s, **c, "mcnemar_p": C.mcnemar_exact(c["fixed"], c["broken"])})
+        fixed_all.append(t.fixed)
+        broken_all.append(t.broken)
+        still_all.append(t.still_wrong)
+    if not seeds:
+        return {"pairs": [], "seeds": [], "words": "no seed has finished in both this arm and the baseline"}
+
+    def every(masks: list[np.ndarray]) -> np.ndarray:
+        return np.logical_and.reduce(masks)
+
+    gain = np.mean([p_true[arm][s] - p_true[base][s] for s in seeds], axis=0)
+    fixed, broken = every(fixed_all), every(broken_all)
+    noise = C.churn(list(correct[base].values()))
+    mean_fixed = float(np.mean([p["fixed"] for p in pairs]))
+    mean_broken = float(np.mean([p["broken"] for p in pairs]))
+    significant = sum(p["mcnemar_p"] < 0.05 for p in pairs)
+    words = (
+        f"{arm} fixes {mean_fixed:.1f} and breaks {mean_broken:.1f} test images per seed pair on average "
+        f"(McNemar p < 0.05 in {significant} of {len(pairs)} seed pairs); {int(fixed.sum())} are fixed and "
+        f"{int(broken.sum())} broken in every seed."
+    )
+    if noise is not None:
+        fixes = "more than" if mean_fixed > noise else "no more than"
+        breaks = "more than" if mean_broken > noise else "no more than"
+        words += (
+            f" Two seeds of {base} itself 'fix' (and 'break') {noise:.1f} images on average, so the "
+            f"fixes are {fixes} seed noise and the breaks {breaks} seed noise."
+        )
+    order_fix = np.argsort(-gain[fixed]) if fixed.any() else np.zeros(0, int)
+    order_break = np.argsort(gain[broken]) if broken.any() else np.zeros(0, int)
+    return {
+        "seeds": seeds,
+        "pairs": pairs,
+        "consistent": {
+            "fixed": common[fixed][order_fix].tolist(),
+            "broken": common[broken][order_break].tolist(),
+            "still_wrong": int(every(still_all).sum()),
+        },
+        "mean_fixed": mean_fixed,
+        "mean_broken": mean_broken,
+        "noise_floor": noise,
+        "words": words,
+    }
+
+
+def _per_class(
+    usable: dict[str, dict[int, RunData]], base: str, names: list[str], common: np.ndarray
+) -> dict[str, Any]:
+    acc = {
+        arm: [class_accuracy(r.preds, common) for r in seeds.values() if r.preds is not None]
+        for arm, seeds in usable.items()
+    }
+    out: dict[str, Any] = {}
+    for arm, rows in acc.items():
+        if not rows:
+            continue
+        table = []
+        for k, name in enumerate(names):
+            vals = [float(r[k]) for r in rows]
+            entry: dict[str, Any] = {"class": name, "mean": C.t_interval(vals).mean}
+            if arm != base and acc.get(base):
+                d = C.welch(vals, [float(r[k]) for r in acc[base]])
+                entry.update(diff=d.diff, lo=d.lo, hi=d.hi, within_noise=d.within_noise)
+            table.append(entry)
+        out[arm] = table
+    return out
+
+
+def _curves(histories: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    epochs = sorted({int(r["epoch"]) for h in histories for r in h})
+    out: dict[str, Any] = {"epoch": epochs}
+    for key in CURVES:
+        means, stds = [], []
+        for e in epochs:
+            vals = [float(r[key]) for h in histories for r in h if int(r["epoch"]) == e and key in r]
+            vals = [v for v in vals if np.isfinite(v)]
+            means.append(float(np.mean(vals)) if vals else float("nan"))
+            stds.append(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+        out[key] = {"mean": means, "std": stds}
+    return out
+
+
+def _grid(spec: StudySpec, arms: dict[str, Any], costs: dict[str, dict[str, float]]) -> dict[str, Any]:
+    rows = []
+    for name, arm in spec.arms.items():
+        if not arm.grid or name not in arms:
+            continue
+        acc = arms[name]["metrics"]["accuracy"]
+        cost = costs.get(name, {})
+        rows.append(
+            {
+                "arm": name,
+                "values": arm.grid,
+                "accuracy": acc["mean"],
+                "accuracy_interval": {k: acc[k] for k in ("mean", "std", "lo", "hi")},
+                "params": cost.get("params"),
+                "flops": cost.get("flops"),
+                "train_seconds": arms[name]["metrics"]["train_seconds"]["mean"],
+            }
+        )
+    rows.sort(key=lambda r: -(r["accuracy"] if np.isfinite(r["accuracy"]) else -1.0))
+    front = C.pareto_front(
+        [r["flops"] if r["flops"] is not None else np.nan for r in rows], [r["accuracy"] for r in rows]
+    )
+    for r, f in zip(rows, front, strict=True):
+        r["pareto"] = f
+    return {"keys": list(spec.grid_keys), "rows": rows}

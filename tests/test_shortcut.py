@@ -1,0 +1,240 @@
+"""shortcut: regions, pattern description, the transplant test, and the probe on tiny models
+trained here on a planted pattern, on clean data and on a class-coloured background."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.stats import binomtest, fisher_exact
+from torch import nn
+
+from stresslab.data.base import DatasetInfo, Split, to_float
+from stresslab.metrics.proportions import fisher_greater, wilson_interval
+from stresslab.models.base import Classifier
+from stresslab.probes.base import PROBES, ProbeContext
+from stresslab.probes.predictions import Predictions
+from stresslab.probes.shortcut import (
+    BACKGROUND,
+    OBJECT,
+    PATTERN,
+    Box,
+    ShortcutProbe,
+    describe_region,
+    paste_boxes,
+    top_region,
+)
+
+torch.set_num_threads(1)
+PLANT = Box(0, 13, 3, 3)  # top-right corner of 16x16 images
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (168, 200), (1, 1000)])
+def test_wilson_interval_matches_scipy(k: int, n: int) -> None:
+    ref = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(ref.low, abs=1e-12) and hi == pytest.approx(ref.high, abs=1e-12)
+    # by hand for 3 of 10: center (0.3 + z^2/20) / (1 + z^2/10)
+    z = 1.959963984540054
+    c = (0.3 + z * z / 20) / (1 + z * z / 10)
+    half = z * math.sqrt(0.3 * 0.7 / 10 + z * z / 400) / (1 + z * z / 10)
+    assert wilson_interval(3, 10) == pytest.approx((c - half, c + half))
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_fisher_greater_matches_scipy() -> None:
+    assert fisher_greater(20, 100, 5, 100) == pytest.approx(
+        fisher_exact([[20, 80], [5, 95]], alternative="greater").pvalue
+    )
+    assert fisher_greater(1, 10, 9, 10) > 0.99
+    assert fisher_greater(0, 0, 3, 10) == 1.0
+
+
+def test_top_region_finds_a_hot_square_and_caps_diffuse_maps() -> None:
+    m = torch.full((16, 16), 0.001)
+    m[4:7, 9:12] = 1.0
+    m[12, 1] = 0.9  # a single hot pixel with less mass than the square
+    assert top_region(m / m.sum(), fraction=0.04, max_fraction=0.2) == Box(4, 9, 3, 3)
+    flat = torch.ones(16, 16)
+    box = top_region(flat, fraction=0.1, max_fraction=0.1)  # rows 0-1 by raster order: 2x16 > 10%
+    assert box == Box(0, 0, 5, 5)
+
+
+def test_paste_boxes_copies_the_donor_patch_from_its_own_place() -> None:
+    rec = torch.zeros(2, 1, 6, 6)
+    don = torch.arange(72, dtype=torch.float32).view(2, 1, 6, 6)
+    out = paste_boxes(rec, don, Box(1, 2, 2, 3), torch.tensor([0, 3]), torch.tensor([0, 1]))
+    assert torch.equal(out[0, 0, 1:3, 2:5], don[0, 0, 0:2, 0:3])
+    assert torch.equal(out[1, 0, 1:3, 2:5], don[1, 0, 3:5, 1:4])
+    out[:, :, 1:3, 2:5] = 0
+    assert not out.any() and not rec.any()  # nothing else changed, recipients untouched
+
+
+def test_describe_region_tells_pattern_background_and_object() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(100, 1, 16, 16)
+    x[:, :, 4:12, 4:12] = 0.3 + 0.7 * torch.rand(100, 1, 8, 8, generator=g)  # a varied object
+    x[:80, :, 0:3, 13:16] = 1.0  # planted in 80% of the images
+    others = torch.zeros(50, 1, 16, 16)
+    kw = {"background": 0.0, "generator": g}
+    planted = describe_region(x, others, PLANT, **kw)  # type: ignore[arg-type]
+    assert planted.kind == PATTERN and planted.pattern_share == pytest.approx(0.8)
+    assert planted.others_pattern_share == 0.0
+    assert planted.std_ratio > 1  # 80% presence: a per-pixel variance would not call it constant
+    assert describe_region(x, others, Box(13, 0, 3, 3), **kw).kind == BACKGROUND  # type: ignore[arg-type]
+    assert describe_region(x, others, Box(6, 6, 3, 3), **kw).kind == OBJECT  # type: ignore[arg-type]
+
+
+class Net(Classifier):
+    cam_layer = "body.2"
+
+    def __init__(self, info: DatasetInfo) -> None:
+        super().__init__(info.mean, info.std)
+        self.body = nn.Sequential(
+            nn.Conv2d(info.channels, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 12, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveMaxPool2d(1),
+        )
+        self.head = nn.Linear(12, info.num_classes)
+
+
+class Mlp(Classifier):
+    def __init__(self, info: DatasetInfo) -> None:
+        super().__init__(info.mean, info.std)
+        self.body = nn.Flatten()
+        self.head = nn.Linear(info.channels * info.height * info.width, info.num_classes)
+
+
+def _bars(n: int, g: torch.Generator, *, planted: bool, tinted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 0: a horizontal bar, 1: vertical, 2: diagonal, at random places and brightness.
+    ``planted``: 80% of class 0 carry a bright square in the top-right corner (PLANT).
+    ``tinted``: class 0's background is a mid gray, the others' dark."""
+    y = torch.arange(n) % 3
+    x = torch.zeros(n, 1, 16, 16)
+    r = torch.randint(2, 10, (n,), generator=g)
+    c = torch.randint(2, 10, (n,), generator=g)
+    v = 0.5 + 0.5 * torch.rand(n, generator=g)
+    for i in range(n):
+        ri, ci = int(r[i]), int(c[i])
+        if y[i] == 0:
+            x[i, 0, ri, ci : ci + 5] = v[i]
+        elif y[i] == 1:
+            x[i, 0, ri : ri + 5, ci] = v[i]
+        else:
+            for d in range(4):
+                x[i, 0, ri + d, ci + d] = v[i]
+    if planted:
+        has = (y == 0) & (torch.rand(n, generator=g) < 0.8)
+        x[has, :, PLANT.rows, PLANT.cols] = 1.0
+    if tinted:
+        x = torch.where(x > 0, x, torch.where(y[:, None, None, None] == 0, 0.35, 0.05))
+    return (x * 255).round().to(torch.uint8), y
+
+
+def _context(model_cls: type[Classifier], *, planted: bool = False, tinted: bool = False) -> ProbeContext:
+    g = torch.Generator().manual_seed(0)
+    info = DatasetInfo(
+        "bars", ("hbar", "vbar", "diag"), 1, 16, 16, (0.05,), (0.2,), background=None if tinted else 0.0
+    )
+    tx, ty = _bars(300, g, planted=planted, tinted=tinted)
+    sx, sy = _bars(240, g, planted=planted, tinted=tinted)
+    split = Split(info, tx, ty, tx[:0], ty[:0], sx, sy, test_index=torch.arange(1000, 1240))
+    torch.manual_seed(0)
+    model = model_cls(info)
+    opt = torch.optim.Adam(model.parameters(), 0.02)
+    xf = to_float(tx)
+    for _ in range(40):
+        opt.zero_grad()
+        F.cross_entropy(model(xf), ty).backward()
+        opt.step()
+    model.eval()
+    p = Predictions.compute(model, sx, sy, split.test_index)
+    v = Predictions.compute(model, tx[:0], ty[:0], split.val_index)
+    return ProbeContext(
+        model=model,
+        split=split,
+        device=torch.device("cpu"),
+        seed=0,
+        batch_size=256,
+        predictions=p,
+        val_predictions=v,
+    )
+
+
+FAST = {"max_images": 240, "n_transplant": 120, "max_kind_images": 200}
+
+
+def test_transplant_flags_a_planted_pattern() -> None:
+    ctx = _context(Net, planted=True)
+    grads = [p.grad.clone() for p in ctx.model.parameters()]  # left over from training
+    res = ShortcutProbe(**FAST).run(ctx)
+    assert res.metrics["n_shortcuts"] == 1, res.data["regions"]
+    (found,) = res.data["shortcuts"]
+    assert found["class"] == 0 and found["kind"]["kind"] == PATTERN
+    assert Box(**found["box"]).iou(PLANT) > 0.3
+    assert found["flip"]["rate"] >= 5 * found["control"]["rate"]
+    assert found["flip"]["ci_low"] <= found["flip"]["rate"] <= found["flip"]["ci_high"]
+    assert all(1000 <= e["recipient_index"] < 1240 for e in found["examples"])  # official test indices
+    assert any(w.startswith("shortcut: hbar") for w in res.warnings)
+    assert res.metrics["transplant_images_per_s"] > 0
+    assert {"class_maps_test", "class_maps_train", "shortcut_1"} <= set(res.figures)
+    assert PROBES.get("shortcut") is ShortcutProbe
+    assert not ctx.model.training
+    assert all(torch.equal(p.grad, g) for p, g in zip(ctx.model.parameters(), grads, strict=True))
+
+
+def test_transplant_does_not_flag_clean_data() -> None:
+    res = ShortcutProbe(**FAST).run(_context(Net))
+    assert res.metrics["n_shortcuts"] == 0, res.data["regions"]
+    assert res.metrics["n_regions_tested"] >= 4
+    assert not [w for w in res.warnings if w.startswith("shortcut")]
+    assert "n_background_reliance" not in res.metrics  # plain background: left out, not zero
+    assert any("background test was left out" in s for s in res.summary)
+
+
+def test_background_reliance_is_found_where_the_background_is_not_plain() -> None:
+    res = ShortcutProbe(sources=["test"], **FAST).run(_context(Net, tinted=True))
+    flagged = [b for b in res.data["background"] if b["reliance"]]
+    assert [b["class"] for b in flagged] == [0], res.data["background"]
+    assert res.metrics["n_background_reliance"] == 1
+    assert any(w.startswith("background reliance: hbar") for w in res.warnings)
+
+
+def test_a_model_without_convolutions_falls_back_to_occlusion_with_a_warning() -> None:
+    res = ShortcutProbe(**FAST).run(_context(Mlp))
+    assert any("Grad-CAM cannot run" in w and "occlusion" in w for w in res.warnings)
+    assert res.data["settings"]["method"] == "occlusion"
+    assert res.metrics["n_regions_tested"] > 0
+    assert all(math.isfinite(v) for v in res.metrics.values())
+
+
+class _CornerScore(nn.Module):
+    """Logit of class 0: the sum of the top-left 4x4 pixels; class 1: a constant. A coarse
+    layer (stride-4 pooling) stands in for a CNN's last conv stage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.AvgPool2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coarse = self.pool(x)  # (N, 1, 4, 4): 4x4-pixel cells
+        return torch.stack([16 * coarse[:, 0, 0, 0], torch.full_like(coarse[:, 0, 0, 0], 4.0)], dim=1)
+
+
+def test_occlusion_refines_a_box_misplaced_by_a_coarse_map() -> None:
+    from stresslab.probes.explain import Occlusion
+    from stresslab.probes.shortcut.find import Found, layer_resolution, refine
+
+    model = _CornerScore()
+    assert layer_resolution(model, "pool", torch.zeros(1, 16, 16)) == (4, 4)
+    x = torch.zeros(8, 1, 16, 16)
+    x[:, :, 0:4, 0:4] = 1.0
+    coarse = Found(Box(0, 4, 4, 4), torch.full((16, 16), 1 / 256), torch.zeros(8), False, 8)  # one cell off
+    found = refine(
+        coarse, Occlusion(2, 1, "zero"), model, x, 0, top_fraction=0.06, max_fraction=0.2, batch_size=64
+    )
+    assert found.refined and found.box.iou(Box(0, 0, 4, 4)) >= 0.5, found.box
