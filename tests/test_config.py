@@ -5,12 +5,30 @@ import pytest
 from stresslab import config as c
 from stresslab.errors import ConfigError
 
+CONFIGS = Path(__file__).parents[1] / "configs"
+
 
 def test_defaults_are_the_fashion_mnist_study() -> None:
     cfg = c.resolve()
     assert cfg.data.dataset == "fashion_mnist"
-    assert cfg.model.name == "custom_cnn"
+    assert cfg.model.name == "fast_cnn"
     assert list(cfg.probes)[:2] == ["evaluation", "failures"]
+    # `stresslab run` with no file trains exactly what configs/fashion_mnist.yaml spells out.
+    shipped = c.resolve(CONFIGS / "fashion_mnist.yaml")
+    keys = {"name", "seed", "data", "model", "train"}
+    assert cfg.model_dump(include=keys) == shipped.model_dump(include=keys)
+    # The quick preset layers over the default study; a given file starts from the schema.
+    quick = c.resolve(preset="quick")
+    assert quick.model.name == "fast_cnn" and quick.train.optimizer == "sgd"
+    assert c.resolve(CONFIGS / "cifar10_simple_cnn.yaml").train.weight_decay == 0.0
+    old = c.resolve(CONFIGS / "fashion_mnist_custom_cnn.yaml")
+    assert (old.model.name, old.train.optimizer, old.train.lr, old.train.batch_size, old.train.epochs) == (
+        "custom_cnn",
+        "adam",
+        0.001,
+        128,
+        15,
+    )
 
 
 def test_preset_file_and_overrides_layer_in_order(tmp_path: Path) -> None:
@@ -45,7 +63,7 @@ def test_dump_round_trips(tmp_path: Path) -> None:
 
 
 def test_shipped_example_configs_validate() -> None:
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    configs = sorted(CONFIGS.glob("*.yaml"))
     assert configs, "configs/ ships example studies"
     for f in configs:
         c.resolve(f)

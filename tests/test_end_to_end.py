@@ -68,7 +68,7 @@ def test_quick_run_writes_everything(quick_run: Path) -> None:
 def test_metrics_agree_with_an_independent_evaluation(quick_run: Path, fmnist_root: str) -> None:
     ck = load_checkpoint(quick_run / "checkpoints" / "best.pt")
     split = load_split("fashion_mnist", root=fmnist_root, test_subset=300, train_subset=600)
-    model = build_model("custom_cnn", split.info, ck["model"]["args"])
+    model = build_model(ck["model"]["name"], split.info, ck["model"]["args"])
     model.load_state_dict(ck["state_dict"])
     model.eval()
     with torch.no_grad():

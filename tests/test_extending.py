@@ -100,7 +100,7 @@ def test_a_user_probe_runs_and_reaches_the_report(
     # The user's metric agrees with an independent evaluation of the saved model.
     split = prepare_mod.load_data(cfg)
     ckpt = load_checkpoint(out / "checkpoints" / "best.pt")
-    model = build_model("custom_cnn", split.info, ckpt["model"]["args"])
+    model = build_model(ckpt["model"]["name"], split.info, ckpt["model"]["args"])
     model.load_state_dict(ckpt["state_dict"])
     with torch.no_grad():
         right = model.eval()(to_float(split.test_x)).argmax(1) == split.test_y

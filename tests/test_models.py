@@ -116,6 +116,33 @@ def test_small_images_96_and_seed_shapes() -> None:
     assert any(isinstance(m, nn.Dropout) and m.p == 0.3 for m in big.modules())
 
 
+def test_fast_cnn_shape_cost_and_explanation_layer() -> None:
+    info = make_info(1, 28, 28, classes=10)
+    fast = build_model("fast_cnn", info)
+    convs = [m for m in fast.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 16, 48, 48, 96, 96]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in fast.modules()) == 6
+    assert not any(isinstance(m, nn.Dropout) for m in fast.modules())
+    # 28 -> 14 -> 7 -> 4: the head reads the flattened 96x4x4 map.
+    assert fast.head.in_features == 96 * 4 * 4
+    x = torch.rand(3, 1, 28, 28)
+    assert fast.features(x).shape == (3, 1536)
+    assert fast.cam_layer == "body.block3.convs"
+    assert spatial_output(fast, fast.cam_layer, x).shape == (3, 96, 7, 7)
+    # Multiply-accumulates per image, by hand: 3x3 convs at 28, 28, 14, 14, 7, 7 pixels a side.
+    by_hand = 9 * (28 * 28 * (1 * 16 + 16 * 16) + 14 * 14 * (16 * 48 + 48 * 48) + 7 * 7 * (48 * 96 + 96 * 96))
+    by_hand += 1536 * 10
+    assert model_summary(fast, info)["macs"] == by_hand
+    assert by_hand < 0.75 * model_summary(build_model("custom_cnn", info), info)["macs"]
+    narrow = build_model("fast_cnn", info, {"widths": [4, 8], "convs_per_block": [1, 3], "fc": 12})
+    assert [m.out_channels for m in narrow.modules() if isinstance(m, nn.Conv2d)] == [4, 8, 8, 8]
+    assert narrow.body.fc1.in_features == 8 * 7 * 7 and narrow.features(x).shape == (3, 12)
+    with pytest.raises(ConfigError, match="one such integer per stage"):
+        build_model("fast_cnn", info, {"widths": [4, 8], "convs_per_block": [1, 2, 3]})
+    with pytest.raises(ConfigError, match="convs_per_block"):
+        build_model("configurable_cnn", info, {"convs_per_block": 0})
+
+
 def test_resnet18_matches_torchvision_except_the_stem() -> None:
     ours = build_model("resnet18", make_info(3, 8, 8, classes=10))
     # torchvision.models.resnet18(num_classes=10) has 11,181,642 parameters; the 7x7 stem

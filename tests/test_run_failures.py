@@ -124,7 +124,18 @@ def test_a_diverged_training_is_flagged_on_the_command_line_and_at_the_top_of_th
 ) -> None:
     # Adam at lr 1e4: the loss explodes to ~1e14 without a NaN, and training runs to the end.
     out = tmp_path / "run"
-    output = run_ok(_args(out, fmnist_root, "--set", "train.lr=1e4", "--set", "train.schedule=constant"))
+    output = run_ok(
+        _args(
+            out,
+            fmnist_root,
+            "--set",
+            "train.optimizer=adam",
+            "--set",
+            "train.lr=1e4",
+            "--set",
+            "train.schedule=constant",
+        )
+    )
     assert "warning: training diverged" in output
     (record,) = json.loads((out / "warnings.json").read_text())
     assert record["source"] == "training" and "10x log(10)" in record["message"]

@@ -8,6 +8,7 @@ import torch
 
 from stresslab.config import AugmentConfig, TrainConfig
 from stresslab.errors import TrainingDiverged
+from stresslab.models import build_model
 from stresslab.train.checkpoint import load_checkpoint
 from stresslab.train.divergence import loss_explosion
 from stresslab.train.loop import lr_factor, train
@@ -46,12 +47,36 @@ def test_learns_and_records_history(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == res.best_epoch
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -> None:
+# The default study's recipe, small: Nesterov SGD with weight decay, the linear one-cycle
+# schedule with warmup, label smoothing, flips, on fast_cnn (BatchNorm buffers to restore).
+DEFAULT_RECIPE = {
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "schedule": "linear",
+    "warmup_epochs": 1.5,
+    "label_smoothing": 0.1,
+}
+
+
+def _net(name: str, split):  # type: ignore[no-untyped-def]
+    if name == "tiny":
+        return TinyNet(split.info)
+    return build_model("fast_cnn", split.info, {"widths": [4, 8], "convs_per_block": [1, 2]})
+
+
+@pytest.mark.parametrize(
+    ("net", "recipe"), [("tiny", {}), ("fast_cnn", DEFAULT_RECIPE)], ids=["adam-cosine", "default-recipe"]
+)
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
+    tmp_path: Path, net: str, recipe: dict[str, object]
+) -> None:
     split = make_split()
     dev = torch.device("cpu")
     torch.manual_seed(0)
-    full = TinyNet(split.info)
-    train(full, split, _cfg(), device=dev, seed=3, checkpoint_dir=tmp_path / "a")
+    full = _net(net, split)
+    train(full, split, _cfg(**recipe), device=dev, seed=3, checkpoint_dir=tmp_path / "a")
 
     class Killed(Exception):
         pass
@@ -61,12 +86,12 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -
             raise Killed
 
     torch.manual_seed(0)
-    part = TinyNet(split.info)
+    part = _net(net, split)
     with pytest.raises(Killed):
         train(
             part,
             split,
-            _cfg(),
+            _cfg(**recipe),
             device=dev,
             seed=3,
             checkpoint_dir=tmp_path / "b",
@@ -75,13 +100,16 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -
     # A fresh process builds a new model and resumes from last.pt.
     state = load_checkpoint(tmp_path / "b" / "last.pt")
     torch.manual_seed(123)  # resume must not depend on the global RNG at restart
-    resumed = TinyNet(split.info)
-    train(resumed, split, _cfg(), device=dev, seed=3, checkpoint_dir=tmp_path / "b", resume=state)
+    resumed = _net(net, split)
+    train(resumed, split, _cfg(**recipe), device=dev, seed=3, checkpoint_dir=tmp_path / "b", resume=state)
 
-    a = load_checkpoint(tmp_path / "a" / "last.pt")["state_dict"]
-    b = load_checkpoint(tmp_path / "b" / "last.pt")["state_dict"]
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert a["scheduler"] == b["scheduler"]
+    assert [r["lr"] for r in a["history"]] == [r["lr"] for r in b["history"]]
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
 
 
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 Importing this package registers every built-in model in :data:`MODELS`.
 """
 
-from stresslab.models import configurable_cnn, custom_cnn, resnet, small_cnn, vgg
+from stresslab.models import configurable_cnn, custom_cnn, fast_cnn, resnet, small_cnn, vgg
 from stresslab.models.base import Classifier, Normalize, default_cam_layer, get_layer
 from stresslab.models.external import load_user_model
 from stresslab.models.factory import (
@@ -25,6 +25,7 @@ __all__ = [
     "configurable_cnn",
     "custom_cnn",
     "default_cam_layer",
+    "fast_cnn",
     "get_layer",
     "load_user_model",
     "model_args",

@@ -81,6 +81,17 @@ class ConvStage(nn.Module):
         return self.drop(self.pool(self.convs(x)))
 
 
+def per_block(convs_per_block: int | Sequence[int], blocks: int) -> list[int]:
+    """Convolutions per stage: one count for every stage, or one count per stage (each >= 1)."""
+    counts = [convs_per_block] * blocks if isinstance(convs_per_block, int) else list(convs_per_block)
+    if len(counts) != blocks or any(int(n) < 1 for n in counts):
+        raise ConfigError(
+            f"convs_per_block must be an integer >= 1 or one such integer per stage ({blocks}), "
+            f"got {convs_per_block!r}"
+        )
+    return [int(n) for n in counts]
+
+
 def _check_rate(name: str, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise ConfigError(f"{name} must be in [0, 1), got {value}")
@@ -99,7 +110,7 @@ class ConvNet(Classifier):
         info: DatasetInfo,
         *,
         filters: Sequence[int],
-        convs_per_block: int = 1,
+        convs_per_block: int | Sequence[int] = 1,
         fc: Sequence[int] = (),
         downsample: Downsample = "maxpool",
         batchnorm: bool = False,
@@ -110,10 +121,9 @@ class ConvNet(Classifier):
         super().__init__(info.mean, info.std)
         if not filters or any(int(f) < 1 for f in filters):
             raise ConfigError(f"filters must be a non-empty list of positive widths, got {list(filters)}")
+        convs = per_block(convs_per_block, len(filters))
         if any(int(n) < 1 for n in fc):
             raise ConfigError(f"fc must list positive widths, got {list(fc)}")
-        if convs_per_block < 1:
-            raise ConfigError(f"convs_per_block must be >= 1, got {convs_per_block}")
         if downsample not in ("maxpool", "stride"):
             raise ConfigError(f"downsample must be 'maxpool' or 'stride', got {downsample!r}")
         _check_rate("dropout", dropout)
@@ -125,7 +135,7 @@ class ConvNet(Classifier):
             layers[f"block{i}"] = ConvStage(
                 channels,
                 int(out),
-                convs=convs_per_block,
+                convs=convs[i - 1],
                 batchnorm=batchnorm,
                 downsample=downsample,
                 dropout=conv_dropout,
@@ -165,7 +175,7 @@ def configurable_cnn(
     info: DatasetInfo,
     *,
     filters: Sequence[int] = (32, 64, 128),
-    convs_per_block: int = 1,
+    convs_per_block: int | Sequence[int] = 1,
     fc: Sequence[int] = (256, 128),
     downsample: Downsample = "maxpool",
     batchnorm: bool = False,
@@ -177,7 +187,8 @@ def configurable_cnn(
 
     Its best run is the default: filters [32, 64, 128], FC [256, 128].
 
-    ``filters``: one stage per entry, each ``convs_per_block`` 3x3 convs of that width.
+    ``filters``: one stage per entry, each ``convs_per_block`` 3x3 convs of that width (one
+    count for all stages, or a list with one count per stage).
     ``fc``: hidden fully connected widths before the K-way head. ``downsample``: ``"maxpool"``
     (2x2 max-pool after each stage) or ``"stride"`` (the stage's last conv has stride 2).
     ``batchnorm`` after each conv; ``dropout`` after each hidden FC layer; ``conv_dropout``

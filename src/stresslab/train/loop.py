@@ -27,6 +27,7 @@ from stresslab.errors import TrainingDiverged
 from stresslab.progress import ProgressReporter
 from stresslab.train.checkpoint import rng_states, save_checkpoint, set_rng_states
 from stresslab.train.divergence import loss_explosion, non_finite_message
+from stresslab.train.schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +59,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
-    """Multiplier of the peak lr at ``step``: linear warmup, then constant or cosine to 0."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant" or total_steps <= warmup_steps:
-        return 1.0
-    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
 @torch.no_grad()

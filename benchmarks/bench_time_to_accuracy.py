@@ -1,0 +1,207 @@
+"""Time to accuracy: the hand-written study's recipe against stresslab's default, per seed.
+
+The baseline is ``configs/fashion_mnist_custom_cnn.yaml`` (the Fashion-MNIST study's recipe:
+custom_cnn, Adam 1e-3, batch 128, cosine, 15 epochs; stresslab's default until fast_cnn);
+the default is what ``stresslab run`` trains (``configs/fashion_mnist.yaml``). Both train
+exactly as in a run (same split, trainer, seeding), alternating per seed in one process. For
+the benchmark only, test accuracy is measured after every epoch, outside the timed part.
+Per seed it prints the wall time per epoch (training plus the validation pass, as a run
+spends it), the first epoch (and the seconds of training up to its end) at which test
+accuracy reached each target, and the final accuracy (the weights a run keeps: best
+validation epoch). Then the ratios baseline / default, medians over seeds.
+
+    .venv/bin/python benchmarks/bench_time_to_accuracy.py           # 2-core CPU: about 75 min
+    .venv/bin/python benchmarks/bench_time_to_accuracy.py --quick   # about 5 min, a first look
+
+``--quick`` reduces three things: one seed (0), a stratified 20,000-image training subset
+(both recipes), and the baseline stopped after 5 of its 15 epochs (its schedule unchanged),
+so its final accuracy is the one after epoch 5. Accuracies on the subset are lower than on
+the full data and the targets may not be reached; the per-epoch time ratio is the robust
+number there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from stresslab import config as config_mod
+from stresslab.config import RunConfig, TrainConfig
+from stresslab.data.base import Split
+from stresslab.models import build_model, model_summary
+from stresslab.prepare import load_data, seed_everything
+from stresslab.train.loop import evaluate, pick_device, train
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TARGETS = (0.930, 0.933)
+
+
+@dataclass
+class Outcome:
+    """One recipe and seed: per-epoch test accuracy and seconds, and the final accuracy."""
+
+    recipe: str
+    seed: int
+    test_acc: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # training + validation, per epoch
+    final_acc: float = math.nan
+
+    @property
+    def epoch_seconds(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else math.nan
+
+    def reached(self, target: float) -> tuple[int, float] | None:
+        """(first epoch with test accuracy >= target, seconds of training to its end), or None."""
+        for i, acc in enumerate(self.test_acc):
+            if acc >= target:
+                return i + 1, sum(self.seconds[: i + 1])
+        return None
+
+
+class _Stop(Exception):
+    """Raised after the last epoch a --quick baseline runs."""
+
+
+def run_recipe(
+    name: str,
+    cfg: TrainConfig,
+    model_name: str,
+    split: Split,
+    seed: int,
+    device: torch.device,
+    stop_after: int,
+) -> Outcome:
+    """Train one recipe as ``stresslab run`` would, measuring test accuracy after each epoch."""
+    out = Outcome(name, seed)
+    seed_everything(seed)
+    model = build_model(model_name, split.info)
+
+    def on_epoch(record: dict[str, float]) -> None:
+        out.seconds.append(float(record["seconds"]))
+        channels_last = cfg.channels_last != "off"
+        _, acc = evaluate(model, split.test_x, split.test_y, cfg.eval_batch_size, device, channels_last)
+        out.test_acc.append(acc)
+        print(
+            f"    {name} seed {seed} epoch {int(record['epoch']):2d}: {record['seconds']:6.1f} s, "
+            f"val {record['val_acc']:.4f}, test {acc:.4f}",
+            flush=True,
+        )
+        if len(out.test_acc) >= stop_after:
+            raise _Stop
+
+    try:
+        train(model, split, cfg, device=device, seed=seed, on_epoch=on_epoch)
+        _, out.final_acc = evaluate(model, split.test_x, split.test_y, cfg.eval_batch_size, device)
+    except _Stop:
+        out.final_acc = out.test_acc[-1]
+    return out
+
+
+def _fmt_reach(r: tuple[int, float] | None) -> str:
+    return "not reached" if r is None else f"epoch {r[0]:2d} ({r[1]:6.0f} s)"
+
+
+def report(outcomes: list[Outcome], names: tuple[str, str]) -> dict[str, object]:
+    """Print per-seed lines and median ratios baseline / default; return them as data."""
+    base_name, ours_name = names
+    seeds = sorted({o.seed for o in outcomes})
+    by = {(o.recipe, o.seed): o for o in outcomes}
+    summary: dict[str, object] = {"runs": [asdict(o) for o in outcomes]}
+    print()
+    for seed in seeds:
+        for name in names:
+            o = by[(name, seed)]
+            reach = "  ".join(f"{t:.1%}: {_fmt_reach(o.reached(t))}" for t in TARGETS)
+            print(
+                f"seed {seed}  {name:10s} {o.epoch_seconds:6.1f} s/epoch  {reach}  "
+                f"final {o.final_acc:.2%} after {len(o.test_acc)} epochs"
+            )
+    epoch_ratio = statistics.median(
+        by[(base_name, s)].epoch_seconds / by[(ours_name, s)].epoch_seconds for s in seeds
+    )
+    print(f"\nwall time per epoch, {base_name} / {ours_name}: {epoch_ratio:.2f}x (median over seeds)")
+    summary["epoch_time_ratio"] = epoch_ratio
+    for t in TARGETS:
+        ratios, lower = [], False
+        for s in seeds:
+            b, o = by[(base_name, s)].reached(t), by[(ours_name, s)].reached(t)
+            if o is None:
+                continue
+            if b is None:  # the baseline never got there: its whole run is a lower bound
+                lower = True
+                ratios.append(sum(by[(base_name, s)].seconds) / o[1])
+            else:
+                ratios.append(b[1] / o[1])
+        if len(ratios) < len(seeds):
+            text = f"{ours_name} did not reach it in {len(seeds) - len(ratios)} of {len(seeds)} seeds"
+            value = None
+        else:
+            value = statistics.median(ratios)
+            text = f"{'>= ' if lower else ''}{value:.2f}x"
+            if lower:
+                text += f" ({base_name} did not reach it in some seeds: its whole run counted)"
+        print(f"time to {t:.1%} test accuracy, {base_name} / {ours_name}: {text}")
+        summary[f"time_to_{t:.3f}_ratio"] = value
+    for name in names:
+        finals = [by[(name, s)].final_acc for s in seeds]
+        spread = statistics.stdev(finals) if len(finals) > 1 else 0.0
+        print(
+            f"final test accuracy, {name}: mean {statistics.mean(finals):.2%}, "
+            f"std {spread:.2%} over seeds {seeds}"
+        )
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--quick", action="store_true", help="seed 0, 20,000 training images, baseline stops after 5 epochs"
+    )
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base_cfg = config_mod.resolve(CONFIGS / "fashion_mnist_custom_cnn.yaml")
+    ours_cfg = config_mod.resolve()  # the default study: what `stresslab run` trains
+    seeds, stop_base, overrides = args.seeds, base_cfg.train.epochs, {}
+    if args.quick:
+        seeds, stop_base, overrides = [0], 5, {"train_subset": 20000}
+    data = base_cfg.data.model_copy(update=overrides)
+    if data != ours_cfg.data.model_copy(update=overrides):
+        raise SystemExit("the two configs load different data; the race would not be fair")
+    split = load_data(RunConfig(data=data))
+    device = pick_device(args.device)
+    names = (base_cfg.model.name, ours_cfg.model.name)
+    for name in names:
+        s = model_summary(build_model(name, split.info), split.info)
+        print(f"{name}: {s['params']:,} parameters, {s['gflops'] * 1e3:.1f} MFLOP forward per image")
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, {len(split.train_y)} training images, "
+        f"seeds {seeds}{', quick' if args.quick else ''}",
+        flush=True,
+    )
+    outcomes = []
+    t0 = time.perf_counter()
+    for seed in seeds:  # alternate, so a change in machine load hits both recipes alike
+        outcomes.append(run_recipe(names[0], base_cfg.train, names[0], split, seed, device, stop_base))
+        outcomes.append(
+            run_recipe(names[1], ours_cfg.train, names[1], split, seed, device, ours_cfg.train.epochs)
+        )
+    summary = report(outcomes, names)
+    print(f"benchmark wall time {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
