@@ -228,3 +228,15 @@ def test_loss_explosion_rules() -> None:
     assert loss_explosion(h(1.2, 0.4, 2.3), k) is None  # not above log K
     assert loss_explosion(h(float("nan"), 1.0, 1.5), k) is None  # non-finite epochs are skipped
     assert loss_explosion(h(1e15), 1) is None
+
+
+def test_the_configured_schedule_drives_the_optimizer() -> None:
+    # 96 images in batches of 16: 6 steps per epoch, 12 in all, 3 of warmup. After the last
+    # step the lr is the factor of step 12: the floor, 0.5 x the peak.
+    split = make_split()
+    torch.manual_seed(0)
+    cfg = _cfg(epochs=2, schedule="linear", warmup_epochs=0.5, final_lr_fraction=0.5, augment=AugmentConfig())
+    res = train(TinyNet(split.info), split, cfg, device=torch.device("cpu"), seed=0)
+    assert res.history[0]["lr"] == pytest.approx(0.01 * lr_factor(6, 12, 3, "linear", 0.5))
+    assert res.history[0]["lr"] == pytest.approx(0.01 * (0.5 + 0.5 * (1 - 3 / 9)))
+    assert res.history[1]["lr"] == pytest.approx(0.005)

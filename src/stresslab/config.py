@@ -111,6 +111,7 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     schedule: Literal["constant", "cosine", "linear"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0.0)
+    final_lr_fraction: float = Field(0.0, ge=0.0, le=1.0)  # of the peak lr, where the decay ends
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     grad_clip: float | None = Field(None, gt=0.0)
     early_stopping_patience: int | None = Field(None, ge=1)

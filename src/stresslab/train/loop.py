@@ -152,7 +152,7 @@ def train(
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule)
+        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule, cfg.final_lr_fraction)
     )
 
     result = TrainResult()
