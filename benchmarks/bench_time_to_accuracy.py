@@ -8,7 +8,12 @@ the benchmark only, test accuracy is measured after every epoch, outside the tim
 Per seed it prints the wall time per epoch (training plus the validation pass, as a run
 spends it), the first epoch (and the seconds of training up to its end) at which test
 accuracy reached each target, and the final accuracy (the weights a run keeps: best
-validation epoch). Then the ratios baseline / default, medians over seeds.
+validation epoch; with weight averaging, test accuracy is that of the average, as a run
+keeps it). Then the ratios baseline / default, medians over seeds. Both recipes follow the
+same precision rule (``train.amp: auto``: bfloat16 autocast on CUDA and on CPUs with AMX,
+float32 elsewhere), so the ratio is the recipe's; ``--amp off`` races them in float32. It
+first prints each model's training throughput in float32 and bfloat16, which splits the
+ratio into the model's cost per image and the epochs each recipe needs.
 
     .venv/bin/python benchmarks/bench_time_to_accuracy.py           # 2-core CPU: about 75 min
     .venv/bin/python benchmarks/bench_time_to_accuracy.py --quick   # about 5 min, a first look
@@ -34,10 +39,11 @@ import torch
 
 from stresslab import config as config_mod
 from stresslab.config import RunConfig, TrainConfig
-from stresslab.data.base import Split
+from stresslab.data.base import Split, to_float
 from stresslab.models import build_model, model_summary
 from stresslab.prepare import load_data, seed_everything
 from stresslab.train.loop import evaluate, pick_device, train
+from stresslab.train.precision import use_bf16
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TARGETS = (0.930, 0.933)
@@ -104,6 +110,31 @@ def run_recipe(
     return out
 
 
+def training_throughput(
+    model_name: str, split: Split, cfg: TrainConfig, device: torch.device, amp: bool
+) -> float:
+    """Median training images/s of one model over 10 steps of ``cfg.batch_size`` real images
+    (after 3 warm-up steps), in float32 or bfloat16 autocast: splits a ratio into the part the
+    arithmetic explains and the part the recipe does."""
+    seed_everything(0)
+    model = build_model(model_name, split.info).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = to_float(split.train_x[: cfg.batch_size]).to(device).contiguous(memory_format=torch.channels_last)
+    y = split.train_y[: cfg.batch_size].to(device)
+    times = []
+    for _ in range(13):
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return len(y) / statistics.median(times[3:])
+
+
 def _fmt_reach(r: tuple[int, float] | None) -> str:
     return "not reached" if r is None else f"epoch {r[0]:2d} ({r[1]:6.0f} s)"
 
@@ -129,16 +160,17 @@ def report(outcomes: list[Outcome], names: tuple[str, str]) -> dict[str, object]
     print(f"\nwall time per epoch, {base_name} / {ours_name}: {epoch_ratio:.2f}x (median over seeds)")
     summary["epoch_time_ratio"] = epoch_ratio
     for t in TARGETS:
-        ratios, lower = [], False
+        ratios: list[float] = []
+        lower = False
         for s in seeds:
-            b, o = by[(base_name, s)].reached(t), by[(ours_name, s)].reached(t)
-            if o is None:
+            base_at, ours_at = by[(base_name, s)].reached(t), by[(ours_name, s)].reached(t)
+            if ours_at is None:
                 continue
-            if b is None:  # the baseline never got there: its whole run is a lower bound
+            if base_at is None:  # the baseline never got there: its whole run is a lower bound
                 lower = True
-                ratios.append(sum(by[(base_name, s)].seconds) / o[1])
+                ratios.append(sum(by[(base_name, s)].seconds) / ours_at[1])
             else:
-                ratios.append(b[1] / o[1])
+                ratios.append(base_at[1] / ours_at[1])
         if len(ratios) < len(seeds):
             text = f"{ours_name} did not reach it in {len(seeds) - len(ratios)} of {len(seeds)} seeds"
             value = None
@@ -168,11 +200,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument(
+        "--amp",
+        choices=["auto", "off", "bf16"],
+        default=None,
+        help="train.amp for both recipes (default: as configured, auto: bfloat16 on CUDA and AMX CPUs)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     base_cfg = config_mod.resolve(CONFIGS / "fashion_mnist_custom_cnn.yaml")
     ours_cfg = config_mod.resolve()  # the default study: what `stresslab run` trains
+    if args.amp is not None:
+        base_cfg = base_cfg.model_copy(update={"train": base_cfg.train.model_copy(update={"amp": args.amp})})
+        ours_cfg = ours_cfg.model_copy(update={"train": ours_cfg.train.model_copy(update={"amp": args.amp})})
     seeds, stop_base, overrides = args.seeds, base_cfg.train.epochs, {}
     if args.quick:
         seeds, stop_base, overrides = [0], 5, {"train_subset": 20000}
@@ -190,6 +231,15 @@ def main() -> None:
         f"seeds {seeds}{', quick' if args.quick else ''}",
         flush=True,
     )
+    print("training throughput (images/s, median of 10 steps at each recipe's batch size):")
+    for name, cfg in zip(names, (base_cfg.train, ours_cfg.train), strict=True):
+        fp32 = training_throughput(name, split, cfg, device, amp=False)
+        bf16 = training_throughput(name, split, cfg, device, amp=True)
+        used = "bfloat16" if use_bf16(cfg.amp, device) else "float32"
+        print(
+            f"  {name:10s} float32 {fp32:7.0f}  bfloat16 autocast {bf16:7.0f}  ({bf16 / fp32:.2f}x); "
+            f"the recipe uses {used}"
+        )
     outcomes = []
     t0 = time.perf_counter()
     for seed in seeds:  # alternate, so a change in machine load hits both recipes alike

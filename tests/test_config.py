@@ -22,6 +22,7 @@ def test_defaults_are_the_fashion_mnist_study() -> None:
     assert quick.model.name == "fast_cnn" and quick.train.optimizer == "sgd"
     assert c.resolve(CONFIGS / "cifar10_simple_cnn.yaml").train.weight_decay == 0.0
     old = c.resolve(CONFIGS / "fashion_mnist_custom_cnn.yaml")
+    assert old.probes == shipped.probes  # the earlier recipe, examined the same way
     assert (old.model.name, old.train.optimizer, old.train.lr, old.train.batch_size, old.train.epochs) == (
         "custom_cnn",
         "adam",
@@ -36,7 +37,7 @@ def test_preset_file_and_overrides_layer_in_order(tmp_path: Path) -> None:
     f.write_text("train: {epochs: 7, lr: 0.01}\nprobes: {evaluation: {}, failures: {threshold: 0.8}}\n")
     cfg = c.resolve(f, preset="quick", overrides=["train.epochs=2", "probes.failures.n_uncertain=3"])
     assert cfg.train.epochs == 2 and cfg.train.lr == 0.01
-    assert cfg.data.train_subset == 6000  # from the preset
+    assert cfg.data.train_subset == 12000  # from the preset
     assert cfg.probes == {"evaluation": {}, "failures": {"threshold": 0.8, "n_uncertain": 3}}
 
 

@@ -48,7 +48,7 @@ def test_learns_and_records_history(tmp_path: Path) -> None:
 
 
 # The default study's recipe, small: Nesterov SGD with weight decay, the linear one-cycle
-# schedule with warmup, label smoothing, flips, on fast_cnn (BatchNorm buffers to restore).
+# schedule with warmup, label smoothing, weight averaging, on fast_cnn (BatchNorm buffers to restore).
 DEFAULT_RECIPE = {
     "optimizer": "sgd",
     "lr": 0.05,
@@ -57,6 +57,7 @@ DEFAULT_RECIPE = {
     "schedule": "linear",
     "warmup_epochs": 1.5,
     "label_smoothing": 0.1,
+    "ema_decay": 0.9,
 }
 
 
@@ -67,7 +68,13 @@ def _net(name: str, split):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(
-    ("net", "recipe"), [("tiny", {}), ("fast_cnn", DEFAULT_RECIPE)], ids=["adam-cosine", "default-recipe"]
+    ("net", "recipe"),
+    [
+        ("tiny", {"amp": "off"}),
+        ("fast_cnn", {**DEFAULT_RECIPE, "amp": "off"}),
+        ("fast_cnn", {**DEFAULT_RECIPE, "amp": "bf16"}),
+    ],
+    ids=["adam-cosine", "default-recipe", "default-recipe-bf16"],
 )
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
     tmp_path: Path, net: str, recipe: dict[str, object]
@@ -108,6 +115,11 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     assert a["scheduler"] == b["scheduler"]
+    if "ema" in a:  # the weight average resumes too, and so does what the run keeps
+        assert a["ema"]["updates"] == b["ema"]["updates"]
+        for k, v in a["ema"]["shadow"].items():
+            assert torch.equal(v, b["ema"]["shadow"][k]), k
+        assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in full.state_dict().items())
     assert [r["lr"] for r in a["history"]] == [r["lr"] for r in b["history"]]
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
 

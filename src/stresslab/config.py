@@ -113,6 +113,7 @@ class TrainConfig(_Strict):
     warmup_epochs: float = Field(0.0, ge=0.0)
     final_lr_fraction: float = Field(0.0, ge=0.0, le=1.0)  # of the peak lr, where the decay ends
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)  # per step; None: no weight averaging
     grad_clip: float | None = Field(None, gt=0.0)
     early_stopping_patience: int | None = Field(None, ge=1)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -121,6 +122,12 @@ class TrainConfig(_Strict):
     channels_last: Literal["auto", "on", "off"] = "auto"
     eval_batch_size: int = Field(1024, ge=1)
     pretrain: PretrainConfig | None = None
+
+    @field_validator("amp", "channels_last", mode="before")
+    @classmethod
+    def _yaml_switches(cls, v: Any) -> Any:
+        # YAML reads a bare off/on as a boolean: `amp: off` means "off".
+        return {False: "off", True: "on"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _pretrain_then_train(self) -> TrainConfig:
@@ -214,6 +221,7 @@ DEFAULT_STUDY: dict[str, Any] = {
         "schedule": "linear",
         "warmup_epochs": 1.5,
         "label_smoothing": 0.1,
+        "ema_decay": 0.99,
         "augment": {"hflip": True},
     },
 }
@@ -222,7 +230,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # A first look in under two minutes on a 2-core CPU.
     "quick": {
-        "data": {"train_subset": 6000, "test_subset": 2000},
+        "data": {"train_subset": 12000, "test_subset": 2000},
         "train": {"epochs": 3},
         "probes": {
             "evaluation": {},

@@ -283,6 +283,7 @@ def _trained_history(
         {
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
+            "precision": result.precision,
             "final_weights": "best.pt" if len(prep.split.val_y) else "last.pt",
             "warnings": result.warnings,
         },

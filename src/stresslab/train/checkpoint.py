@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from stresslab.data.base import DatasetInfo
 from stresslab.errors import CheckpointError
@@ -18,22 +18,22 @@ FORMAT = "stresslab-checkpoint"
 VERSION = 1
 
 
-def assert_finite(model: nn.Module) -> None:
-    """Refuse to go on with NaN/Inf parameters or buffers (they are never written)."""
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise CheckpointError(f"refusing to save: {name} holds non-finite values")
-
-
-def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: str | Path, model: nn.Module, meta: dict[str, Any], state_dict: dict[str, Tensor] | None = None
+) -> None:
     """Write ``{format, version, state_dict, **meta}`` atomically.
 
     ``meta`` holds plain data and tensors only (model name/args/source, class names,
     channels, image size, config, epoch, optimizer/scheduler/RNG states, history), so the
-    file loads with ``weights_only=True``. Non-finite weights are refused.
+    file loads with ``weights_only=True``. The weights are ``model``'s, or ``state_dict``
+    when given (the raw weights while ``model`` holds their average). Non-finite weights are
+    refused.
     """
-    assert_finite(model)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    source = model.state_dict() if state_dict is None else state_dict
+    state = {k: v.detach().cpu() for k, v in source.items()}
+    for name, t in state.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"refusing to save: {name} holds non-finite values")
     payload = {"format": FORMAT, "version": VERSION, "state_dict": state, **meta}
     buf = io.BytesIO()
     torch.save(payload, buf)

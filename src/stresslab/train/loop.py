@@ -23,10 +23,12 @@ from torch import Tensor, nn
 
 from stresslab.config import TrainConfig
 from stresslab.data.base import Split, to_float
-from stresslab.errors import TrainingDiverged
+from stresslab.errors import CheckpointError, TrainingDiverged
 from stresslab.progress import ProgressReporter
 from stresslab.train.checkpoint import rng_states, save_checkpoint, set_rng_states
 from stresslab.train.divergence import loss_explosion, non_finite_message
+from stresslab.train.ema import WeightAverage
+from stresslab.train.precision import use_bf16
 from stresslab.train.schedule import lr_factor
 
 log = logging.getLogger(__name__)
@@ -34,12 +36,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """Per-epoch history (list of dicts), where the best validation accuracy was, and
-    warnings about the training itself (a loss that exploded without becoming NaN)."""
+    """Per-epoch history (list of dicts), where the best validation accuracy was, the
+    arithmetic training ran in (``float32`` or ``bfloat16 autocast``), and warnings about the
+    training itself (a loss that exploded without becoming NaN)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    precision: str = "float32"
     warnings: list[str] = field(default_factory=list)
 
 
@@ -124,7 +128,7 @@ def train(
     meta = dict(meta or {})
     progress = progress or ProgressReporter(enabled=False)
     use_cuda = device.type == "cuda"
-    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and use_cuda)
+    amp = use_bf16(cfg.amp, device)
     channels_last = cfg.channels_last == "on" or cfg.channels_last == "auto"
 
     # Data: preloaded on the device, shuffled by a seeded generator each epoch.
@@ -151,11 +155,12 @@ def train(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule, cfg.final_lr_fraction)
     )
 
-    result = TrainResult()
+    result = TrainResult(precision="bfloat16 autocast" if amp else "float32")
     # The score to beat starts below any score: validation accuracy, or minus the mean
     # training loss when there is no validation set (which can be any negative number).
     best_acc, bad_epochs, start_epoch = -math.inf, 0, 1
@@ -165,6 +170,10 @@ def train(
         model.load_state_dict(resume["state_dict"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
+        if ema is not None:
+            if "ema" not in resume:
+                raise CheckpointError("the checkpoint to resume has no weight average (train.ema_decay)")
+            ema.load_state_dict(resume["ema"])
         set_rng_states(resume["rng"], generators, use_cuda)
         result.history = list(resume["history"])
         best_acc, bad_epochs = float(resume["best_val_acc"]), int(resume["bad_epochs"])
@@ -214,6 +223,8 @@ def train(
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                if ema is not None:
+                    ema.update(model)
                 loss_sum += loss.detach() * len(yb)
                 correct += (logits.argmax(1) == yb).sum()
                 advance(1)
@@ -222,6 +233,11 @@ def train(
             if use_cuda:
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
+            # With weight averaging, the average is what is validated, kept and probed.
+            raw_state = None
+            if ema is not None:
+                raw_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                ema.copy_to(model)
             val_loss, val_acc = evaluate(
                 model, split.val_x, split.val_y, cfg.eval_batch_size, device, channels_last, amp
             )
@@ -270,6 +286,7 @@ def train(
                     model,
                     {
                         **meta,
+                        **({"ema": ema.state_dict()} if ema is not None else {}),
                         "epoch": epoch,
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
@@ -279,10 +296,13 @@ def train(
                         "best_epoch": result.best_epoch,
                         "bad_epochs": bad_epochs,
                     },
+                    state_dict=raw_state,
                 )
                 saved_epoch = epoch
             if on_epoch is not None:
                 on_epoch(record)
+            if raw_state is not None:
+                model.load_state_dict(raw_state)
             if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
                 log.info("early stopping at epoch %d (best epoch %d)", epoch, result.best_epoch)
                 result.stopped_early = True
@@ -290,6 +310,8 @@ def train(
 
     if best_state is not None and has_val:
         model.load_state_dict(best_state)
+    elif ema is not None:
+        ema.copy_to(model)
     model.to(memory_format=torch.contiguous_format)
     return result
 

@@ -36,7 +36,8 @@ from stresslab.scoped import inference_scope
 from stresslab.train.checkpoint import load_checkpoint, save_checkpoint
 from stresslab.train.contrastive import ProjectionHead, nt_xent_logits
 from stresslab.train.freeze import dropout_off, frozen_encoder
-from stresslab.train.loop import lr_factor
+from stresslab.train.precision import use_bf16
+from stresslab.train.schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ def pretraining(
         pre,
         device=device,
         seed=seed,
-        amp=cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda"),
+        amp=use_bf16(cfg.amp, device),
         channels_last=cfg.channels_last in ("on", "auto"),
         checkpoint_dir=checkpoint_dir,
         meta=meta,
