@@ -160,10 +160,15 @@ def test_resume_without_a_validation_set(tmp_path: Path, fmnist_root: str) -> No
     out = tmp_path / "noval"
     args = ["--set", "data.val_fraction=0", "--set", "probes=[evaluation]", *FAST]
     _run(["run", "--quiet", "--out", str(out), "--data-root", fmnist_root, *args])
+    # Without validation the run keeps the last weights, here their average (the default
+    # study averages): final.pt, while last.pt keeps the raw weights to resume from.
+    assert json.loads((out / "training.json").read_text())["final_weights"] == "final.pt"
+    before = json.loads((out / "metrics.json").read_text())["evaluation.accuracy"]
     (out / "results" / "evaluation.json").unlink()
     (out / "DONE").unlink()
     _run(["run", "--quiet", "--resume", str(out)])
     assert (out / "DONE").is_file()
+    assert json.loads((out / "metrics.json").read_text())["evaluation.accuracy"] == before
 
 
 def test_hostile_class_names_are_escaped(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from stresslab.rundir import (
     read_json,
 )
 from stresslab.tracking import Tracking, track
-from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights
+from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights, save_checkpoint
 from stresslab.train.divergence import loss_explosion
 from stresslab.train.loop import train
 from stresslab.train.pretrain import pretraining
@@ -277,6 +277,11 @@ def _trained_history(
             progress=progress,
             on_epoch=tracking.on_epoch,
         )
+    final = "best.pt" if len(prep.split.val_y) else "last.pt"
+    if final == "last.pt" and cfg.train.ema_decay is not None:
+        # last.pt holds the raw weights a resume continues from; the run keeps their average.
+        final = "final.pt"
+        save_checkpoint(run.checkpoints / final, model, {**prep.meta, "epoch": len(result.history)})
     atomic_write_json(run.history, result.history)
     atomic_write_json(
         run.training,
@@ -284,7 +289,7 @@ def _trained_history(
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
             "precision": result.precision,
-            "final_weights": "best.pt" if len(prep.split.val_y) else "last.pt",
+            "final_weights": final,
             "warnings": result.warnings,
         },
     )

@@ -1,4 +1,4 @@
-"""``custom_cnn``: the controlled-capacity CNN of a Fashion-MNIST study, stresslab's default model."""
+"""``custom_cnn``: the controlled-capacity CNN of a hand-written Fashion-MNIST study."""
 
 from __future__ import annotations
 
