@@ -16,6 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "bench_train.py",
+    "bench_time_to_accuracy.py",
     "bench_explain.py",
     "bench_attacks.py",
     "bench_corruptions.py",
