@@ -128,6 +128,25 @@ def test_fast_cnn_shape_cost_and_explanation_layer() -> None:
     x = torch.rand(3, 1, 28, 28)
     assert fast.features(x).shape == (3, 1536)
     assert fast.cam_layer == "body.block3.convs"
+    # Pool first: each stage's last BatchNorm and ReLU run after the pool, on a quarter of the
+    # values; the parameters are the same as in the usual order.
+    stage = fast.body.block3
+    assert isinstance(stage.convs[-1], nn.Conv2d)
+    assert [type(m) for m in stage.post] == [nn.BatchNorm2d, nn.ReLU]
+    usual = build_model("fast_cnn", info, {"pool_first": False})
+    assert isinstance(usual.body.block3.post, nn.Identity)
+    assert sum(p.numel() for p in usual.parameters()) == sum(p.numel() for p in fast.parameters())
+    # In eval mode, with a positive BatchNorm scale, BN and ReLU are increasing per channel and
+    # commute with max-pooling: the same function as the usual order.
+    stage.eval()
+    with torch.no_grad():
+        stage.post[0].running_mean.uniform_(-1, 1)
+        stage.post[0].running_var.uniform_(0.5, 2)
+        stage.post[0].weight.uniform_(0.5, 2)
+        stage.post[0].bias.uniform_(-1, 1)
+        y = torch.randn(2, 96, 7, 7)
+        assert torch.allclose(stage.post(stage.pool(y)), stage.pool(stage.post(y)))
+    stage.train()
     assert spatial_output(fast, fast.cam_layer, x).shape == (3, 96, 7, 7)
     # Multiply-accumulates per image, by hand: 3x3 convs at 28, 28, 14, 14, 7, 7 pixels a side.
     by_hand = 9 * (28 * 28 * (1 * 16 + 16 * 16) + 14 * 14 * (16 * 48 + 48 * 48) + 7 * 7 * (48 * 96 + 96 * 96))

@@ -42,12 +42,17 @@ def pool2() -> nn.MaxPool2d:
 
 
 class ConvStage(nn.Module):
-    """``convs`` (n x [3x3 conv, optional BatchNorm, ReLU]) -> ``pool`` -> ``drop``.
+    """``convs`` (n x [3x3 conv, optional BatchNorm, ReLU]) -> ``pool`` -> ``post`` -> ``drop``.
 
     Maps (N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2)) when it downsamples, else keeps
     H and W. With ``downsample="stride"`` the last conv has stride 2 and ``pool`` is the
     identity, so both variants give the same output shape. ``convs`` is the spatial layer
     Grad-CAM explains (its output is taken before the pool, at the stage's full resolution).
+
+    ``pool_first`` (max-pool only) moves the last conv's BatchNorm and ReLU after the pool
+    (``post``), as airbench orders its blocks: they then touch a quarter of the values, which
+    makes training about 1.3x faster on a CPU where they are memory-bound. ``convs`` then ends
+    with that conv's raw output.
     """
 
     def __init__(
@@ -59,8 +64,11 @@ class ConvStage(nn.Module):
         batchnorm: bool = False,
         downsample: Downsample | None = "maxpool",
         dropout: float = 0.0,
+        pool_first: bool = False,
     ) -> None:
         super().__init__()
+        if pool_first and downsample != "maxpool":
+            raise ConfigError("pool_first needs downsample='maxpool'")
         layers: list[nn.Module] = []
         for i in range(convs):
             stride = 2 if downsample == "stride" and i == convs - 1 else 1
@@ -73,12 +81,14 @@ class ConvStage(nn.Module):
             # Not in place: a hook on any layer here must see a tensor nobody overwrites.
             layers.append(nn.ReLU())
             in_channels = out_channels
-        self.convs = nn.Sequential(*layers)
+        after = layers[-2:] if batchnorm else layers[-1:]
+        self.convs = nn.Sequential(*(layers[: -len(after)] if pool_first else layers))
         self.pool: nn.Module = pool2() if downsample == "maxpool" else nn.Identity()
+        self.post: nn.Module = nn.Sequential(*after) if pool_first else nn.Identity()
         self.drop: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.pool(self.convs(x)))
+        return self.drop(self.post(self.pool(self.convs(x))))
 
 
 def per_block(convs_per_block: int | Sequence[int], blocks: int) -> list[int]:
@@ -117,6 +127,7 @@ class ConvNet(Classifier):
         dropout: float = 0.0,
         conv_dropout: float = 0.0,
         global_pool: bool = False,
+        pool_first: bool = False,
     ) -> None:
         super().__init__(info.mean, info.std)
         if not filters or any(int(f) < 1 for f in filters):
@@ -139,6 +150,7 @@ class ConvNet(Classifier):
                 batchnorm=batchnorm,
                 downsample=downsample,
                 dropout=conv_dropout,
+                pool_first=pool_first,
             )
             channels, height, width = int(out), halve(height), halve(width)
         if global_pool:
