@@ -15,8 +15,9 @@ float32 elsewhere), so the ratio is the recipe's; ``--amp off`` races them in fl
 first prints each model's training throughput in float32 and bfloat16, which splits the
 ratio into the model's cost per image and the epochs each recipe needs.
 
-    .venv/bin/python benchmarks/bench_time_to_accuracy.py           # 2-core CPU: about 75 min
-    .venv/bin/python benchmarks/bench_time_to_accuracy.py --quick   # about 5 min, a first look
+    .venv/bin/python benchmarks/bench_time_to_accuracy.py           # 2-core AMX CPU: 30 min
+    .venv/bin/python benchmarks/bench_time_to_accuracy.py --quick   # 2.5 min, a first look
+    .venv/bin/python benchmarks/bench_time_to_accuracy.py --amp off # both in float32: ~1 hour
 
 ``--quick`` reduces three things: one seed (0), a stratified 20,000-image training subset
 (both recipes), and the baseline stopped after 5 of its 15 epochs (its schedule unchanged),

@@ -73,6 +73,8 @@ class Trained:
                 "--set",
                 "data.dataset=npz",
                 "--set",
+                "model.name=custom_cnn",
+                "--set",
                 f"model.args={json.dumps(ARGS)}",
                 "--set",
                 f"probes={json.dumps(PROBES)}",
