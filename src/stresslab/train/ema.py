@@ -37,6 +37,8 @@ class WeightAverage:
         self.decay = decay
         self.updates = 0
         self.shadow: dict[str, Tensor] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._floats = [k for k, v in self.shadow.items() if v.is_floating_point()]
+        self._others = [k for k, v in self.shadow.items() if not v.is_floating_point()]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -44,11 +46,11 @@ class WeightAverage:
         self.updates += 1
         weight = 1.0 - ema_decay_at(self.updates, self.decay)
         current = model.state_dict()
-        floats = [k for k, v in self.shadow.items() if v.is_floating_point()]
-        torch._foreach_lerp_([self.shadow[k] for k in floats], [current[k].detach() for k in floats], weight)
-        for k, v in self.shadow.items():
-            if not v.is_floating_point():
-                v.copy_(current[k])
+        torch._foreach_lerp_(
+            [self.shadow[k] for k in self._floats], [current[k].detach() for k in self._floats], weight
+        )
+        for k in self._others:
+            self.shadow[k].copy_(current[k])
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
