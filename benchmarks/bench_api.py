@@ -82,9 +82,9 @@ def api_worker(checkpoint: str, n: int, out: str) -> None:
     import torch
 
     import stresslab
-    from stresslab.config import PRESETS
     from stresslab.data import load_split
     from stresslab.models import build_model
+    from stresslab.runs.config import PRESETS
 
     data = PRESETS["quick"]["data"]
     split = load_split("fashion_mnist", train_subset=data["train_subset"], test_subset=n)

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stresslab.attributions import GradCam, Occlusion
+from stresslab.attributions.occlusion import window_starts
 from stresslab.data.base import DatasetInfo
 from stresslab.models import build_model, default_cam_layer, get_layer
-from stresslab.probes.explain import GradCam, Occlusion
-from stresslab.probes.explain.occlusion import window_starts
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 

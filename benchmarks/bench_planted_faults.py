@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stresslab.config import TrainConfig
 from stresslab.data import Split, load_split
 from stresslab.models import build_model
 from stresslab.probes.base import ProbeContext
 from stresslab.probes.label_issues import LabelIssuesProbe
 from stresslab.probes.predictions import Predictions
 from stresslab.probes.shortcut import Box, ShortcutProbe
+from stresslab.train.config import TrainConfig
 from stresslab.train.loop import pick_device, train
 
 ROOT = Path("/usr/share/datasets/fashion-mnist")

@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stresslab.config import PretrainConfig
 from stresslab.data import load_split
 from stresslab.data.base import Split
 from stresslab.models import build_model
 from stresslab.probes.representation.neighbors import cosine_topk
+from stresslab.train.config import PretrainConfig
 from stresslab.train.contrastive import nt_xent_loss
 from stresslab.train.loop import pick_device
 from stresslab.train.pretrain import pretrain

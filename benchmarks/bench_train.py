@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from stresslab.config import TrainConfig
 from stresslab.data import load_split
 from stresslab.data.base import Split
 from stresslab.models import build_model, model_summary
+from stresslab.train.config import TrainConfig
 from stresslab.train.loop import pick_device, train
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

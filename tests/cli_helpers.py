@@ -39,12 +39,13 @@ def run_ok(args: list[str]) -> str:
 
 def _all_registries() -> list[Any]:
     from stresslab.attacks import ATTACKS
+    from stresslab.attributions import ATTRIBUTIONS
     from stresslab.corruptions import CORRUPTIONS
     from stresslab.data import DATASETS
     from stresslab.models import MODELS
-    from stresslab.probes import PROBES, explain
+    from stresslab.probes import PROBES
 
-    return [DATASETS, MODELS, PROBES, ATTACKS, CORRUPTIONS, explain.METHODS]
+    return [DATASETS, MODELS, PROBES, ATTACKS, CORRUPTIONS, ATTRIBUTIONS]
 
 
 @contextmanager

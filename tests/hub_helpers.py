@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from captum.attr import LayerGradCam
 from torch import nn
 
+from stresslab.attributions import GradCam
 from stresslab.data.base import DatasetInfo
 from stresslab.models import get_layer
 from stresslab.models.base import Classifier
-from stresslab.probes.explain import GradCam
 
 
 def make_info(channels: int, size: int, classes: int = 10) -> DatasetInfo:

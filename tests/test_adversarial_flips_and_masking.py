@@ -176,9 +176,9 @@ def test_every_attack_gets_galleries_with_predictions_and_confidence() -> None:
 def test_svhn_config_sweeps_to_the_epsilon_of_the_study() -> None:
     from pathlib import Path
 
-    from stresslab import config
     from stresslab.data.base import DatasetInfo
     from stresslab.probes import build_probe
+    from stresslab.runs import config
 
     cfg = config.resolve(Path(__file__).parents[1] / "configs" / "svhn_adversarial_training.yaml")
     probe = build_probe("adversarial", cfg.probes["adversarial"])

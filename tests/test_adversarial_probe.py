@@ -320,7 +320,7 @@ def test_undefined_values_are_left_out_not_written_as_numbers() -> None:
 
 
 def test_shipped_configs_use_the_per_attack_form(caplog: pytest.LogCaptureFixture) -> None:
-    from stresslab import config
+    from stresslab.runs import config
 
     found = 0
     for f in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):

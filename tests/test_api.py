@@ -19,15 +19,15 @@ def test_every_exported_name_is_the_defining_modules_object() -> None:
     assert set(stresslab.__all__) == {*stresslab._EXPORTS, "__version__"}
     for name, module in stresslab._EXPORTS.items():
         value = getattr(stresslab, name)
-        if name == "METHODS":
+        if name == "ATTRIBUTIONS":
             mod = importlib.import_module(module)
-            assert value is (getattr(mod, "METHODS", None) or mod.ATTRIBUTIONS)
+            assert value is (getattr(mod, "ATTRIBUTIONS", None) or mod.ATTRIBUTIONS)
         else:
             assert value is getattr(importlib.import_module(module), name), name
-    registries = ["DATASETS", "MODELS", "PROBES", "METHODS", "ATTACKS", "CORRUPTIONS"]
+    registries = ["DATASETS", "MODELS", "PROBES", "ATTRIBUTIONS", "ATTACKS", "CORRUPTIONS"]
     for name in registries:
         assert isinstance(getattr(stresslab, name), Registry) and getattr(stresslab, name).names(), name
-    assert "gradcam" in stresslab.METHODS.names() and "evaluation" in stresslab.PROBES.names()
+    assert "gradcam" in stresslab.ATTRIBUTIONS.names() and "evaluation" in stresslab.PROBES.names()
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         stresslab.nope  # noqa: B018
 

@@ -14,7 +14,7 @@ from torch import nn
 
 import stresslab
 from stresslab.errors import ConfigError, DataError
-from stresslab.inputs import as_images, as_labels, as_pair
+from stresslab.runs.inputs import as_images, as_labels, as_pair
 
 RNG = np.random.default_rng(0)
 X = RNG.integers(0, 256, size=(12, 8, 8, 1), dtype=np.uint8)  # NHWC

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from stresslab.errors import CheckpointError
-from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights, save_checkpoint
+from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
+from stresslab.train.checkpoint import save_checkpoint
 
 from .conftest import TinyNet, make_split
 

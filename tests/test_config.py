@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from stresslab import config as c
 from stresslab.errors import ConfigError
+from stresslab.runs import config as c
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from stresslab.config import AugmentConfig, TrainConfig
-from stresslab.train.checkpoint import load_checkpoint
+from stresslab.models.weights import load_checkpoint
+from stresslab.train.config import AugmentConfig, TrainConfig
 from stresslab.train.ema import WeightAverage, ema_decay_at
 from stresslab.train.loop import train
 

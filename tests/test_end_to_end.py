@@ -13,7 +13,7 @@ from stresslab.cli import app
 from stresslab.data import load_split
 from stresslab.data.base import to_float
 from stresslab.models import build_model
-from stresslab.train.checkpoint import load_checkpoint
+from stresslab.models.weights import load_checkpoint
 
 from .cli_helpers import FAST, run_ok
 
@@ -246,12 +246,12 @@ def test_every_registered_probe_runs_in_one_quick_run(tmp_path: Path, fmnist_roo
 
 def test_list_shows_every_registry() -> None:
     from stresslab.attacks import ATTACKS
+    from stresslab.attributions import ATTRIBUTIONS as methods
     from stresslab.corruptions import CORRUPTIONS
     from stresslab.data import DATASETS
     from stresslab.models import MODELS
-    from stresslab.probes import PROBES, explain
+    from stresslab.probes import PROBES
 
-    methods = getattr(explain, "METHODS", None) or explain.ATTRIBUTIONS
     lines = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in _run(["list"]).splitlines()}
     expected = {
         "datasets": DATASETS,

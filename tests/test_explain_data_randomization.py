@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stresslab.config import TrainConfig
+from stresslab.attributions.base import Attribution
+from stresslab.attributions.gradcam import GradCam
 from stresslab.data.base import Split
 from stresslab.errors import ConfigError
 from stresslab.probes.base import ProbeContext, ProbeResult, build_probe
-from stresslab.probes.explain.base import Attribution
 from stresslab.probes.explain.cases import CaseChoice, select_cases
 from stresslab.probes.explain.compute import Explained, compute, prepare_methods
 from stresslab.probes.explain.data_randomization import (
@@ -26,10 +26,10 @@ from stresslab.probes.explain.data_randomization import (
     permuted_labels,
 )
 from stresslab.probes.explain.data_randomization_present import present_data_randomization
-from stresslab.probes.explain.gradcam import GradCam
 from stresslab.probes.explain.probe import ExplainProbe
 from stresslab.probes.explain.settings import ExplainSettings
 from stresslab.probes.predictions import Predictions
+from stresslab.train.config import TrainConfig
 from stresslab.train.loop import train
 
 from .cli_helpers import FAST, run_ok

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stresslab.probes.explain import METHODS, GradCam, GradCamPlusPlus
-from stresslab.probes.explain.gradcam import layer_activations_and_gradients
+from stresslab.attributions import ATTRIBUTIONS, GradCam, GradCamPlusPlus
+from stresslab.attributions.gradcam import layer_activations_and_gradients
 from stresslab.probes.explain.probe import ExplainProbe
 
 from .test_explain_methods import TinyCNN
@@ -20,8 +20,8 @@ torch.set_num_threads(1)
 
 
 def test_registered_under_its_name() -> None:
-    assert "gradcam_plus_plus" in METHODS.names()
-    assert METHODS.get("gradcam_plus_plus") is GradCamPlusPlus
+    assert "gradcam_plus_plus" in ATTRIBUTIONS.names()
+    assert ATTRIBUTIONS.get("gradcam_plus_plus") is GradCamPlusPlus
     assert GradCamPlusPlus.label == "Grad-CAM++"
 
 

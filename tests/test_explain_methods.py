@@ -11,9 +11,8 @@ from captum.attr import Occlusion as CaptumOcclusion
 from captum.attr import Saliency as CaptumSaliency
 from torch import nn
 
-from stresslab.data.base import DatasetInfo
-from stresslab.probes.explain import (
-    METHODS,
+from stresslab.attributions import (
+    ATTRIBUTIONS,
     Attribution,
     GradCam,
     GradCamPlusPlus,
@@ -23,7 +22,8 @@ from stresslab.probes.explain import (
     SmoothGrad,
     fill_value,
 )
-from stresslab.probes.explain.occlusion import window_starts
+from stresslab.attributions.occlusion import window_starts
+from stresslab.data.base import DatasetInfo
 
 torch.set_num_threads(1)
 
@@ -251,15 +251,15 @@ def test_registry_builds_every_method_and_reads_capabilities() -> None:
         "occlusion": Occlusion,
     }
     for name, cls in expected.items():
-        assert METHODS.get(name) is cls and cls.name == name
-    for name in METHODS.names():
-        method = METHODS.get(name)()
+        assert ATTRIBUTIONS.get(name) is cls and cls.name == name
+    for name in ATTRIBUTIONS.names():
+        method = ATTRIBUTIONS.get(name)()
         assert set(method.used_settings()) == set(type(method).options)
     assert GradCam.needs_conv_layer and GradCam.has_true_class_variant
     assert GradCamPlusPlus.needs_conv_layer and GradCamPlusPlus.has_true_class_variant
     assert SmoothGrad.stochastic and not Saliency.stochastic
     assert not Occlusion.gradient_based and Occlusion.has_confidence_map
-    assert all(METHODS.get(n).gradient_based for n in METHODS.names() if n != "occlusion")
+    assert all(ATTRIBUTIONS.get(n).gradient_based for n in ATTRIBUTIONS.names() if n != "occlusion")
 
 
 def test_prepare_fits_methods_to_model_and_data() -> None:
@@ -275,10 +275,10 @@ def test_prepare_fits_methods_to_model_and_data() -> None:
     assert Saliency().baseline_fill(3) is None
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", ATTRIBUTIONS.names())
 def test_every_registered_method_leaves_model_untouched(name: str) -> None:
     small = {"smoothgrad": {"samples": 3}, "integrated_gradients": {"steps": 4}, "occlusion": {"window": 4}}
-    method = METHODS.get(name)(**small.get(name, {}))
+    method = ATTRIBUTIONS.get(name)(**small.get(name, {}))
     assert isinstance(method, Attribution)
     model = _model()
     model.train()

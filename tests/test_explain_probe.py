@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stresslab.attributions import ATTRIBUTIONS
 from stresslab.data.base import DatasetInfo, Split, to_float
 from stresslab.errors import ConfigError
 from stresslab.models.base import Classifier
 from stresslab.probes.base import PROBES, ProbeContext, ProbeResult, build_probe
-from stresslab.probes.explain import METHODS
 from stresslab.probes.explain.probe import ExplainProbe
 from stresslab.probes.failures import FailureCases, failure_cases
 from stresslab.probes.predictions import Predictions
@@ -120,11 +120,11 @@ def test_methods_are_built_from_the_registry_in_either_form() -> None:
         "smoothgrad",
         "integrated_gradients",
         "occlusion",
-    } <= set(METHODS.names())
+    } <= set(ATTRIBUTIONS.names())
     listed = build_probe("explain", {"methods": ["gradcam", "saliency", "gradcam"]})
     assert isinstance(listed, ExplainProbe)
     assert list(listed.methods) == ["gradcam", "saliency"]
-    assert all(type(m) is METHODS.get(n) for n, m in listed.methods.items())
+    assert all(type(m) is ATTRIBUTIONS.get(n) for n, m in listed.methods.items())
     mapped = build_probe(
         "explain", {"methods": {"occlusion": {"window": 6, "stride": 3, "fill": 0.25}, "gradcam": None}}
     )
@@ -342,7 +342,7 @@ def test_undefined_values_are_left_out_not_written_as_numbers() -> None:
 def test_shipped_configs_and_quick_preset_use_the_methods_form(caplog: pytest.LogCaptureFixture) -> None:
     from pathlib import Path
 
-    from stresslab import config
+    from stresslab.runs import config
 
     files = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
     resolved = [config.resolve(f) for f in files] + [config.resolve(preset="quick")]

@@ -10,9 +10,8 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
+from stresslab.attributions import Attribution, Saliency
 from stresslab.probes.explain import (
-    Attribution,
-    Saliency,
     background_mask,
     background_share,
     curve_auc,

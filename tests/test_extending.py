@@ -11,13 +11,13 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from stresslab import config as config_mod
-from stresslab import prepare as prepare_mod
 from stresslab.data.base import Split, to_float
 from stresslab.models import build_model
+from stresslab.models.weights import load_checkpoint
 from stresslab.probes import Headline, Probe, ProbeContext, ProbeResult, Table, register_probe
-from stresslab.runner import execute
-from stresslab.train.checkpoint import load_checkpoint
+from stresslab.runs import config as config_mod
+from stresslab.runs import prepare as prepare_mod
+from stresslab.runs.execute import execute
 
 from .cli_helpers import registries_restored, run_ok
 

@@ -13,14 +13,15 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from stresslab.config import RunConfig
 from stresslab.errors import CheckpointError, ConfigError
 from stresslab.models import build_model, check_model_name
 from stresslab.models.hub import adapt_input_conv
 from stresslab.models.hub_model import HubModel
 from stresslab.models.spatial import find_cam_layer
-from stresslab.prepare import prepare
-from stresslab.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from stresslab.models.weights import load_checkpoint, load_weights
+from stresslab.runs.config import RunConfig
+from stresslab.runs.prepare import prepare
+from stresslab.train.checkpoint import save_checkpoint
 
 from .hub_helpers import check_hub_contract, make_info
 

@@ -8,7 +8,6 @@ import torch
 from cleanlab.filter import find_label_issues
 from torch import nn
 
-from stresslab.config import TrainConfig
 from stresslab.data.base import DatasetInfo, Split
 from stresslab.models.base import Classifier
 from stresslab.probes.base import PROBES, ProbeContext, ProbeResult
@@ -20,6 +19,7 @@ from stresslab.probes.label_issues import (
     out_of_fold_probs,
 )
 from stresslab.probes.predictions import Predictions
+from stresslab.train.config import TrainConfig
 
 from .conftest import TinyNet, make_split
 

@@ -101,7 +101,7 @@ def test_reproducible_with_a_seed() -> None:
 
 
 def test_training_with_every_regularizer_is_seeded() -> None:
-    from stresslab.config import TrainConfig
+    from stresslab.train.config import TrainConfig
     from stresslab.train.loop import train
 
     from .conftest import TinyNet, make_split

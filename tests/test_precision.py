@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stresslab import config
+from stresslab.runs import config
 from stresslab.train import precision
 from stresslab.train.precision import cpu_has_amx_bf16, use_bf16
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from stresslab.config import PretrainConfig, TrainConfig
 from stresslab.errors import ConfigError
 from stresslab.models import build_model
-from stresslab.train.checkpoint import load_checkpoint
+from stresslab.models.weights import load_checkpoint
+from stresslab.train.config import PretrainConfig, TrainConfig
 from stresslab.train.freeze import frozen_encoder
 from stresslab.train.loop import train
 from stresslab.train.pretrain import PRETRAIN_LAST, pretrain, pretraining
@@ -217,7 +217,7 @@ def test_a_model_without_features_does_not_fail_the_run(tmp_path: Path, fmnist_r
 def test_simclr_configs_match_the_study_arms() -> None:
     import yaml
 
-    from stresslab.config import resolve
+    from stresslab.runs.config import resolve
 
     root = Path(__file__).resolve().parents[1]
     spec = yaml.safe_load((root / "studies" / "simclr_fashion_mnist.yaml").read_text())
@@ -236,8 +236,8 @@ def test_a_run_killed_during_pretraining_resumes_to_the_same_weights(
     tmp_path: Path, fmnist_root: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import stresslab.train.pretrain as pretrain_mod
-    from stresslab.config import resolve
-    from stresslab.runner import execute
+    from stresslab.runs.config import resolve
+    from stresslab.runs.execute import execute
 
     sets = [
         f"data.root={fmnist_root}",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import stresslab
-from stresslab import ATTACKS, CORRUPTIONS, DATASETS, METHODS, MODELS, PROBES
+from stresslab import ATTACKS, ATTRIBUTIONS, CORRUPTIONS, DATASETS, MODELS, PROBES
 from stresslab.data import load_split
 from stresslab.models import build_model
 
@@ -35,7 +35,7 @@ def test_every_python_block_of_the_readme_runs(tmp_path: Path, monkeypatch: pyte
             exec(compile(code, f"README.md python block {i}", "exec"), {"__name__": f"readme_block_{i}"})
         assert "digits" in DATASETS and "tiny_conv" in MODELS
         assert "dead_pixels" in CORRUPTIONS and "brightness" in PROBES
-        assert "noise_linf" in ATTACKS and "gradient_x_input" in METHODS
+        assert "noise_linf" in ATTACKS and "gradient_x_input" in ATTRIBUTIONS
 
         # The dataset: 1,500 + 297 images of 8x8 in 10 classes.
         split = load_split("digits", val_fraction=0.1)

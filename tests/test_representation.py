@@ -153,7 +153,7 @@ def test_model_without_features_is_skipped_with_a_warning() -> None:
 
 
 def test_probe_end_to_end_on_tiny_data() -> None:
-    from stresslab.config import TrainConfig
+    from stresslab.train.config import TrainConfig
 
     split = make_split(n_train=240, n_val=30, n_test=90, classes=3, seed=4)
     # Plant two exact copies of training images in the test set.

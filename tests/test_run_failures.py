@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stresslab import runner
 from stresslab.errors import TrainingDiverged
+from stresslab.runs import execute as runner
 
 from .cli_helpers import FAST, invoke, run_ok
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from stresslab.errors import StresslabError
-from stresslab.rundir import RunDir, atomic_write_bytes, atomic_write_json
+from stresslab.files import atomic_write_bytes, atomic_write_json
+from stresslab.runs.directory import RunDir
 
 
 def test_atomic_write_leaves_old_file_when_interrupted(

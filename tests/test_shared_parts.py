@@ -114,8 +114,8 @@ def test_headline_cards_fill_labels_from_settings_and_skip_missing_metrics() -> 
 def test_failures_offers_typed_cases_that_survive_a_save_and_reload(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from stresslab.probes import build_probe
     from stresslab.probes.failures import FailureCases
-    from stresslab.probes.storage import load_result, save_result
-    from stresslab.rundir import RunDir
+    from stresslab.runs.directory import RunDir
+    from stresslab.runs.storage import load_result, save_result
 
     ctx = _ctx()
     res = build_probe("failures", {"threshold": 0.34}).run(ctx)

@@ -226,7 +226,7 @@ class _CornerScore(nn.Module):
 
 
 def test_occlusion_refines_a_box_misplaced_by_a_coarse_map() -> None:
-    from stresslab.probes.explain import Occlusion
+    from stresslab.attributions import Occlusion
     from stresslab.probes.shortcut.find import Found, layer_resolution, refine
 
     model = _CornerScore()

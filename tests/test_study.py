@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from stresslab.cli import app
 from stresslab.errors import ConfigError
-from stresslab.predictions_file import load_predictions
+from stresslab.runs.saved_predictions import load_predictions
 from stresslab.study import StudyDir, load_study, run_study
 from stresslab.study.compare import mcnemar_exact
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from stresslab.config import RunConfig, validate
 from stresslab.errors import ConfigError
-from stresslab.rundir import RunDir
-from stresslab.tracking import Tracking, check_trackers, flat_config, track
+from stresslab.runs.config import RunConfig, validate
+from stresslab.runs.directory import RunDir
+from stresslab.runs.tracking import Tracking, check_trackers, flat_config, track
 
 from .cli_helpers import FAST, invoke, run_ok
 
@@ -86,7 +86,7 @@ def test_a_failing_tracker_is_dropped_and_the_others_go_on(tmp_path: Path, caplo
 
 def test_track_closes_as_failed_when_the_run_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder()
-    monkeypatch.setattr("stresslab.tracking.base.start_tracking", lambda cfg, run: Tracking([rec]))
+    monkeypatch.setattr("stresslab.runs.tracking.base.start_tracking", lambda cfg, run: Tracking([rec]))
     with pytest.raises(ValueError), track(config(), fake_run(tmp_path)):
         raise ValueError("boom")
     assert rec.calls == ["close:FAILED"]
@@ -125,7 +125,7 @@ def test_tensorboard_events_read_back(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    from stresslab.tracking.tensorboard import TensorBoardTracker, tensorboard_dir
+    from stresslab.runs.tracking.tensorboard import TensorBoardTracker, tensorboard_dir
 
     run = fake_run(tmp_path)
     cfg = config(tensorboard=True)
@@ -163,7 +163,7 @@ def mlflow_env(monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_mlflow_run_read_back(tmp_path: Path, mlflow_env: Any) -> None:
     from mlflow.tracking import MlflowClient
 
-    from stresslab.tracking.mlflow import MlflowTracker
+    from stresslab.runs.tracking.mlflow import MlflowTracker
 
     run = fake_run(tmp_path)
     tracker = MlflowTracker(config(mlflow=True, experiment="lab"), run)
@@ -202,8 +202,8 @@ def test_mlflow_run_read_back(tmp_path: Path, mlflow_env: Any) -> None:
 def test_a_tracker_that_cannot_start_stops_the_run_and_closes_the_others(
     tmp_path: Path, mlflow_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from stresslab.tracking import start_tracking
-    from stresslab.tracking.tensorboard import TensorBoardTracker
+    from stresslab.runs.tracking import start_tracking
+    from stresslab.runs.tracking.tensorboard import TensorBoardTracker
 
     closed: list[str] = []
     monkeypatch.setattr(TensorBoardTracker, "__init__", lambda self, cfg, run: None)
@@ -217,7 +217,7 @@ def test_a_tracker_that_cannot_start_stops_the_run_and_closes_the_others(
 def test_mlflow_groups_nest_under_one_parent_run(tmp_path: Path, mlflow_env: Any) -> None:
     from mlflow.tracking import MlflowClient
 
-    from stresslab.tracking.mlflow import MlflowTracker
+    from stresslab.runs.tracking.mlflow import MlflowTracker
 
     uri = str(tmp_path / "store")  # a folder: a file store there
     ids = []

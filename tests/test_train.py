@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from stresslab.config import AugmentConfig, TrainConfig
 from stresslab.errors import TrainingDiverged
 from stresslab.models import build_model
-from stresslab.train.checkpoint import load_checkpoint
+from stresslab.models.weights import load_checkpoint
+from stresslab.train.config import AugmentConfig, TrainConfig
 from stresslab.train.divergence import loss_explosion
 from stresslab.train.loop import lr_factor, train
 

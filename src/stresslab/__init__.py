@@ -2,7 +2,7 @@
 
 The public API: ``run`` (a study, as ``stresslab run`` does), ``probe`` (a model already in
 memory, on arrays or a Dataset), ``load`` (a finished run), each returning a ``Run``; the
-registries (``DATASETS``, ``MODELS``, ``PROBES``, ``METHODS`` of the attribution methods,
+registries (``DATASETS``, ``MODELS``, ``PROBES``, ``ATTRIBUTIONS`` of the attribution methods,
 ``ATTACKS``, ``CORRUPTIONS``), the base classes a new part builds on, ``RunConfig`` and
 ``execute`` (one run end to end, lower level). Names load on first use, so
 ``import stresslab`` itself stays cheap (no torch until a name needs it).
@@ -25,11 +25,11 @@ _EXPORTS: dict[str, str] = {
     "run": "stresslab.api",
     "probe": "stresslab.api",
     "load": "stresslab.api",
-    "Run": "stresslab.runs",
+    "Run": "stresslab.runs.loaded",
     "DATASETS": "stresslab.data",
     "MODELS": "stresslab.models",
     "PROBES": "stresslab.probes",
-    "METHODS": "stresslab.probes.explain",
+    "ATTRIBUTIONS": "stresslab.attributions",
     "ATTACKS": "stresslab.attacks",
     "CORRUPTIONS": "stresslab.corruptions",
     "Probe": "stresslab.probes",
@@ -39,22 +39,22 @@ _EXPORTS: dict[str, str] = {
     "Headline": "stresslab.probes",
     "Offer": "stresslab.probes",
     "register_probe": "stresslab.probes",
-    "Attribution": "stresslab.probes.explain",
+    "Attribution": "stresslab.attributions",
     "Attack": "stresslab.attacks",
     "register_attack": "stresslab.attacks",
-    "register_method": "stresslab.probes.explain",
+    "register_attribution": "stresslab.attributions",
     "register_dataset": "stresslab.data",
     "register_corruption": "stresslab.corruptions",
     "Classifier": "stresslab.models",
-    "RunConfig": "stresslab.config",
-    "execute": "stresslab.runner",
+    "RunConfig": "stresslab.runs.config",
+    "execute": "stresslab.runs.execute",
 }
 
 __all__ = [
     "ATTACKS",
+    "ATTRIBUTIONS",
     "CORRUPTIONS",
     "DATASETS",
-    "METHODS",
     "MODELS",
     "PROBES",
     "Attack",
@@ -73,9 +73,9 @@ __all__ = [
     "load",
     "probe",
     "register_attack",
+    "register_attribution",
     "register_corruption",
     "register_dataset",
-    "register_method",
     "register_probe",
     "run",
 ]
@@ -83,7 +83,7 @@ __all__ = [
 if TYPE_CHECKING:
     from stresslab.api import load, probe, run
     from stresslab.attacks import ATTACKS, Attack, register_attack
-    from stresslab.config import RunConfig
+    from stresslab.attributions import ATTRIBUTIONS, Attribution, register_attribution
     from stresslab.corruptions import CORRUPTIONS, register_corruption
     from stresslab.data import DATASETS, register_dataset
     from stresslab.models import MODELS, Classifier
@@ -97,9 +97,9 @@ if TYPE_CHECKING:
         Table,
         register_probe,
     )
-    from stresslab.probes.explain import METHODS, Attribution, register_method
-    from stresslab.runner import execute
-    from stresslab.runs import Run
+    from stresslab.runs.config import RunConfig
+    from stresslab.runs.execute import execute
+    from stresslab.runs.loaded import Run
 
 
 def __getattr__(name: str) -> Any:

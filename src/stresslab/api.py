@@ -1,5 +1,5 @@
 """The Python API: :func:`run` a study, :func:`probe` a model already in memory, :func:`load`
-a finished run. Each returns a :class:`~stresslab.runs.Run`.
+a finished run. Each returns a :class:`~stresslab.runs.loaded.Run`.
 
 ``stresslab run`` (the command) is a thin layer over :func:`run`. Nothing here prints: the
 library logs (to the ``stresslab`` logger, silent unless the caller configures logging) and
@@ -17,19 +17,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from stresslab import config as config_mod
-from stresslab.config import PRESETS, RunConfig
 from stresslab.data.base import DatasetInfo, Split, to_float
 from stresslab.data.coverage import coverage_warnings
 from stresslab.data.stats import channel_stats
 from stresslab.errors import ConfigError, DataError, StresslabError
-from stresslab.given_model import as_module, check_cam_layers, normalize_layer, output_classes, wrap
-from stresslab.inputs import as_pair, check_label_range
-from stresslab.prepare import Prepared, probe_order
 from stresslab.probes import PROBES, build_probe
-from stresslab.rundir import RunDir
-from stresslab.runner import execute, execute_prepared
-from stresslab.runs import Run
+from stresslab.runs import config as config_mod
+from stresslab.runs.config import PRESETS, RunConfig
+from stresslab.runs.directory import RunDir
+from stresslab.runs.execute import execute, execute_prepared
+from stresslab.runs.given_model import as_module, check_cam_layers, normalize_layer, output_classes, wrap
+from stresslab.runs.inputs import as_pair, check_label_range
+from stresslab.runs.loaded import Run
+from stresslab.runs.prepare import Prepared, probe_order
 
 __all__ = ["IN_MEMORY", "load", "probe", "run"]
 

@@ -58,7 +58,7 @@ def run(
     """Train (or load) a model, run the probes and write the report."""
     _setup_logging(verbose, quiet)
     from stresslab.api import run as run_api
-    from stresslab.rundir import RunDir
+    from stresslab.runs.directory import RunDir
 
     overrides = list(set_ or [])
     if data_root is not None:
@@ -133,8 +133,8 @@ def study(
 def report(run_dir: Annotated[Path, typer.Argument(help="a run or study directory")]) -> None:
     """Rebuild a run's (or a study's) report from its directory alone."""
     _setup_logging(False, True)
-    from stresslab.report.render import render
-    from stresslab.rundir import RunDir
+    from stresslab.runs.directory import RunDir
+    from stresslab.runs.report import render
     from stresslab.study import StudyDir, render_study
 
     try:
@@ -154,17 +154,18 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run or study director
 def registries() -> dict[str, list[str]]:
     """Every registry's names, keyed by what they are (the one list behind ``stresslab list``)."""
     from stresslab.attacks import ATTACKS
+    from stresslab.attributions import ATTRIBUTIONS
     from stresslab.corruptions import CORRUPTIONS
     from stresslab.data import DATASETS
     from stresslab.models import MODELS
-    from stresslab.probes import PROBES, explain
+    from stresslab.probes import PROBES
 
     out = {
         "datasets": DATASETS.names(),
         "models": MODELS.names(),
         "probes": PROBES.names(),
     }
-    out["attribution methods"] = explain.METHODS.names()
+    out["attribution methods"] = ATTRIBUTIONS.names()
     out["attacks"] = ATTACKS.names()
     out["corruptions"] = CORRUPTIONS.names()
     return out

@@ -145,7 +145,7 @@ def _head_name(library: str, model: nn.Module, name: str) -> str:
 def _load_file(model: nn.Module, path: str, head: str) -> None:
     """Load ``path`` into ``model``, strictly except for the classifier ``head``, which is
     replaced afterwards: its weights may be absent or shaped for another class count."""
-    from stresslab.train.checkpoint import load_checkpoint, load_weights
+    from stresslab.models.weights import load_checkpoint, load_weights
 
     if not Path(path).is_file():
         raise ConfigError(f"model.weights: file not found: {path}")

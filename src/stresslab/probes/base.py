@@ -24,8 +24,8 @@ from stresslab.registry import Registry
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from stresslab.config import TrainConfig
     from stresslab.probes.predictions import Predictions
+    from stresslab.train.config import TrainConfig
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Rebuild ``report.html`` and ``metrics.json`` from a run directory alone."""
+"""What every report shares: the one Jinja environment (autoescaped), number formatting,
+flat metric keys and the summary cards."""
 
 from __future__ import annotations
 
@@ -7,10 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
-
-from stresslab.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 
 
 def fmt(value: Any) -> str:
@@ -42,7 +40,7 @@ def flat_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
-def _env() -> Environment:
+def environment() -> Environment:
     env = Environment(
         loader=PackageLoader("stresslab.report", "templates"),
         autoescape=select_autoescape(enabled_extensions=("html", "j2"), default=True),
@@ -53,14 +51,8 @@ def _env() -> Environment:
     return env
 
 
-def _data_uri(path: Path) -> str:
+def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def load_results(run: RunDir) -> dict[str, dict[str, Any]]:
-    """Saved probe records in report order: each probe's declared ``order``, then name."""
-    found = {p.stem: read_json(p) for p in run.results.glob("*.json") if not p.name.endswith(".failed.json")}
-    return dict(sorted(found.items(), key=lambda kv: (kv[1].get("order", 100), kv[0])))
 
 
 def headline_cards(results: dict[str, dict[str, Any]], metrics: dict[str, float]) -> list[dict[str, str]]:
@@ -85,65 +77,6 @@ def headline_cards(results: dict[str, dict[str, Any]], metrics: dict[str, float]
     return cards
 
 
-def report_context(run: RunDir) -> dict[str, Any]:
-    """Everything the report shows, read from the run directory: title, config, environment,
-    summary cards, warnings (the run's own first), one entry per probe section (its saved
-    record and figures as data URIs), failed probes and whether the run is complete. The
-    report template and the notebook view (:mod:`stresslab.report.inline`) both render it."""
-    results = load_results(run)
-    metrics = flat_metrics(results)
-    cfg: dict[str, Any] = {}
-    if run.config.is_file():
-        cfg = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
-    env_rec = read_json(run.env) if run.env.is_file() else {}
-    failed = {
-        p.name[: -len(".failed.json")]: read_json(p).get("error", "")
-        for p in run.results.glob("*.failed.json")
-        if not (run.results / (p.name[: -len(".failed.json")] + ".json")).is_file()
-    }
-    sections: list[dict[str, Any]] = []
-    for name, rec in results.items():
-        figures = []
-        for f in rec.get("figures", []):
-            path = run.results / f["file"]
-            if path.is_file():
-                figures.append({"src": _data_uri(path), "caption": f.get("caption", ""), "name": f["file"]})
-        metric_rows = [[f"{name}.{k}", v] for k, v in rec.get("metrics", {}).items()]
-        sections.append({"name": name, "rec": rec, "figures": figures, "metric_rows": metric_rows})
-    # Run-level warnings (training divergence, the data split) come before the probes' own.
-    run_warnings = read_json(run.run_warnings) if run.run_warnings.is_file() else []
-    warnings = [(str(w.get("source", "run")), str(w.get("message", ""))) for w in run_warnings]
-    warnings += [(s["name"], w) for s in sections for w in s["rec"].get("warnings", [])]
-    return {
-        "metrics": metrics,
-        "title": f"stresslab report: {cfg.get('name') or run.path.name}",
-        "run_name": run.path.name,
-        "cfg": cfg,
-        "cfg_yaml": yaml.safe_dump(cfg, sort_keys=False),
-        "env": env_rec,
-        "headlines": headline_cards(results, metrics),
-        "summary": [(s["name"], line) for s in sections for line in s["rec"].get("summary", [])],
-        "warnings": warnings,
-        "sections": sections,
-        "failed": failed,
-        "run_failed": read_json(run.failed) if run.failed.is_file() else None,
-        "complete": run.done.is_file() or not (failed or run.failed.is_file()),
-    }
-
-
 def render_template(name: str, **context: Any) -> str:
     """Render one of the package's templates (autoescaped) with ``context``."""
-    return _env().get_template(name).render(**context)
-
-
-def render(run_dir: str | Path | RunDir) -> dict[str, float]:
-    """Write ``report.html`` (self-contained) and ``metrics.json`` (flat, strict JSON).
-
-    Returns the flat metrics. Everything from data is escaped by the template engine.
-    """
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
-    context = report_context(run)
-    atomic_write_json(run.metrics, context["metrics"])
-    atomic_write_text(run.report, render_template("report.html.j2", **context))
-    metrics: dict[str, float] = context["metrics"]
-    return metrics
+    return environment().get_template(name).render(**context)

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from stresslab.files import read_json
 from stresslab.metrics.calibration import expected_calibration_error
-from stresslab.predictions_file import FILENAME, SavedPredictions, load_predictions
-from stresslab.rundir import read_json
+from stresslab.runs.saved_predictions import FILENAME, SavedPredictions, load_predictions
 from stresslab.study.plan import DONE, StudyDir
 from stresslab.study.spec import StudySpec
 

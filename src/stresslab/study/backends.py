@@ -148,7 +148,7 @@ def _python_path() -> str:
 
 
 def _lost(job: RunJob, error: str) -> dict[str, Any]:
-    from stresslab.rundir import atomic_write_json
+    from stresslab.files import atomic_write_json
 
     log.error("run %s seed %d: %s", job.arm, job.seed, error)
     atomic_write_json(job.error_file, {"error": error, "traceback": "", "arm": job.arm})

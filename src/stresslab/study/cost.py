@@ -11,10 +11,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from stresslab.data.base import DatasetInfo
 from stresslab.errors import CheckpointError
+from stresslab.files import read_json
 from stresslab.models import build_model
-from stresslab.rundir import read_json
+from stresslab.models.weights import load_checkpoint, load_weights
 from stresslab.scoped import inference_scope
-from stresslab.train.checkpoint import load_checkpoint, load_weights
 
 
 def final_checkpoint(run_dir: str | Path) -> Path:

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from stresslab.errors import StresslabError
-from stresslab.rundir import atomic_write_bytes
+from stresslab.files import atomic_write_bytes
 from stresslab.study.plan import StudyDir
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ def test_images(sdir: StudyDir, run_dir: Path, indices: Sequence[int]) -> dict[i
     missing = sorted({int(i) for i in indices} - set(store))
     if missing:
         try:
-            from stresslab import config as config_mod
-            from stresslab.runner import load_data
+            from stresslab.runs import config as config_mod
+            from stresslab.runs.execute import load_data
 
             cfg = config_mod.resolve(run_dir / "config.resolved.yaml")
             split = load_data(cfg)
@@ -76,7 +76,7 @@ def gradcam_maps(run_dir: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndar
 
     Returns maps (N, H, W) float32, predicted classes (N,) and their probabilities (N,).
     """
-    from stresslab.probes.explain import GradCam
+    from stresslab.attributions import GradCam
     from stresslab.study.cost import load_run_model
 
     model, _ = load_run_model(run_dir)

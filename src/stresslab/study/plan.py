@@ -19,9 +19,10 @@ from typing import Any
 
 import yaml
 
-from stresslab import config as config_mod
 from stresslab.errors import StresslabError
-from stresslab.rundir import RunDir, atomic_write_text, read_json
+from stresslab.files import atomic_write_text, read_json
+from stresslab.runs import config as config_mod
+from stresslab.runs.directory import RunDir
 from stresslab.study.spec import StudySpec, parse_study
 
 PENDING, PARTIAL, DONE, FAILED = "pending", "partial", "done", "failed"

@@ -11,12 +11,11 @@ from typing import Any
 
 import numpy as np
 import yaml
-from jinja2 import Environment, PackageLoader, select_autoescape
 from matplotlib.figure import Figure
 
+from stresslab.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from stresslab.report.figures import plt
-from stresslab.report.render import fmt
-from stresslab.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text
+from stresslab.report.render import fmt, render_template
 from stresslab.study import figures as F
 from stresslab.study.aggregate import METRICS, RunData, collect
 from stresslab.study.compare import take
@@ -28,17 +27,6 @@ from stresslab.study.summary import summarize
 log = logging.getLogger(__name__)
 GALLERY = 12  # images per gallery
 CAMS = 4  # Grad-CAM rows per arm
-
-
-def _env() -> Environment:
-    env = Environment(
-        loader=PackageLoader("stresslab.report", "templates"),
-        autoescape=select_autoescape(enabled_extensions=("html", "j2"), default=True),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["fmt"] = fmt
-    return env
 
 
 def value_text(v: float | None, percent: bool) -> str:
@@ -214,22 +202,19 @@ def render_study(study_dir: str | Path | StudyDir) -> dict[str, Any]:
         sdir.summary,
         {**summary, "galleries": {g["title"]: [r["index"] for r in g["rows"]] for g in galleries}},
     )
-    html = (
-        _env()
-        .get_template("study.html.j2")
-        .render(
-            s=summary,
-            spec=spec,
-            metrics=METRICS,
-            table=_metric_rows(summary, spec),
-            galleries=galleries,
-            figures=figures,
-            value_text=value_text,
-            interval_text=interval_text,
-            diff_text=diff_text,
-            spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
-            study_name=sdir.path.name,
-        )
+    html = render_template(
+        "study.html.j2",
+        s=summary,
+        spec=spec,
+        metrics=METRICS,
+        table=_metric_rows(summary, spec),
+        galleries=galleries,
+        figures=figures,
+        value_text=value_text,
+        interval_text=interval_text,
+        diff_text=diff_text,
+        spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
+        study_name=sdir.path.name,
     )
     atomic_write_text(sdir.report, html)
     return summary

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from stresslab.errors import StresslabError
-from stresslab.rundir import default_run_path
+from stresslab.runs.directory import default_run_path
 from stresslab.study.backends import Backend, make_backend
 from stresslab.study.plan import StudyDir
 from stresslab.study.spec import StudySpec, load_study

@@ -30,9 +30,9 @@ from typing import Any
 
 import yaml
 
-from stresslab import config as config_mod
-from stresslab.config import RunConfig
 from stresslab.errors import ConfigError, StresslabError
+from stresslab.runs import config as config_mod
+from stresslab.runs.config import RunConfig
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]{0,99}$")
 TOP_KEYS = ("name", "base", "preset", "set", "seeds", "arms", "grid", "compare_to", "resources")

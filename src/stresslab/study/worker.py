@@ -24,9 +24,9 @@ def run_job(job: RunJob) -> dict[str, Any]:
     ``status`` is ``done`` or ``failed``; a run whose probes failed is ``done`` with them
     listed (the run's own report shows them; a resume runs them again).
     """
-    from stresslab import config as config_mod
-    from stresslab.rundir import atomic_write_json
-    from stresslab.runner import execute
+    from stresslab.files import atomic_write_json
+    from stresslab.runs import config as config_mod
+    from stresslab.runs.execute import execute
 
     t0 = time.perf_counter()
     record: dict[str, Any] = {"arm": job.arm, "seed": job.seed, "error": None, "failed_probes": []}

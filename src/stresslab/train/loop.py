@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stresslab.config import TrainConfig
 from stresslab.data.base import Split, to_float
 from stresslab.errors import CheckpointError, TrainingDiverged
 from stresslab.progress import ProgressReporter
 from stresslab.train.checkpoint import rng_states, save_checkpoint, set_rng_states
+from stresslab.train.config import TrainConfig
 from stresslab.train.divergence import loss_explosion, non_finite_message
 from stresslab.train.ema import WeightAverage
 from stresslab.train.precision import use_bf16
@@ -181,7 +181,7 @@ def train(
         start_epoch = int(resume["epoch"]) + 1
         saved_epoch = start_epoch - 1
         if checkpoint_dir is not None and (checkpoint_dir / "best.pt").is_file():
-            from stresslab.train.checkpoint import load_checkpoint
+            from stresslab.models.weights import load_checkpoint
 
             best_state = load_checkpoint(checkpoint_dir / "best.pt")["state_dict"]
         log.info("resuming after epoch %d", start_epoch - 1)

@@ -26,14 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stresslab.config import PretrainConfig, TrainConfig
 from stresslab.data.base import Split, to_float
 from stresslab.data.simclr_augment import SimCLRAugment
 from stresslab.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from stresslab.files import atomic_write_json
+from stresslab.models.weights import load_checkpoint
 from stresslab.progress import ProgressReporter
-from stresslab.rundir import atomic_write_json
 from stresslab.scoped import inference_scope
-from stresslab.train.checkpoint import load_checkpoint, save_checkpoint
+from stresslab.train.checkpoint import save_checkpoint
+from stresslab.train.config import PretrainConfig, TrainConfig
 from stresslab.train.contrastive import ProjectionHead, nt_xent_logits
 from stresslab.train.freeze import dropout_off, frozen_encoder
 from stresslab.train.precision import use_bf16

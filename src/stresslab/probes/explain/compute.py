@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from stresslab.attributions.base import Attribution, fill_value
 from stresslab.data.base import to_float
 from stresslab.probes.base import ProbeContext
-from stresslab.probes.explain.base import Attribution, fill_value
 from stresslab.probes.explain.cases import Case
 from stresslab.probes.explain.quality import (
     background_mask,

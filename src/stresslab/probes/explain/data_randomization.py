@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from stresslab.attributions.base import Attribution
 from stresslab.data.base import Split
 from stresslab.errors import ConfigError
 from stresslab.probes.base import ProbeContext
-from stresslab.probes.explain.base import Attribution
 from stresslab.probes.explain.compute import FORWARD_BATCH, SEED_MAPS, Explained
 from stresslab.probes.explain.quality import map_agreement, randomized_copy
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stresslab.attributions.base import Attribution
 from stresslab.probes.base import Probe, ProbeContext, ProbeResult, register_probe
-from stresslab.probes.explain.base import Attribution
 from stresslab.probes.explain.cases import HIGH_CONFIDENCE, CaseChoice, select_cases
 from stresslab.probes.explain.checks import run_checks
 from stresslab.probes.explain.compute import compute, prepare_methods
@@ -43,7 +43,7 @@ class ExplainProbe(Probe):
     high-confidence from ``min_error_confidence`` when the ``failures`` probe did not run.
     ``indices``: explain exactly these official test-set indices instead (e.g. the images a
     study looked at); indices not in the run's test set are named in a warning.
-    ``methods``: names from ``METHODS`` (``[gradcam, saliency]``, default settings) or each
+    ``methods``: names from ``ATTRIBUTIONS`` (``[gradcam, saliency]``, default settings) or each
     with its settings (``{occlusion: {window: 8, stride: 2, fill: gray}, gradcam: {layer:
     body.2}}``); the settings of each method are
     its class's ``options``. Deletion and insertion curves (``curve_steps`` steps) replace

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from torch import Tensor, nn
 
-from stresslab.probes.explain.base import Attribution, model_device
+from stresslab.attributions.base import Attribution, model_device
 from stresslab.scoped import inference_scope
 
 

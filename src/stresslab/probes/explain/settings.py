@@ -1,5 +1,5 @@
 """The explain probe's settings: the methods to run (each with its own settings, built from
-the ``METHODS`` registry) and the settings of the checks and the report."""
+the ``ATTRIBUTIONS`` registry) and the settings of the checks and the report."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stresslab.attributions.base import ATTRIBUTIONS, Attribution, check_fill
 from stresslab.errors import ConfigError
-from stresslab.probes.explain.base import METHODS, Attribution, check_fill
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def apply_legacy_keys(specs: dict[str, dict[str, Any]], legacy: Mapping[str, Any
         new = f"{{{method or 'gradcam'}: {{{option}: {value!r}}}}}"
         log.warning("probes.explain.%s is deprecated; write it as probes.explain.methods: %s", key, new)
         for name, settings in specs.items():
-            if (method is None and METHODS.get(name).needs_conv_layer) or name == method:
+            if (method is None and ATTRIBUTIONS.get(name).needs_conv_layer) or name == method:
                 if option in settings and settings[option] != value:
                     raise ConfigError(
                         f"probes.explain.{key} ({value!r}) contradicts "
@@ -120,17 +120,18 @@ def apply_legacy_keys(specs: dict[str, dict[str, Any]], legacy: Mapping[str, Any
 
 
 def build_methods(specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Attribution]:
-    """``METHODS.get(name)(**settings)`` for each method; unknown names and settings are
+    """``ATTRIBUTIONS.get(name)(**settings)`` for each method; unknown names and settings are
     ConfigErrors naming ``probes.explain.methods.<name>[.<key>]``."""
     if not specs:
         raise ConfigError("probes.explain: methods must name at least one method")
     out: dict[str, Attribution] = {}
     for name, settings in specs.items():
-        if name not in METHODS:
+        if name not in ATTRIBUTIONS:
             raise ConfigError(
-                f"probes.explain.methods: unknown method {name!r}; choose from {', '.join(METHODS.names())}"
+                f"probes.explain.methods: unknown method {name!r}; "
+                f"choose from {', '.join(ATTRIBUTIONS.names())}"
             )
-        cls = METHODS.get(name)
+        cls = ATTRIBUTIONS.get(name)
         for key in settings:
             if key not in cls.options:
                 raise ConfigError(

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stresslab.config import TrainConfig
 from stresslab.data.base import Split, to_float
 from stresslab.probes.base import batched_forward
 from stresslab.progress import Advance, ProgressReporter
+from stresslab.train.config import TrainConfig
 from stresslab.train.loop import train
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from stresslab.attributions.base import model_device
+from stresslab.attributions.occlusion import Occlusion
 from stresslab.models.base import get_layer
-from stresslab.probes.explain.base import model_device
-from stresslab.probes.explain.occlusion import Occlusion
 from stresslab.probes.shortcut.regions import Box, box_share, normalized, top_region
 
 

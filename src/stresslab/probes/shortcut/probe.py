@@ -10,12 +10,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from stresslab.attributions.base import Attribution
+from stresslab.attributions.gradcam import GradCam
+from stresslab.attributions.occlusion import Occlusion
 from stresslab.errors import ConfigError
 from stresslab.models.base import default_cam_layer
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
-from stresslab.probes.explain.base import Attribution
-from stresslab.probes.explain.gradcam import GradCam
-from stresslab.probes.explain.occlusion import Occlusion
 from stresslab.probes.shortcut import images as imgs
 from stresslab.probes.shortcut.find import class_region, layer_resolution, refine
 from stresslab.probes.shortcut.pattern import PATTERN, describe_region

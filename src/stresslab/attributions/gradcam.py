@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stresslab.attributions.base import Attribution, register_attribution
 from stresslab.data.base import DatasetInfo
 from stresslab.errors import ConfigError
 from stresslab.models.base import default_cam_layer, get_layer
-from stresslab.probes.explain.base import Attribution, register_method
 
 
 def layer_activations_and_gradients(
@@ -52,7 +52,7 @@ def layer_activations_and_gradients(
     return act.detach(), grad
 
 
-@register_method("gradcam")
+@register_attribution("gradcam")
 class GradCam(Attribution):
     """``ReLU(sum_k alpha_k A^k)`` with ``alpha_k`` the spatial mean of d y_c / d A^k.
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from stresslab.errors import ConfigError
 
 if TYPE_CHECKING:
-    from stresslab.config import RunConfig, TrackingConfig
-    from stresslab.rundir import RunDir
+    from stresslab.runs.config import RunConfig, TrackingConfig
+    from stresslab.runs.directory import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def check_trackers(cfg: TrackingConfig) -> None:
 def flat_config(cfg: RunConfig) -> dict[str, str | int | float | bool]:
     """The config as ``{"train.lr": 0.001, ...}``: nested keys joined by dots, lists as JSON
     text, ``None`` as ``"null"``; the ``tracking`` section is left out."""
-    from stresslab.config import to_dict
+    from stresslab.runs.config import to_dict
 
     out: dict[str, str | int | float | bool] = {}
 
@@ -136,11 +136,11 @@ def start_tracking(cfg: RunConfig, run: RunDir) -> Tracking:
     tracking = Tracking()
     try:
         if cfg.tracking.tensorboard:
-            from stresslab.tracking.tensorboard import TensorBoardTracker
+            from stresslab.runs.tracking.tensorboard import TensorBoardTracker
 
             tracking.trackers.append(TensorBoardTracker(cfg, run))
         if cfg.tracking.mlflow:
-            from stresslab.tracking.mlflow import MlflowTracker
+            from stresslab.runs.tracking.mlflow import MlflowTracker
 
             tracking.trackers.append(MlflowTracker(cfg, run))
     except Exception:

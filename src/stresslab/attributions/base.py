@@ -4,7 +4,7 @@ The base handles what every method needs: inference scope (eval mode, frozen par
 restored on exit), batching, moving data to the model's device, reducing channels and
 upsampling to the input's size. A method file overrides ``_attribute`` (and, where its
 raw output is signed or channel-wise, ``reduce_channels``), declares its capabilities as
-class attributes and registers itself with ``@register_method(name)``.
+class attributes and registers itself with ``@register_attribution(name)``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
@@ -24,7 +25,6 @@ from stresslab.scoped import inference_scope
 
 if TYPE_CHECKING:
     from stresslab.data.base import DatasetInfo
-    from stresslab.probes.explain.occlusion import OcclusionMaps
 
 FILL_CHOICES = ("gray", "mean", "zero")
 
@@ -70,6 +70,27 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+@dataclass(frozen=True)
+class OcclusionMaps:
+    """Occlusion results for T targets per image, on CPU.
+
+    ``base``: (N, T) softmax probability of each target on the unoccluded image.
+    ``grid``: (N, T, R, S) probability with the patch at each window position (row-major
+    positions ``r * stride``, ``s * stride``): the confidence matrix of seed studies.
+    ``drop``: (N, T, H, W) per pixel, the mean over the windows covering it of
+    ``base - occluded probability`` (Captum's ``Occlusion`` attribution).
+    ``confidence``: (N, T, H, W) per pixel, the mean occluded probability (``base - drop``).
+    """
+
+    base: Tensor
+    grid: Tensor
+    drop: Tensor
+
+    @property
+    def confidence(self) -> Tensor:
+        return self.base[:, :, None, None] - self.drop
+
+
 AttributionT = TypeVar("AttributionT", bound="Attribution")
 
 
@@ -77,7 +98,7 @@ class Attribution(ABC):
     """An attribution method: images and target classes in, one (H, W) map per image out.
 
     Subclasses set ``label``, override ``_attribute`` and register with
-    :func:`register_method` (which sets ``name``). Higher map values mean "more evidence for
+    :func:`register_attribution` (which sets ``name``). Higher map values mean "more evidence for
     the target class". The constructor takes the method's settings, named in ``options``
     (``probes.explain.methods.<name>.<option>`` in a config).
 
@@ -196,18 +217,18 @@ class Attribution(ABC):
         return m
 
 
-METHODS: Registry[type[Attribution]] = Registry("attribution method")
+ATTRIBUTIONS: Registry[type[Attribution]] = Registry("attribution method")
 
-MethodT = TypeVar("MethodT", bound=type[Attribution])
+AttributionClassT = TypeVar("AttributionClassT", bound=type[Attribution])
 
 
-def register_method(name: str) -> Callable[[MethodT], MethodT]:
-    """Class decorator: register an attribution class in ``METHODS`` as ``name`` and set
+def register_attribution(name: str) -> Callable[[AttributionClassT], AttributionClassT]:
+    """Class decorator: register an attribution class in ``ATTRIBUTIONS`` as ``name`` and set
     ``cls.name``. Each method registers itself in its own file."""
 
-    def deco(cls: MethodT) -> MethodT:
+    def deco(cls: AttributionClassT) -> AttributionClassT:
         cls.name = name
-        METHODS.register(name)(cls)
+        ATTRIBUTIONS.register(name)(cls)
         return cls
 
     return deco

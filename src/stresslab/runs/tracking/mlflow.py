@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stresslab.errors import ConfigError
-from stresslab.rundir import atomic_write_json, read_json
-from stresslab.tracking.base import finite, flat_config, require, run_label
+from stresslab.files import atomic_write_json, read_json
+from stresslab.runs.tracking.base import finite, flat_config, require, run_label
 
 if TYPE_CHECKING:
-    from stresslab.config import RunConfig
-    from stresslab.rundir import RunDir
+    from stresslab.runs.config import RunConfig
+    from stresslab.runs.directory import RunDir
 
 PARENT_TAG = "stresslab.group_parent"
 MAX_PARAM_CHARS = 500  # the smallest limit among MLflow versions and stores

@@ -10,11 +10,11 @@ import torch
 from captum.attr import IntegratedGradients as CaptumIG
 from torch import Tensor, nn
 
+from stresslab.attributions.base import Attribution, check_fill, fill_value, register_attribution
 from stresslab.data.base import DatasetInfo
-from stresslab.probes.explain.base import Attribution, check_fill, fill_value, register_method
 
 
-@register_method("integrated_gradients")
+@register_attribution("integrated_gradients")
 class IntegratedGradients(Attribution):
     """``(x - x') * integral of d y_c / d x along the line from baseline x' to x``.
 

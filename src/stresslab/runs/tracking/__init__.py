@@ -6,7 +6,7 @@ TensorBoard (``tracking.tensorboard``, extra ``stresslab[tensorboard]``) and MLf
 loaded, so a missing library stops a run before it starts and names the extra to install.
 """
 
-from stresslab.tracking.base import (
+from stresslab.runs.tracking.base import (
     Tracker,
     Tracking,
     check_trackers,

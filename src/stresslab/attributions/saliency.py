@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from stresslab.probes.explain.base import Attribution, register_method
+from stresslab.attributions.base import Attribution, register_attribution
 
 
 def input_gradient(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
@@ -20,7 +20,7 @@ def input_gradient(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
     return grad
 
 
-@register_method("saliency")
+@register_attribution("saliency")
 class Saliency(Attribution):
     """``|d y_c / d x|``, maximum over channels (as in Simonyan et al.).
 

@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from stresslab import config as config_mod
-from stresslab.config import RunConfig
+from stresslab.runs import config as config_mod
+from stresslab.runs.config import RunConfig
 from stresslab.data import DATASETS, load_split
 from stresslab.data.base import Split
 from stresslab.errors import ConfigError, StresslabError
 from stresslab.models import build_model, check_model_name
 from stresslab.probes import PROBES, build_probe
 from stresslab.probes.base import Probe
-from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights
+from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
 from stresslab.train.loop import pick_device
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
     DATASETS.get(cfg.data.dataset)
     if not cfg.model.source:
         check_model_name(cfg.model.name)
-    from stresslab.tracking import check_trackers
+    from stresslab.runs.tracking import check_trackers
 
     check_trackers(cfg.tracking)
     try:

@@ -1,16 +1,13 @@
-"""Run directories and atomic writes: a kill at any moment leaves old or new files, complete."""
+"""Run directories: a folder per run, its files, its lock."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
-import math
 import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,69 +16,9 @@ from typing import Any
 import torch
 
 from stresslab.errors import StresslabError
+from stresslab.files import atomic_write_bytes, atomic_write_json, atomic_write_text, finite_json, read_json
 
 log = logging.getLogger(__name__)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """UTF-8 text, atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def finite_json(obj: Any) -> Any:
-    """Replace NaN/Inf floats (also inside containers and tensors) by ``None`` for strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_json(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return finite_json(obj.tolist())
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return finite_json(obj.item())
-    return obj
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Strict JSON (no NaN or Infinity), atomically."""
-    atomic_write_text(path, json.dumps(finite_json(obj), indent=2, allow_nan=False) + "\n")
-
-
-def read_json(path: str | Path) -> Any:
-    p = Path(path)
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StresslabError(f"missing file: {p}") from None
-    except json.JSONDecodeError as e:
-        raise StresslabError(f"{p}: not valid JSON: {e}") from None
 
 
 def git_sha() -> str | None:
@@ -154,7 +91,7 @@ class RunDir:
         neither was killed (or is running): it can only be resumed.
     =======
         RUN_DIR/metrics.json           report.html   run.lock   DONE
-        RUN_DIR/predictions.npz        per-image test predictions (stresslab.predictions_file)
+        RUN_DIR/predictions.npz        per-image test predictions (stresslab.runs.saved_predictions)
     >>>>>>> study
     """
 

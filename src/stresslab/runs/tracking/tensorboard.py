@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stresslab.tracking.base import finite, flat_config, require, run_label
+from stresslab.runs.tracking.base import finite, flat_config, require, run_label
 
 if TYPE_CHECKING:
-    from stresslab.config import RunConfig, TrackingConfig
-    from stresslab.rundir import RunDir
+    from stresslab.runs.config import RunConfig, TrackingConfig
+    from stresslab.runs.directory import RunDir
 
 
 def tensorboard_dir(cfg: TrackingConfig, run: RunDir) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 
 from stresslab.errors import StresslabError
 from stresslab.probes.predictions import Predictions
-from stresslab.rundir import atomic_write_bytes
+from stresslab.files import atomic_write_bytes
 
 FILENAME = "predictions.npz"
 

@@ -5,43 +5,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stresslab.data.base import DatasetInfo
-from stresslab.probes.explain.base import (
+from stresslab.attributions.base import (
     Attribution,
+    OcclusionMaps,
     check_fill,
     fill_value,
     model_device,
-    register_method,
+    register_attribution,
 )
+from stresslab.data.base import DatasetInfo
 from stresslab.scoped import inference_scope
-
-
-@dataclass(frozen=True)
-class OcclusionMaps:
-    """Occlusion results for T targets per image, on CPU.
-
-    ``base``: (N, T) softmax probability of each target on the unoccluded image.
-    ``grid``: (N, T, R, S) probability with the patch at each window position (row-major
-    positions ``r * stride``, ``s * stride``): the confidence matrix of seed studies.
-    ``drop``: (N, T, H, W) per pixel, the mean over the windows covering it of
-    ``base - occluded probability`` (Captum's ``Occlusion`` attribution).
-    ``confidence``: (N, T, H, W) per pixel, the mean occluded probability (``base - drop``).
-    """
-
-    base: Tensor
-    grid: Tensor
-    drop: Tensor
-
-    @property
-    def confidence(self) -> Tensor:
-        return self.base[:, :, None, None] - self.drop
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -50,7 +29,7 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
 
 
-@register_method("occlusion")
+@register_attribution("occlusion")
 class Occlusion(Attribution):
     """Drop of the target's softmax probability when a ``window`` x ``window`` patch of
     ``fill`` ("gray", "mean", "zero" or a number) covers each pixel, windows every

@@ -10,7 +10,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from stresslab.probes.base import PROBES, ProbeResult, Table
-from stresslab.rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
+from stresslab.runs.directory import RunDir
+from stresslab.files import atomic_write_bytes, atomic_write_json, read_json
 
 
 def save_result(run: RunDir, probe: str, result: ProbeResult, seconds: float) -> dict[str, Any]:

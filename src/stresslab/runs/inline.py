@@ -7,8 +7,9 @@ Built from the same context and macros as ``report.html`` (:func:`report_context
 from __future__ import annotations
 
 from stresslab.errors import StresslabError
-from stresslab.report.render import render_template, report_context
-from stresslab.rundir import RunDir
+from stresslab.report.render import render_template
+from stresslab.runs.report import report_context
+from stresslab.runs.directory import RunDir
 
 
 def run_html(run: RunDir, href: str) -> str:

@@ -7,13 +7,13 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from stresslab.probes.explain.base import register_method
-from stresslab.probes.explain.gradcam import GradCam
+from stresslab.attributions.base import register_attribution
+from stresslab.attributions.gradcam import GradCam
 
 EPS = 1e-6  # keeps the denominator of alpha off zero, as pytorch-grad-cam does
 
 
-@register_method("gradcam_plus_plus")
+@register_attribution("gradcam_plus_plus")
 class GradCamPlusPlus(GradCam):
     """Grad-CAM with each gradient weighted by its share of the channel's evidence:
 

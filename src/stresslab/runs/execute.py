@@ -18,27 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stresslab import config as config_mod
-from stresslab.config import RunConfig
+from stresslab.runs import config as config_mod
+from stresslab.runs.config import RunConfig
 from stresslab.errors import CheckpointError
 from stresslab.models import build_model
-from stresslab.predictions_file import FILENAME as PREDICTIONS_FILE
-from stresslab.predictions_file import save_predictions
-from stresslab.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
+from stresslab.runs.saved_predictions import FILENAME as PREDICTIONS_FILE
+from stresslab.runs.saved_predictions import save_predictions
+from stresslab.runs.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
 from stresslab.probes.base import ProbeContext, ProbeResult
 from stresslab.probes.predictions import Predictions
-from stresslab.probes.storage import load_result, save_result
+from stresslab.runs.storage import load_result, save_result
 from stresslab.progress import ProgressReporter
-from stresslab.rundir import (
-    RunDir,
-    atomic_write_json,
-    atomic_write_text,
-    default_run_path,
-    environment,
-    read_json,
-)
-from stresslab.tracking import Tracking, track
-from stresslab.train.checkpoint import check_compatible, load_checkpoint, load_weights, save_checkpoint
+from stresslab.runs.directory import RunDir, default_run_path, environment
+from stresslab.files import atomic_write_json, atomic_write_text, read_json
+from stresslab.runs.tracking import Tracking, track
+from stresslab.train.checkpoint import save_checkpoint
+from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
 from stresslab.train.divergence import loss_explosion
 from stresslab.train.loop import train
 from stresslab.train.pretrain import pretraining
@@ -222,7 +217,7 @@ def _execute(
     if outcome.failed_probes:
         errors = "; ".join(str(ctx.results[n].warnings[0]) for n in outcome.failed_probes)
         _write_failed(run, "probes", errors)
-    from stresslab.report.render import render
+    from stresslab.runs.report import render
 
     outcome.metrics = render(run)
     if not outcome.failed_probes:

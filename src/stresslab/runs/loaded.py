@@ -8,13 +8,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from stresslab import config as config_mod
-from stresslab.config import RunConfig
+from stresslab.runs import config as config_mod
+from stresslab.runs.config import RunConfig
 from stresslab.errors import StresslabError
 from stresslab.probes.base import ProbeResult
-from stresslab.probes.storage import load_result
-from stresslab.report.render import flat_metrics, load_results
-from stresslab.rundir import RunDir, read_json
+from stresslab.runs.storage import load_result
+from stresslab.report.render import flat_metrics
+from stresslab.runs.report import load_results
+from stresslab.runs.directory import RunDir
+from stresslab.files import read_json
 
 __all__ = ["Run", "Section"]
 
@@ -100,7 +102,7 @@ class Run:
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise StresslabError(f"save: {target} already exists; choose a new file or an empty folder")
         if not self.report_path.is_file():
-            from stresslab.report.render import render
+            from stresslab.runs.report import render
 
             render(self._run)
         if target.suffix.lower() in (".html", ".htm"):
@@ -113,7 +115,7 @@ class Run:
     def show(self, probe: str) -> Section:
         """One probe's section of the report (summary, warnings, figures, tables; tables cut
         at 50 rows), shown as HTML in Jupyter."""
-        from stresslab.report.inline import section_html
+        from stresslab.runs.inline import section_html
 
         if probe not in self.results:
             names = ", ".join(self.results) or "none"
@@ -128,7 +130,7 @@ class Run:
             return report.as_uri()
 
     def _repr_html_(self) -> str:
-        from stresslab.report.inline import run_html
+        from stresslab.runs.inline import run_html
 
         return run_html(self._run, self._href())
 

@@ -7,11 +7,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from stresslab.probes.explain.base import Attribution, register_method
-from stresslab.probes.explain.saliency import input_gradient
+from stresslab.attributions.base import Attribution, register_attribution
+from stresslab.attributions.saliency import input_gradient
 
 
-@register_method("smoothgrad")
+@register_attribution("smoothgrad")
 class SmoothGrad(Attribution):
     """Mean of ``|d y_c / d x|`` over ``samples`` copies of x plus Gaussian noise.
 
