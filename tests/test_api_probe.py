@@ -241,3 +241,15 @@ def _probe_dir(trained: Trained, tmp_path: Path) -> Path:
     stresslab.probe(trained.model, test, probes=["evaluation"], out=tmp_path / "p")
     (tmp_path / "p" / "DONE").unlink()
     return tmp_path / "p"
+
+
+def test_a_loaded_run_gives_its_model_back(trained: Trained) -> None:
+    model = stresslab.load(trained.cli_dir.parent / "train").model()
+    assert not model.training
+    want = trained.model.state_dict()
+    got = model.state_dict()
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    x = torch.rand(3, 1, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(model(x), trained.model(x))

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from stresslab.errors import StresslabError
+from stresslab.errors import ConfigError, StresslabError
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +77,23 @@ def read_json(path: str | Path) -> Any:
         raise StresslabError(f"missing file: {p}") from None
     except json.JSONDecodeError as e:
         raise StresslabError(f"{p}: not valid JSON: {e}") from None
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML mapping from ``path`` (an empty file is ``{}``); errors name the file.
+
+    Raises ConfigError when the file is missing (``what`` names it: "config file", "study
+    file"), is not valid YAML, or holds something other than a mapping at the top level.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    return data

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stresslab.errors import ConfigError
+from stresslab.files import read_yaml
 from stresslab.settings import Strict
 from stresslab.train.config import TrainConfig
 
@@ -205,22 +206,6 @@ def _merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str,
         else:
             out[k] = copy.deepcopy(v)
     return out
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from ``path``; errors name the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from e
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
 
 
 def dotted(key: str, value: Any) -> dict[str, Any]:

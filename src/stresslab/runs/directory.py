@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from stresslab.errors import StresslabError
+from stresslab.errors import CheckpointError, StresslabError
 from stresslab.files import atomic_write_bytes, atomic_write_json, atomic_write_text, finite_json, read_json
 
 log = logging.getLogger(__name__)
@@ -82,17 +82,13 @@ class RunDir:
         RUN_DIR/config.resolved.yaml   env.json   history.json   training.json   warnings.json
         RUN_DIR/checkpoints/{last,best}.pt
         RUN_DIR/results/<probe>.json   results/<probe>/<figure>.png
-    <<<<<<< HEAD
         RUN_DIR/metrics.json           report.html   run.lock   DONE | FAILED
-
-        ``DONE`` marks a complete run, which is never replaced. ``FAILED`` (JSON: ``stage``,
-        ``error``, ``traceback``, ``time``) marks a run that stopped on an error: ``--resume``
-        continues it and a new run with the same ``--out`` replaces it. A directory with
-        neither was killed (or is running): it can only be resumed.
-    =======
-        RUN_DIR/metrics.json           report.html   run.lock   DONE
         RUN_DIR/predictions.npz        per-image test predictions (stresslab.runs.saved_predictions)
-    >>>>>>> study
+
+    ``DONE`` marks a complete run, which is never replaced. ``FAILED`` (JSON: ``stage``,
+    ``error``, ``traceback``, ``time``) marks a run that stopped on an error: ``--resume``
+    continues it and a new run with the same ``--out`` replaces it. A directory with
+    neither was killed (or is running): it can only be resumed.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -112,6 +108,27 @@ class RunDir:
     report = property(lambda self: self.path / "report.html")
     done = property(lambda self: self.path / "DONE")
     failed = property(lambda self: self.path / "FAILED")
+    predictions = property(lambda self: self.path / "predictions.npz")
+
+    def final_weights(self) -> Path:
+        """The checkpoint the run's probes used: ``training.json``'s ``final_weights``
+        (``best.pt`` when the run has no record of it). Raises CheckpointError if missing."""
+        name = "best.pt"
+        if self.training.is_file():
+            name = str(read_json(self.training).get("final_weights", name))
+        path = self.checkpoints / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing")
+        return path
+
+    def failed_probes(self) -> list[str]:
+        """Probes that raised and have no result since (``results/<probe>.failed.json``), sorted."""
+        suffix = ".failed.json"
+        names = (p.name[: -len(suffix)] for p in self.results.glob(f"*{suffix}"))
+        return sorted(n for n in names if not self.result_json(n).is_file())
+
+    def failure_file(self, probe: str) -> Path:
+        return self.results / f"{probe}.failed.json"
 
     def result_json(self, probe: str) -> Path:
         return self.results / f"{probe}.json"

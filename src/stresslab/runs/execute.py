@@ -22,7 +22,6 @@ from stresslab.runs import config as config_mod
 from stresslab.runs.config import RunConfig
 from stresslab.errors import CheckpointError
 from stresslab.models import build_model
-from stresslab.runs.saved_predictions import FILENAME as PREDICTIONS_FILE
 from stresslab.runs.saved_predictions import save_predictions
 from stresslab.runs.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
 from stresslab.probes.base import ProbeContext, ProbeResult
@@ -170,7 +169,7 @@ def _execute(
         model, split.val_x, split.val_y, split.val_index, batch_size=batch, device=device
     )
     log.info("predictions computed in %.1f s", time.perf_counter() - t0)
-    save_predictions(run.path / PREDICTIONS_FILE, preds, split.info.class_names)
+    save_predictions(run.predictions, preds, split.info.class_names)
     ctx = ProbeContext(
         model=model,
         split=split,
@@ -206,7 +205,7 @@ def _execute(
                 warnings=[f"probe {name} failed: {type(e).__name__}: {e}"],
                 data={"traceback": traceback.format_exc()},
             )
-            atomic_write_json(run.results / f"{name}.failed.json", {"error": str(e)})
+            atomic_write_json(run.failure_file(name), {"error": str(e)})
             continue
         seconds = time.perf_counter() - t0
         save_result(run, name, probe_result, seconds)
@@ -238,7 +237,7 @@ def _trained_history(
         atomic_write_json(run.history, prep.history)  # the checkpoint's own, so `load` finds it
         return prep.history
     if resuming and run.training.is_file():
-        load_weights(model, load_checkpoint(_final_weights(run))["state_dict"], run.path)
+        load_weights(model, load_checkpoint(run.final_weights())["state_dict"], run.path)
         # Strict JSON stored NaN (no validation set) as null; the probes expect floats.
         return [{k: float("nan") if v is None else v for k, v in r.items()} for r in read_json(run.history)]
     if cfg.train.epochs == 0:
@@ -289,11 +288,3 @@ def _trained_history(
         },
     )
     return result.history
-
-
-def _final_weights(run: RunDir) -> Path:
-    rec = read_json(run.training)
-    path = run.checkpoints / str(rec.get("final_weights", "best.pt"))
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing; the run cannot be resumed")
-    return path

@@ -8,6 +8,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from stresslab.data.base import DatasetInfo
+from stresslab.models import build_model
+from stresslab.models.weights import load_checkpoint, load_weights
 from stresslab.runs import config as config_mod
 from stresslab.runs.config import RunConfig
 from stresslab.errors import StresslabError
@@ -40,6 +45,25 @@ class Section:
 def _nan_for_null(history: list[dict[str, Any]]) -> list[dict[str, float]]:
     # Strict JSON stored NaN (e.g. no validation set) as null.
     return [{k: math.nan if v is None else v for k, v in rec.items()} for rec in history]
+
+
+def load_model(run: RunDir) -> tuple[nn.Module, dict[str, Any]]:
+    """The run's final model in eval mode on the CPU, and its checkpoint metadata.
+
+    Loads with ``weights_only=True`` (:func:`load_checkpoint`); the normalization layer's
+    statistics come from the checkpoint's weights.
+    """
+    path = run.final_weights()
+    ckpt = load_checkpoint(path)
+    model_rec = ckpt.get("model") or {}
+    names = tuple(ckpt.get("class_names") or ())
+    channels = int(ckpt.get("channels") or 1)
+    h, w = (int(v) for v in ckpt.get("image_size") or (28, 28))
+    info = DatasetInfo("checkpoint", names, channels, h, w, (0.5,) * channels, (0.5,) * channels)
+    model = build_model(str(model_rec.get("name")), info, model_rec.get("args"), model_rec.get("source"))
+    load_weights(model, ckpt["state_dict"], path)
+    model.eval()
+    return model, {"channels": channels, "height": h, "width": w, "class_names": names}
 
 
 class Run:
@@ -77,12 +101,14 @@ class Run:
         self.history = _nan_for_null(read_json(run.history)) if run.history.is_file() else []
         notes = read_json(run.run_warnings) if run.run_warnings.is_file() else []
         self.warnings: list[str] = [str(w.get("message", "")) for w in notes]
-        self.failed_probes: list[str] = sorted(
-            p.name[: -len(".failed.json")]
-            for p in run.results.glob("*.failed.json")
-            if not (run.results / p.name.replace(".failed.json", ".json")).is_file()
-        )
+        self.failed_probes: list[str] = run.failed_probes()
         self.complete = run.done.is_file()
+
+    def model(self) -> nn.Module:
+        """The run's final model (the weights its probes used), in eval mode on the CPU.
+
+        Loaded with ``weights_only=True``: nothing in the checkpoint is executed."""
+        return load_model(self._run)[0]
 
     @property
     def report_path(self) -> Path:

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from stresslab.files import atomic_write_json, atomic_write_text, read_json
+from stresslab.files import atomic_write_json, atomic_write_text, read_json, read_yaml
 from stresslab.report.render import data_uri, flat_metrics, headline_cards, render_template
 from stresslab.runs.directory import RunDir
 
@@ -27,12 +27,10 @@ def report_context(run: RunDir) -> dict[str, Any]:
     metrics = flat_metrics(results)
     cfg: dict[str, Any] = {}
     if run.config.is_file():
-        cfg = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
+        cfg = read_yaml(run.config)
     env_rec = read_json(run.env) if run.env.is_file() else {}
     failed = {
-        p.name[: -len(".failed.json")]: read_json(p).get("error", "")
-        for p in run.results.glob("*.failed.json")
-        if not (run.results / (p.name[: -len(".failed.json")] + ".json")).is_file()
+        name: read_json(run.failure_file(name)).get("error", "") for name in run.failed_probes()
     }
     sections: list[dict[str, Any]] = []
     for name, rec in results.items():

@@ -17,7 +17,8 @@ import torch
 
 from stresslab.files import read_json
 from stresslab.metrics.calibration import expected_calibration_error
-from stresslab.runs.saved_predictions import FILENAME, SavedPredictions, load_predictions
+from stresslab.runs.directory import RunDir
+from stresslab.runs.saved_predictions import SavedPredictions, load_predictions
 from stresslab.study.plan import DONE, StudyDir
 from stresslab.study.spec import StudySpec
 
@@ -76,23 +77,22 @@ def _flatten_nan(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def read_run(sdir: StudyDir, arm: str, seed: int) -> RunData:
     """The state and results of one run (see :class:`RunData`)."""
     path = sdir.run_dir(arm, seed)
+    run = RunDir(path)
     rd = RunData(arm, seed, sdir.state(arm, seed), path)
     if rd.state == "failed":
         rd.error = str(sdir.error(arm, seed).get("error", ""))
-    if (path / FILENAME).is_file() and (path / "metrics.json").is_file():
-        rd.preds = load_predictions(path / FILENAME)
-        rd.metrics = {k: float(v) for k, v in read_json(path / "metrics.json").items()}
-        if (path / "history.json").is_file():
-            rd.history = _flatten_nan(list(read_json(path / "history.json")))
-        evaluation = path / "results" / "evaluation.json"
+    if run.predictions.is_file() and run.metrics.is_file():
+        rd.preds = load_predictions(run.predictions)
+        rd.metrics = {k: float(v) for k, v in read_json(run.metrics).items()}
+        if run.history.is_file():
+            rd.history = _flatten_nan(list(read_json(run.history)))
+        evaluation = run.result_json("evaluation")
         if evaluation.is_file():
             rec = read_json(evaluation)
             rd.overfitting_onset = rec.get("data", {}).get("overfitting_onset_epoch")
             flag = rec.get("metrics", {}).get("overfitting")
             rd.overfitting = None if flag is None else int(flag)
-        rd.failed_probes = sorted(
-            p.name[: -len(".failed.json")] for p in (path / "results").glob("*.failed.json")
-        )
+        rd.failed_probes = run.failed_probes()
         if rd.state != DONE and not rd.failed_probes and rd.state != "failed":
             rd.state = "partial"
     return rd

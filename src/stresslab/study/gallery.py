@@ -20,6 +20,7 @@ from PIL import Image
 
 from stresslab.errors import StresslabError
 from stresslab.files import atomic_write_bytes
+from stresslab.runs.directory import RunDir
 from stresslab.study.plan import StudyDir
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def test_images(sdir: StudyDir, run_dir: Path, indices: Sequence[int]) -> dict[i
             from stresslab.runs import config as config_mod
             from stresslab.runs.execute import load_data
 
-            cfg = config_mod.resolve(run_dir / "config.resolved.yaml")
+            cfg = config_mod.resolve(RunDir(run_dir).config)
             split = load_data(cfg)
             pos = {int(i): k for k, i in enumerate(split.test_index.tolist())}
             for i in missing:
@@ -77,9 +78,9 @@ def gradcam_maps(run_dir: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndar
     Returns maps (N, H, W) float32, predicted classes (N,) and their probabilities (N,).
     """
     from stresslab.attributions import GradCam
-    from stresslab.study.cost import load_run_model
+    from stresslab.runs.loaded import load_model
 
-    model, _ = load_run_model(run_dir)
+    model, _ = load_model(RunDir(run_dir))
     x = torch.from_numpy(images).float() / 255.0
     with torch.no_grad():
         probs = torch.softmax(model(x), dim=1)

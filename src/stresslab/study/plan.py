@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from stresslab.errors import StresslabError
-from stresslab.files import atomic_write_text, read_json
+from stresslab.files import atomic_write_text, read_json, read_yaml
 from stresslab.runs import config as config_mod
 from stresslab.runs.directory import RunDir
 from stresslab.study.spec import StudySpec, parse_study
@@ -90,17 +90,17 @@ class StudyDir:
 
     def spec(self) -> StudySpec:
         """The study as saved in the directory."""
-        raw = yaml.safe_load(self.spec_file.read_text(encoding="utf-8"))
+        raw = read_yaml(self.spec_file, what="study file")
         return parse_study(raw, source=str(self.spec_file), base_dir=self.path)
 
     def state(self, arm: str, seed: int) -> str:
         """``done`` (DONE marker), ``failed`` (error file), ``partial`` (started) or ``pending``."""
-        run = self.run_dir(arm, seed)
-        if (run / "DONE").is_file():
+        run = RunDir(self.run_dir(arm, seed))
+        if run.done.is_file():
             return DONE
         if self.error_file(arm, seed).is_file():
             return FAILED
-        if (run / "config.resolved.yaml").is_file():
+        if run.config.is_file():
             return PARTIAL
         return PENDING
 
@@ -126,7 +126,7 @@ class StudyDir:
                         error_file=str(self.error_file(arm, seed)),
                         config=absolute_paths(config_mod.to_dict(spec.config(arm, seed))),
                         threads=threads,
-                        resume=(run / "config.resolved.yaml").is_file(),
+                        resume=RunDir(run).config.is_file(),
                     )
                 )
         return out

@@ -60,7 +60,9 @@ def diff_text(rec: dict[str, Any], percent: bool, interval: bool = True) -> str:
 
 
 def _costs(runs: dict[str, dict[int, RunData]]) -> dict[str, dict[str, float]]:
-    from stresslab.study.cost import load_run_model, model_cost
+    from stresslab.runs.directory import RunDir
+    from stresslab.runs.loaded import load_model
+    from stresslab.study.cost import model_cost
 
     out: dict[str, dict[str, float]] = {}
     for arm, seeds in runs.items():
@@ -68,7 +70,7 @@ def _costs(runs: dict[str, dict[int, RunData]]) -> dict[str, dict[str, float]]:
             if not r.usable:
                 continue
             try:
-                model, meta = load_run_model(r.path)
+                model, meta = load_model(RunDir(r.path))
                 out[arm] = model_cost(model, meta["channels"], meta["height"], meta["width"])
             except Exception as e:  # a cost that cannot be measured is left out, not fatal
                 log.warning("cost of arm %s: %s", arm, e)

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from stresslab.errors import ConfigError, StresslabError
+from stresslab.files import read_yaml
 from stresslab.runs import config as config_mod
 from stresslab.runs.config import RunConfig
 
@@ -122,14 +123,7 @@ def nested(key: str, value: Any) -> dict[str, Any]:
 def load_study(path: str | Path) -> StudySpec:
     """Read and validate a study file (see the module docstring)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"study file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
+    raw = read_yaml(p, what="study file")
     raw.setdefault("name", p.stem)
     return parse_study(raw, source=str(p), base_dir=p.parent)
 
@@ -189,7 +183,7 @@ def parse_study(raw: dict[str, Any], *, source: str = "study", base_dir: str | P
         raise _err(source, f"unknown key(s) {', '.join(unknown)}; accepted: {', '.join(TOP_KEYS)}")
     base_value = raw.get("base", {})
     if isinstance(base_value, str):
-        base = config_mod.read_yaml(Path(base_dir) / base_value)
+        base = read_yaml(Path(base_dir) / base_value)
     elif isinstance(base_value, dict):
         base = copy.deepcopy(base_value)
     else:
