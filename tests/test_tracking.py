@@ -86,7 +86,7 @@ def test_a_failing_tracker_is_dropped_and_the_others_go_on(tmp_path: Path, caplo
 
 def test_track_closes_as_failed_when_the_run_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder()
-    monkeypatch.setattr("stresslab.runs.tracking.base.start_tracking", lambda cfg, run: Tracking([rec]))
+    monkeypatch.setattr("stresslab.runs.tracking.session.start_tracking", lambda cfg, run: Tracking([rec]))
     with pytest.raises(ValueError), track(config(), fake_run(tmp_path)):
         raise ValueError("boom")
     assert rec.calls == ["close:FAILED"]

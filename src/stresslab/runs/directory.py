@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
 import logging
 import os
 import platform
@@ -19,6 +20,13 @@ from stresslab.errors import CheckpointError, StresslabError
 from stresslab.files import atomic_write_bytes, atomic_write_json, atomic_write_text, finite_json, read_json
 
 log = logging.getLogger(__name__)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def git_sha() -> str | None:
@@ -42,10 +50,9 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
     import numpy
     import sklearn
 
-    import stresslab
 
     env: dict[str, Any] = {
-        "stresslab": stresslab.__version__,
+        "stresslab": _version("stresslab"),
         "git_sha": git_sha(),
         "python": platform.python_version(),
         "platform": platform.platform(),

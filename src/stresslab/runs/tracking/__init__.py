@@ -12,8 +12,7 @@ from stresslab.runs.tracking.base import (
     check_trackers,
     flat_config,
     run_label,
-    start_tracking,
-    track,
 )
+from stresslab.runs.tracking.session import start_tracking, track
 
 __all__ = ["Tracker", "Tracking", "check_trackers", "flat_config", "run_label", "start_tracking", "track"]
