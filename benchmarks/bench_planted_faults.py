@@ -33,13 +33,14 @@ import numpy as np
 import torch
 
 from stresslab.data import Split, load_split
+from stresslab.devices import pick_device
 from stresslab.models import build_model
 from stresslab.probes.base import ProbeContext
 from stresslab.probes.label_issues import LabelIssuesProbe
 from stresslab.probes.predictions import Predictions
 from stresslab.probes.shortcut import Box, ShortcutProbe
 from stresslab.train.config import TrainConfig
-from stresslab.train.loop import pick_device, train
+from stresslab.train.loop import train
 
 ROOT = Path("/usr/share/datasets/fashion-mnist")
 PATTERN = Box(0, 0, 4, 4)

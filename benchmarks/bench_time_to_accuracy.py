@@ -39,12 +39,13 @@ from pathlib import Path
 import torch
 
 from stresslab.data.base import Split, to_float
+from stresslab.devices import pick_device
 from stresslab.models import build_model, model_summary
 from stresslab.runs import config as config_mod
 from stresslab.runs.config import RunConfig
 from stresslab.runs.prepare import load_data, seed_everything
 from stresslab.train.config import TrainConfig
-from stresslab.train.loop import evaluate, pick_device, train
+from stresslab.train.loop import evaluate, train
 from stresslab.train.precision import use_bf16
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 
 from stresslab.data import load_split
 from stresslab.data.base import Split
+from stresslab.devices import pick_device
 from stresslab.models import build_model, model_summary
 from stresslab.train.config import TrainConfig
-from stresslab.train.loop import pick_device, train
+from stresslab.train.loop import train
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 import torch
 from sklearn.metrics import confusion_matrix
 
@@ -130,3 +131,22 @@ def test_failures_offers_typed_cases_that_survive_a_save_and_reload(tmp_path) ->
     save_result(run, "failures", res, 0.0)
     back = load_result(run.result_json("failures"))
     assert back.offer == cases
+
+
+def test_one_device_picker() -> None:
+    import torch
+    from torch import nn
+
+    from stresslab.devices import model_device, pick_device
+    from stresslab.errors import ConfigError
+
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device(None, nn.Linear(2, 2)) == torch.device("cpu")
+    assert pick_device(None) == torch.device("cpu")
+    assert model_device(nn.ReLU()) == torch.device("cpu")  # no parameters or buffers
+    with pytest.raises(ConfigError, match="not a device torch knows"):
+        pick_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            pick_device("cuda")

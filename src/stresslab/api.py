@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from stresslab.data.base import DatasetInfo, Split, to_float
 from stresslab.data.coverage import coverage_warnings
 from stresslab.data.stats import channel_stats
+from stresslab.devices import pick_device
 from stresslab.errors import ConfigError, DataError, StresslabError
 from stresslab.probes import PROBES, build_probe
 from stresslab.runs import config as config_mod
@@ -103,21 +104,6 @@ def _probes(probes: ProbesSpec) -> Any:
             f"({', '.join(PROBES.names())}); give a preset, a list of probes or {{probe: settings}}"
         )
     return probes
-
-
-def _device(device: str | torch.device | None, module: nn.Module) -> torch.device:
-    """``None``: where the model's parameters are (CPU for a model without any)."""
-    if device is None:
-        first = next(itertools.chain(module.parameters(), module.buffers()), None)
-        return first.device if first is not None else torch.device("cpu")
-    try:
-        auto = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(auto if device == "auto" else device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device: {device!r} is not a device torch knows ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {device!r}, but CUDA is not available here")
-    return dev
 
 
 def _class_names(class_names: Sequence[str] | None, k: int) -> tuple[str, ...]:
@@ -229,7 +215,7 @@ def probe(
     target = Path(out) if out is not None else None
     if target is not None:
         RunDir.check_new(target)  # refuse early, before any work
-    dev = _device(device, module)
+    dev = pick_device(device, module)
     label = name or f"probe-{getattr(model, '__name__', None) or type(model).__name__}"
     cfg = config_mod.validate(
         {

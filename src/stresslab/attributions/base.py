@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stresslab.devices import model_device
 from stresslab.errors import ConfigError
 from stresslab.registry import Registry
 from stresslab.scoped import inference_scope
@@ -61,13 +62,6 @@ def fill_value(fill: str | float, channels: int, mean: Sequence[float] | None = 
             raise ConfigError("fill 'mean' needs the dataset's per-channel mean")
         values = [float(m) for m in mean]
     return torch.tensor(values, dtype=torch.float32).view(1, channels, 1, 1)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU if it has neither)."""
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 @dataclass(frozen=True)

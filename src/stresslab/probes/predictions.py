@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stresslab.data.base import to_float
+from stresslab.devices import model_device
 from stresslab.scoped import inference_scope
 
 
@@ -69,7 +70,7 @@ class Predictions:
         device: torch.device | None = None,
     ) -> Predictions:
         """Run ``model`` over images ``x`` (N, C, H, W; uint8 or float in [0, 1])."""
-        device = device or next(model.parameters()).device
+        device = device or model_device(model)
         logits, feats = [], []
         has_features = callable(getattr(model, "features", None))
         with inference_scope(model), torch.no_grad():

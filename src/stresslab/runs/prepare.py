@@ -27,7 +27,7 @@ from stresslab.models import build_model, check_model_name
 from stresslab.probes import PROBES, build_probe
 from stresslab.probes.base import Probe
 from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
-from stresslab.train.loop import pick_device
+from stresslab.devices import pick_device
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from torch import Tensor, nn
 
-from stresslab.attributions.base import Attribution, model_device
+from stresslab.attributions.base import Attribution
+from stresslab.devices import model_device
 from stresslab.scoped import inference_scope
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from stresslab.attributions.base import model_device
 from stresslab.attributions.occlusion import Occlusion
+from stresslab.devices import model_device
 from stresslab.models.base import get_layer
 from stresslab.probes.shortcut.regions import Box, box_share, normalized, top_region
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from stresslab.attributions.base import model_device
+from stresslab.devices import model_device
 from stresslab.metrics.proportions import fisher_greater, wilson_interval
 from stresslab.probes.shortcut.regions import Box
 from stresslab.scoped import inference_scope
