@@ -48,7 +48,21 @@ def validity_checks(res: SweepResult, *, tolerance: float, convergence_threshold
     in robust accuracy (a fraction) a run with a doubled setting may cause. An undefined
     accuracy (no image attacked) is shown as such and never compared.
     """
-    rows: list[Check] = []
+    rows = [*_epsilon_zero_checks(res), *_monotonicity_checks(res, tolerance)]
+    for norm in NORMS:
+        gradient = [r for r in res.runs if r.norm == norm and r.attack.uses_gradients]
+        rows.extend(_iterative_checks(norm, gradient, tolerance))
+        rows.extend(_score_based_check(res, norm, gradient, tolerance))
+    rows.extend(_convergence_checks(res, convergence_threshold))
+    rows.append(_gradient_check(res))
+    rows.extend(_bound_check(run) for run in [*res.runs, *res.convergence, res.whole])
+    rows.extend(_model_checks(res))
+    return rows
+
+
+def _epsilon_zero_checks(res: SweepResult) -> list[Check]:
+    """Each run at epsilon 0 predicts exactly what the clean images get. One check per run."""
+    rows = []
     clean_acc = mean_or_none(res.clean.correct)
     for run in res.runs:
         j = run.epsilons.index(0.0)
@@ -62,6 +76,13 @@ def validity_checks(res: SweepResult, *, tolerance: float, convergence_threshold
                 f"{changed} predictions differ",
             )
         )
+    return rows
+
+
+def _monotonicity_checks(res: SweepResult, tolerance: float) -> list[Check]:
+    """Accuracy never rises by more than ``tolerance`` from one epsilon to the next larger one.
+    One check per run."""
+    rows = []
     for run in res.runs:
         acc = run.accuracy()
         rises = [
@@ -71,27 +92,39 @@ def validity_checks(res: SweepResult, *, tolerance: float, convergence_threshold
         ]
         detail = "; ".join(rises) if rises else f"non-increasing over {len(acc)} epsilons"
         rows.append(Check("accuracy does not rise with epsilon", run.label, not rises, detail))
-    for norm in NORMS:
-        gradient = [r for r in res.runs if r.norm == norm and r.attack.uses_gradients]
-        multi = [r for r in gradient if r.attack.iterative]
-        single = [r for r in gradient if not r.attack.iterative]
-        for it in multi:
-            for one in single:
-                ref = dict(zip(one.epsilons, one.accuracy(), strict=True))
-                worse = [
-                    f"epsilon {e:.4g}: {it.attack.title} {a:.4f} > {one.attack.title} {b:.4f}"
-                    for e, a in zip(it.epsilons, it.accuracy(), strict=True)
-                    if (b := ref.get(e)) is not None and a is not None and a > b + tolerance
-                ]
-                rows.append(
-                    Check(
-                        f"{it.attack.title} does no worse than {one.attack.title}",
-                        norm,
-                        not worse,
-                        "; ".join(worse) or "at every epsilon",
-                    )
+    return rows
+
+
+def _iterative_checks(norm: str, gradient: list[AttackRun], tolerance: float) -> list[Check]:
+    """An iterative gradient attack leaves accuracy no more than ``tolerance`` above a
+    single-step one at any shared epsilon. One check per (iterative, single-step) pair of
+    ``gradient``, the gradient attacks of ``norm``."""
+    rows = []
+    multi = [r for r in gradient if r.attack.iterative]
+    single = [r for r in gradient if not r.attack.iterative]
+    for it in multi:
+        for one in single:
+            ref = dict(zip(one.epsilons, one.accuracy(), strict=True))
+            worse = [
+                f"epsilon {e:.4g}: {it.attack.title} {a:.4f} > {one.attack.title} {b:.4f}"
+                for e, a in zip(it.epsilons, it.accuracy(), strict=True)
+                if (b := ref.get(e)) is not None and a is not None and a > b + tolerance
+            ]
+            rows.append(
+                Check(
+                    f"{it.attack.title} does no worse than {one.attack.title}",
+                    norm,
+                    not worse,
+                    "; ".join(worse) or "at every epsilon",
                 )
-        rows.extend(_score_based_check(res, norm, gradient, tolerance))
+            )
+    return rows
+
+
+def _convergence_checks(res: SweepResult, convergence_threshold: float) -> list[Check]:
+    """Each run with a setting doubled changes robust accuracy at its epsilon by less than
+    ``convergence_threshold`` (a fraction). One check per convergence run."""
+    rows = []
     for other in res.convergence:
         main = next(r for r in res.runs if r.name == other.name)
         e = other.epsilons[0]
@@ -106,41 +139,48 @@ def validity_checks(res: SweepResult, *, tolerance: float, convergence_threshold
                 f"{_fmt(before)} -> {_fmt(after)}" + ("" if ok else "; the attack has not converged"),
             )
         )
+    return rows
+
+
+def _gradient_check(res: SweepResult) -> Check:
+    """No clean image has an all-zero input gradient; names the attacks added because some did."""
     zero, n = res.clean.zero_gradients, len(res.clean.correct)
-    rows.append(
-        Check(
-            "input gradients are non-zero",
-            "clean images",
-            zero == 0,
-            f"{zero} of {n} images have an all-zero input gradient"
-            + (
-                "; gradient-based attacks cannot move them (saturated softmax or gradient masking), "
-                "try loss='margin'"
-                if zero
-                else ""
-            )
-            + "".join(f"; {name} ran because {why}" for name, why in res.added.items()),
+    return Check(
+        "input gradients are non-zero",
+        "clean images",
+        zero == 0,
+        f"{zero} of {n} images have an all-zero input gradient"
+        + (
+            "; gradient-based attacks cannot move them (saturated softmax or gradient masking), "
+            "try loss='margin'"
+            if zero
+            else ""
         )
+        + "".join(f"; {name} ran because {why}" for name, why in res.added.items()),
     )
-    for run in [*res.runs, *res.convergence, res.whole]:
-        rows.append(
-            Check(
-                "adversarial images within epsilon and in [0, 1]",
-                run.label,
-                run.norm_excess <= BOUND_SLACK and run.box_excess <= BOUND_SLACK,
-                f"largest excess over epsilon {max(run.norm_excess, 0.0):.2e}, outside [0, 1] "
-                f"{max(run.box_excess, 0.0):.2e}",
-            )
-        )
-    rows.append(
+
+
+def _bound_check(run: AttackRun) -> Check:
+    """The run's adversarial images lie within epsilon of the clean ones and in [0, 1], up to
+    ``BOUND_SLACK`` per pixel."""
+    return Check(
+        "adversarial images within epsilon and in [0, 1]",
+        run.label,
+        run.norm_excess <= BOUND_SLACK and run.box_excess <= BOUND_SLACK,
+        f"largest excess over epsilon {max(run.norm_excess, 0.0):.2e}, outside [0, 1] "
+        f"{max(run.box_excess, 0.0):.2e}",
+    )
+
+
+def _model_checks(res: SweepResult) -> list[Check]:
+    """The model stayed in eval mode and its buffers (BatchNorm statistics) did not change."""
+    return [
         Check(
             "model in eval mode during attacks",
             "model",
             res.eval_mode,
             "every module in eval mode" if res.eval_mode else "a module switched itself to train mode",
-        )
-    )
-    rows.append(
+        ),
         Check(
             "BatchNorm statistics and buffers untouched",
             "model",
@@ -148,9 +188,8 @@ def validity_checks(res: SweepResult, *, tolerance: float, convergence_threshold
             "buffers identical before and after"
             if res.buffers_unchanged
             else "a buffer changed during the attacks",
-        )
-    )
-    return rows
+        ),
+    ]
 
 
 def _score_based_check(
