@@ -128,30 +128,17 @@ class LabelIssuesProbe(Probe):
             return None
 
     def _test(self, ctx: ProbeContext, res: ProbeResult, names: list[str], settings: dict[str, Any]) -> None:
+        """Search the test set with the final model's probabilities and split its errors into
+        probable label errors and the model's own."""
         p = ctx.predictions
         labels, probs = p.labels.numpy(), p.probs.double().numpy()
-        val = ctx.val_predictions
-        if len(val.labels) and len(np.unique(val.labels.numpy())) > 1:
-            thresholds = class_thresholds(val.labels.numpy(), val.probs.double().numpy())
-            settings["test_thresholds_from"] = "validation"
-        else:
-            thresholds = None
-            settings["test_thresholds_from"] = "test"
-            res.warnings.append(
-                "label_issues: no validation split; the per-class thresholds were estimated on the "
-                "test set itself"
-            )
+        thresholds = _test_thresholds(ctx, res, settings)
         issues = self._search(res, labels, probs, thresholds, "test")
         if issues is None:
             return
-        offered = ctx.offer("failures", FailureCases)
-        errors = (
-            set(offered.errors) if offered is not None else set(torch.nonzero(~p.correct).flatten().tolist())
-        )
-        settings["errors_from"] = "failures" if offered is not None else "predictions"
+        errors = _test_errors(ctx, settings)
         records = present.issue_records(issues, probs, labels, p.index, errors)
-        flagged = set(issues.ranked.tolist())
-        label_like = sorted(errors & flagged)
+        label_like = sorted(errors & set(issues.ranked.tolist()))
         n = len(labels)
         res.metrics.update(
             n_test_issues=len(records),
@@ -170,6 +157,19 @@ class LabelIssuesProbe(Probe):
             "confident_joint": issues.confident_joint.tolist(),
             "thresholds": [round(float(t), 6) for t in issues.thresholds],
         }
+        self._test_views(ctx, res, names, issues, records, pairs)
+        res.summary.extend(self._test_summary(settings, n, len(records), len(errors), len(label_like), pairs))
+
+    def _test_views(
+        self,
+        ctx: ProbeContext,
+        res: ProbeResult,
+        names: list[str],
+        issues: LabelIssues,
+        records: list[dict[str, Any]],
+        pairs: list[dict[str, Any]],
+    ) -> None:
+        """The test set's issue and noise-pair tables, its gallery of candidates and its noise matrix."""
         res.tables.append(
             present.issue_table("Likely label errors in the test set", records, names, "test", self.max_rows)
         )
@@ -187,28 +187,39 @@ class LabelIssuesProbe(Probe):
         res.captions["test_noise"] = (
             "Row i, column j: estimated share (%) of test images labeled i whose true class is j."
         )
+
+    def _test_summary(
+        self,
+        settings: dict[str, Any],
+        n: int,
+        n_issues: int,
+        n_errors: int,
+        n_label_like: int,
+        pairs: list[dict[str, Any]],
+    ) -> list[str]:
+        """The summary lines of the test-set search: ``n_issues`` flagged of ``n`` labels, and
+        ``n_label_like`` of the ``n_errors`` test errors flagged as label errors."""
         swap = (
             f"; most frequent: {pairs[0]['true_name']} labeled {pairs[0]['given_name']} "
             f"(about {pairs[0]['count']})"
             if pairs
             else ""
         )
-        res.summary.append(
-            f"{len(records)} of {n} test labels ({len(records) / max(n, 1):.1%}) look wrong to confident "
+        lines = [
+            f"{n_issues} of {n} test labels ({n_issues / max(n, 1):.1%}) look wrong to confident "
             f"learning (mode {settings['mode']}: the final model's test probabilities, thresholds from the "
-            f"{settings['test_thresholds_from']} set){swap}."
-        )
-        res.summary.append(
-            f"Of the {len(errors)} test errors, {len(label_like)} are probably label errors rather than "
-            f"model errors (the label itself is flagged); {len(errors) - len(label_like)} look like the "
-            "model's own."
-        )
+            f"{settings['test_thresholds_from']} set){swap}.",
+            f"Of the {n_errors} test errors, {n_label_like} are probably label errors rather than "
+            f"model errors (the label itself is flagged); {n_errors - n_label_like} look like the "
+            "model's own.",
+        ]
         if settings["mode"] == "holdout":
-            res.summary.append(
+            lines.append(
                 "Training labels were not checked: mode holdout has no out-of-sample probabilities for "
                 f"them (mode: cross_val trains {self.folds} models on folds, about {self.folds - 1} extra "
                 "trainings)."
             )
+        return lines
 
     def _train(self, ctx: ProbeContext, res: ProbeResult, names: list[str], settings: dict[str, Any]) -> None:
         assert ctx.train_config is not None and ctx.model_factory is not None
@@ -271,3 +282,27 @@ class LabelIssuesProbe(Probe):
             f"model saw {(self.folds - 1) / self.folds:.0%} of the data, so it is weaker than the "
             "final model."
         )
+
+
+def _test_thresholds(ctx: ProbeContext, res: ProbeResult, settings: dict[str, Any]) -> np.ndarray | None:
+    """Per-class thresholds (K,) from the validation predictions, or ``None`` (estimated on the
+    test set itself, with a warning) where validation has fewer than two classes."""
+    val = ctx.val_predictions
+    if len(val.labels) and len(np.unique(val.labels.numpy())) > 1:
+        settings["test_thresholds_from"] = "validation"
+        return class_thresholds(val.labels.numpy(), val.probs.double().numpy())
+    settings["test_thresholds_from"] = "test"
+    res.warnings.append(
+        "label_issues: no validation split; the per-class thresholds were estimated on the test set itself"
+    )
+    return None
+
+
+def _test_errors(ctx: ProbeContext, settings: dict[str, Any]) -> set[int]:
+    """Positions of the model's test errors: the ``failures`` probe's where it ran, else the
+    predictions' own."""
+    offered = ctx.offer("failures", FailureCases)
+    settings["errors_from"] = "failures" if offered is not None else "predictions"
+    if offered is not None:
+        return set(offered.errors)
+    return set(torch.nonzero(~ctx.predictions.correct).flatten().tolist())
