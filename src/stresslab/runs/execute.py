@@ -28,6 +28,7 @@ from stresslab.probes.base import ProbeContext, ProbeResult
 from stresslab.probes.predictions import Predictions
 from stresslab.runs.storage import load_result, save_result
 from stresslab.progress import ProgressReporter
+from stresslab.runs.diagnosis_step import run_diagnosis
 from stresslab.runs.directory import RunDir, default_run_path, environment
 from stresslab.files import atomic_write_json, atomic_write_text, read_json
 from stresslab.runs.tracking import Tracking, track
@@ -211,6 +212,10 @@ def _execute(
         save_result(run, name, probe_result, seconds)
         ctx.results[name] = probe_result
         log.info("probe %s: done in %.1f s", name, seconds)
+
+    if "evaluation" in ctx.results and "evaluation" not in outcome.failed_probes:
+        stage.name = "diagnosis"
+        run_diagnosis(run, ctx, outcome.failed_probes)
 
     stage.name = "report"
     if outcome.failed_probes:
