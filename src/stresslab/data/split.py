@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,27 @@ def _loader_options(loader: DatasetLoader, requested: dict[str, Any]) -> dict[st
     return options
 
 
+def _checked_indices(indices: Sequence[int], n: int, field: str) -> Tensor:
+    """``indices`` as a unique int64 tensor; ConfigError naming ``field`` for one outside 0..n-1."""
+    out = torch.as_tensor(list(indices), dtype=torch.long).unique()
+    bad = out[(out < 0) | (out >= n)]
+    if len(bad):
+        raise ConfigError(f"{field}: index {int(bad[0])} is outside the training set (0..{n - 1})")
+    return out
+
+
+def _relabeled(y: Tensor, relabel: Mapping[int, int], num_classes: int) -> Tensor:
+    """A copy of the official training labels ``y`` with ``relabel`` (index -> class) applied."""
+    idx = _checked_indices(list(relabel), len(y), "data.relabel")
+    new = torch.as_tensor([relabel[int(i)] for i in idx], dtype=torch.long)
+    bad = new[(new < 0) | (new >= num_classes)]
+    if len(bad):
+        raise ConfigError(f"data.relabel: class {int(bad[0])} is not one of the {num_classes} classes")
+    out = y.clone()
+    out[idx] = new
+    return out
+
+
 def load_split(
     dataset: str,
     *,
@@ -90,6 +112,8 @@ def load_split(
     channels: int | None = None,
     skip_bad: bool = False,
     download: bool = False,
+    drop_train_indices: Sequence[int] = (),
+    relabel: Mapping[int, int] | None = None,
 ) -> Split:
     """Load a registered dataset and split it into train / validation / test.
 
@@ -110,6 +134,9 @@ def load_split(
             are listed in ``Split.skipped``. Only for datasets whose loader takes it.
         download: let the loader download the dataset where it is missing (needs a network).
             Only for datasets whose loader takes it.
+        drop_train_indices: official training-set indices to leave out of training and
+            validation (after the validation split and subsets, which stay as they were).
+        relabel: official training-set index -> the class it gets instead of its label.
 
     Returns:
         A :class:`Split` of uint8 images (N, C, H, W) and int64 labels, with ``*_index``
@@ -162,6 +189,11 @@ def load_split(
             pick = stratified_sample(full_y[train_index], train_subset, seed=split_seed + 1)
             train_index = train_index[pick]
             notes.append(f"training subset: {len(train_index)} images (seed {split_seed + 1})")
+    if len(drop_train_indices):
+        drop = _checked_indices(drop_train_indices, n, "data.drop_train_indices")
+        train_index = train_index[~torch.isin(train_index, drop)]
+        val_index = val_index[~torch.isin(val_index, drop)]
+        notes.append(f"{len(drop)} training images left out (data.drop_train_indices)")
     test_index = torch.arange(len(test_y))
     if test_subset is not None:
         if test_subset >= len(test_index):
@@ -170,6 +202,9 @@ def load_split(
             test_index = stratified_sample(test_y, test_subset, seed=split_seed + 2)
             notes.append(f"test subset: {len(test_index)} of {len(test_y)} images (seed {split_seed + 2})")
 
+    if relabel:  # after the split and subsets, which therefore stay the same
+        full_y = _relabeled(full_y, relabel, len(raw.class_names))
+        notes.append(f"{len(relabel)} training labels changed (data.relabel)")
     # Convert only the images kept: subsets of large sets stay cheap.
     size = (image_size, image_size) if image_size is not None else None
     train_x = convert_images(_take(raw.train_x, train_index), size=size, channels=channels)
