@@ -35,7 +35,10 @@ def test_drop_and_relabel_keep_the_split_otherwise(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"drop_train_indices": [40]}, "data.drop_train_indices: index 40 is outside the training set (0..39)"),
+        (
+            {"drop_train_indices": [40]},
+            "data.drop_train_indices: index 40 is outside the training set (0..39)",
+        ),
         ({"relabel": {-1: 0}}, "data.relabel: index -1"),
         ({"relabel": {3: 4}}, "data.relabel: class 4 is not one of the 4 classes"),
     ],
