@@ -10,6 +10,7 @@ from stresslab.diagnosis.diagnose import Diagnosis, diagnose
 from stresslab.diagnosis.evidence import COLUMNS, TestSet
 from stresslab.diagnosis.present import to_result
 from stresslab.diagnosis.rules import CAUSES, RULES, Thresholds, decide
+from stresslab.diagnosis.suggest import suggest_study
 from stresslab.diagnosis.table import ALL_COLUMNS, read_causes, write_csv
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "decide",
     "diagnose",
     "read_causes",
+    "suggest_study",
     "to_result",
     "write_csv",
 ]
