@@ -217,3 +217,28 @@ def test_result_has_at_most_seven_findings_and_ten_summary_lines() -> None:
     assert res.metrics["n_failures"] == 3
     assert res.summary[0].startswith("3 of 60 test images are misclassified")
     assert set(res.figures) == {f"finding_{i + 1}" for i in range(len(res.data["findings"]))}
+
+
+def test_ood_and_data_audit_offers_fill_their_columns() -> None:
+    t = _test_set()
+    n = len(t.labels)
+    knn = [0.1 * (i % 10) for i in range(n)]  # correct images' scores: 0.0 .. 0.9
+    knn[7] = 5.0  # failure 107 far from everything
+    records = {
+        "ood": {"offer": {"index": t.index.tolist(), "scores": {"msp": [0.0] * n, "knn": knn}}},
+        "data_audit": {
+            "offer": {"issues": {"blurry": [104], "grayscale": [101, 104]}, "thresholds": {"blurry": 0.01}}
+        },
+    }
+    d = diagnose(records, t)
+    by_index = {r["index"]: r for r in d.rows}
+    assert by_index[107]["ood_score"] == 5.0 and by_index[107]["ood_percentile"] == 100.0
+    assert by_index[107]["cause"] == "out_of_distribution"  # its darkness is not a data_audit flag
+    correct_scores = np.sort(np.array(knn)[t.correct])
+    assert by_index[101]["ood_percentile"] == pytest.approx(
+        100 * np.searchsorted(correct_scores, 0.1) / len(correct_scores)
+    )
+    assert by_index[104]["quality_flags"] == "blurry" and by_index[104]["cause"] == "image_quality"
+    assert by_index[101]["quality_flags"] == ""  # grayscale is not an image-quality issue
+    assert d.sources == {"ood_score": "knn", "quality_flags": "data_audit"}
+    assert "ood_score" not in d.missing

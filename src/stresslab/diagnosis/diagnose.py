@@ -31,6 +31,7 @@ class Diagnosis:
     pairs: list[dict[str, Any]] = field(default_factory=list)
     clusters: list[dict[str, Any]] = field(default_factory=list)
     cluster_settings: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 def _thresholds(base: Thresholds, found: dict[str, float]) -> Thresholds:
@@ -80,6 +81,7 @@ def diagnose(
         missing={k: v for k, v in ev.missing.items() if k not in ev.columns or _empty(ev.columns[k])},
         counts={c: counts.get(c, 0) for c in CAUSES},
         pairs=pair_slices(rows),
+        sources=dict(ev.notes),
     )
     if test.embeddings is not None:
         props = {name: _floats(ev.columns.get(name), len(test.labels)) for name in PROPERTIES}

@@ -68,7 +68,7 @@ COLUMNS: tuple[Column, ...] = (
         "representation",
         "label of a training near-duplicate whose label differs from the true one",
     ),
-    Column("ood_score", "float", "ood", "out-of-distribution score (higher: farther from the training data)"),
+    Column("ood_score", "float", "ood", "out-of-distribution score (kNN feature distance where recorded)"),
     Column(
         "ood_percentile",
         "float",
@@ -132,11 +132,13 @@ class TestSet:
 @dataclass
 class Evidence:
     """Evidence columns (name -> (N,) object array, ``None`` where empty), the thresholds
-    measured on the way (name -> value) and, per column left empty, why."""
+    measured on the way (name -> value), per column left empty why, and per column filled
+    from a choice of sources which one (``notes``)."""
 
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # column -> where its values came from
 
     def column(self, name: str, n: int) -> np.ndarray:
         if name not in self.columns:
@@ -241,7 +243,66 @@ def explain(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
                 break
 
 
+#: Feature-space scores first: the logit scores (MSP, energy) rank every low-confidence
+#: prediction as an outlier, so among failures they say little about distribution shift.
+OOD_PREFERENCE = ("knn", "mahalanobis", "energy", "max_logit", "msp")
+
+
+def ood(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``ood`` (its ``OodScores`` offer): the score (first of :data:`OOD_PREFERENCE` that
+    it recorded) and its percentile among the correctly classified test images it scored."""
+    offer = rec.get("offer") or {}
+    scores = offer.get("scores") or {}
+    name = next((s for s in OOD_PREFERENCE if s in scores), None)
+    if name is None:
+        ev.missing["ood_score"] = "the ood probe recorded no per-image scores"
+        return
+    n, pos = len(t.labels), t.positions()
+    rows = [
+        (pos[int(i)], float(v))
+        for i, v in zip(offer.get("index", []), scores[name], strict=False)
+        if int(i) in pos
+    ]
+    if not rows:
+        return
+    where = np.array([r[0] for r in rows])
+    values = np.array([r[1] for r in rows])
+    ref = np.sort(values[t.correct[where] & np.isfinite(values)])
+    score, pct = ev.column("ood_score", n), ev.column("ood_percentile", n)
+    for p, v in zip(where.tolist(), values.tolist(), strict=True):
+        score[p] = v
+        if len(ref):
+            pct[p] = 100.0 * float(np.searchsorted(ref, v, side="left")) / len(ref)
+    ev.notes["ood_score"] = name
+
+
+#: data_audit issues that are about image quality (not duplicates or colour mode).
+QUALITY_ISSUES = ("dark", "light", "low_contrast", "low_information", "blurry")
+
+
+def data_audit(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``data_audit`` (its ``AuditFlags`` offer): the image-quality issues flagged on each
+    test image, fenced on the training images' own distribution (Tukey fences)."""
+    offer = rec.get("offer") or {}
+    issues = offer.get("issues")
+    if issues is None:
+        return
+    n, pos = len(t.labels), t.positions()
+    flags = ev.column("quality_flags", n)
+    flags[:] = ""
+    for issue in QUALITY_ISSUES:
+        for i in issues.get(issue, []):
+            p = pos.get(int(i))
+            if p is not None:
+                flags[p] = issue if not flags[p] else f"{flags[p]}; {issue}"
+    for k, v in (offer.get("thresholds") or {}).items():
+        ev.thresholds[f"data_audit_{k}"] = float(v)
+    ev.notes["quality_flags"] = "data_audit"
+
+
 ADAPTERS: dict[str, tuple[Adapter, tuple[str, ...]]] = {
+    "ood": (ood, ("ood_score", "ood_percentile")),
+    "data_audit": (data_audit, ()),
     "label_issues": (label_issues, ("label_issue", "label_quality", "suggested_label")),
     "representation": (
         representation,
@@ -260,6 +321,7 @@ def quality(t: TestSet, ev: Evidence, tail: float) -> None:
         return
     props = image_properties(t.images, t.background)
     n, ok = len(t.labels), t.correct
+    own_flags = "quality_flags" not in ev.columns  # data_audit's flags win: one per-image record
     flags = ev.column("quality_flags", n)
     for name in PROPERTIES:
         values = props[name]
@@ -267,15 +329,16 @@ def quality(t: TestSet, ev: Evidence, tail: float) -> None:
         finite = np.isfinite(values)
         col[finite] = values[finite]
         ref = values[ok & finite]
-        if name == "object_area" or len(ref) < 20:
+        if name == "object_area" or len(ref) < 20 or not own_flags:
             continue  # object area describes slices; too few correct images give no range
         lo, hi = np.percentile(ref, [tail, 100 - tail])
         ev.thresholds[f"{name}_low"], ev.thresholds[f"{name}_high"] = float(lo), float(hi)
         for p in np.flatnonzero(finite & ((values < lo) | (values > hi))):
             word = f"{'low' if values[p] < lo else 'high'} {name}"
             flags[p] = word if flags[p] is None else f"{flags[p]}; {word}"
-    if len(t.labels):
+    if own_flags and len(t.labels):
         flags[np.array([f is None for f in flags])] = ""
+        ev.notes["quality_flags"] = "image properties"
 
 
 def collect(records: Mapping[str, Mapping[str, Any]], t: TestSet, *, quality_tail: float = 0.5) -> Evidence:
@@ -288,7 +351,5 @@ def collect(records: Mapping[str, Mapping[str, Any]], t: TestSet, *, quality_tai
         else:
             for name in names:
                 ev.missing.setdefault(name, f"the {probe} probe did not run")
-    for name in ("ood_score", "ood_percentile"):
-        ev.missing.setdefault(name, "no out-of-distribution scores were recorded")
     quality(t, ev, quality_tail)
     return ev

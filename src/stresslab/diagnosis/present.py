@@ -128,6 +128,7 @@ def to_result(d: Diagnosis, test: TestSet) -> ProbeResult:
         "counts": d.counts,
         "thresholds": d.thresholds,
         "missing": d.missing,
+        "sources": d.sources,
         "findings": found,
         "pair_slices": d.pairs,
         "embedding_slices": d.clusters,
