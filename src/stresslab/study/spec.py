@@ -265,6 +265,7 @@ def validate_spec(spec: StudySpec) -> list[RunConfig]:
     the model and its arguments, the probes and their settings. Returns the configs."""
     from stresslab.data import DATASETS
     from stresslab.models import MODELS
+    from stresslab.plugins import load_plugins
     from stresslab.probes import build_probe
 
     configs = []
@@ -274,6 +275,7 @@ def validate_spec(spec: StudySpec) -> list[RunConfig]:
             configs.append(spec.config(arm, seed))
         cfg = configs[-1]
         try:
+            load_plugins(cfg.plugins)
             DATASETS.get(cfg.data.dataset, where="data.dataset")
             if cfg.model.source is None:
                 MODELS.get(cfg.model.name, where="model.name")
