@@ -48,7 +48,7 @@ def check_model_name(name: str) -> None:
     if is_hub_name(name):
         check_hub_name(name)
     else:
-        MODELS.get(name)
+        MODELS.get(name, where="model.name")
 
 
 def build_model(

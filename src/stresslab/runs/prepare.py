@@ -116,7 +116,7 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
     load_plugins(cfg.plugins)
     probes = {name: build_probe(name, settings) for name, settings in cfg.probes.items()}
     probe_order(list(probes))
-    DATASETS.get(cfg.data.dataset)
+    DATASETS.get(cfg.data.dataset, where="data.dataset")
     if not cfg.model.source:
         check_model_name(cfg.model.name)
     from stresslab.runs.tracking import check_trackers
