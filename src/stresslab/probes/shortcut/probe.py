@@ -101,9 +101,8 @@ class ShortcutProbe(Probe):
     def _attribution(self, ctx: ProbeContext, warnings: list[str]) -> tuple[str, Attribution]:
         if self.method == "gradcam":
             try:
-                return "gradcam", ATTRIBUTIONS.build(
-                    "gradcam", layer=self.layer or default_cam_layer(ctx.model)
-                )
+                layer = self.layer or default_cam_layer(ctx.model)
+                return "gradcam", ATTRIBUTIONS.build("gradcam", where="probes.shortcut", layer=layer)
             except ConfigError as e:
                 warnings.append(f"shortcut: Grad-CAM cannot run on this model ({e}); used occlusion instead")
         return "occlusion", self._refiner(ctx)
@@ -128,9 +127,8 @@ class ShortcutProbe(Probe):
 
     def _maps(self, method: Attribution, ctx: ProbeContext, x: Tensor, y: Tensor) -> Tensor:
         if method.has_confidence_map:
-            return method.confidence_maps(ctx.model, x, y[:, None], batch_size=max(ctx.batch_size, 256)).drop[
-                :, 0
-            ]
+            maps = method.confidence_maps(ctx.model, x, y[:, None], batch_size=max(ctx.batch_size, 256))
+            return maps.drop[:, 0]
         return method.attribute(ctx.model, x, y, batch_size=ctx.batch_size)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
