@@ -22,6 +22,7 @@ from stresslab.data.coverage import coverage_warnings
 from stresslab.data.stats import channel_stats
 from stresslab.devices import pick_device
 from stresslab.errors import ConfigError, DataError, StresslabError
+from stresslab.plugins import load_plugins
 from stresslab.probes import PROBES, build_probe
 from stresslab.runs import config as config_mod
 from stresslab.runs.config import PRESETS, RunConfig
@@ -72,6 +73,7 @@ def run(
         ConfigError, DataError, CheckpointError: a mistake found before the run directory
             is created (nothing is written), naming the field, file or value.
     """
+    load_plugins()
     if resume is not None:
         if config is not None or preset or overrides or checkpoint is not None or out is not None:
             raise StresslabError("resume: the run directory's own config is used; give nothing else")
@@ -217,6 +219,7 @@ def probe(
         RunDir.check_new(target)  # refuse early, before any work
     dev = pick_device(device, module)
     label = name or f"probe-{getattr(model, '__name__', None) or type(model).__name__}"
+    load_plugins()
     cfg = config_mod.validate(
         {
             "name": label,

@@ -158,8 +158,10 @@ def registries() -> dict[str, list[str]]:
     from stresslab.corruptions import CORRUPTIONS
     from stresslab.data import DATASETS
     from stresslab.models import MODELS
+    from stresslab.plugins import load_plugins
     from stresslab.probes import PROBES
 
+    load_plugins()
     out = {
         "datasets": DATASETS.names(),
         "models": MODELS.names(),

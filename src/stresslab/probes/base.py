@@ -6,7 +6,6 @@ its JSON and figures under ``RUN_DIR/results/`` and the report is rebuilt from t
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -18,7 +17,6 @@ from torch import Tensor, nn
 
 from stresslab.data.base import DatasetInfo, Split
 from stresslab.data.sampling import stratified_sample
-from stresslab.errors import ConfigError
 from stresslab.registry import Registry
 
 if TYPE_CHECKING:
@@ -206,20 +204,10 @@ def register_probe(name: str) -> Callable[[type[Probe]], type[Probe]]:
 
 
 def build_probe(name: str, settings: dict[str, Any]) -> Probe:
-    """Instantiate probe ``name`` with ``settings``; unknown settings are named in the error."""
-    cls = PROBES.get(name)
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p not in ("self", "args", "kwargs")]
-    unknown = sorted(set(settings) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"probes.{name}: unknown setting(s) {', '.join(unknown)}; "
-            f"accepted: {', '.join(accepted) or '(none)'}"
-        )
-    try:
-        return cls(**settings)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"probes.{name}: {e}") from e
+    """Instantiate probe ``name`` with ``settings`` through :meth:`Registry.build`; unknown
+    settings and bad values are ConfigErrors naming ``probes.<name>``."""
+    probe: Probe = PROBES.build(name, where=f"probes.{name}", **settings)
+    return probe
 
 
 @torch.no_grad()

@@ -98,6 +98,9 @@ class RunConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     probes: dict[str, dict[str, Any]] = Field(default_factory=_default_probes)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    # Importable module paths whose import registers the user's own parts (datasets, models,
+    # probes, attacks, attribution methods, corruptions); imported before any name is looked up.
+    plugins: list[str] = Field(default_factory=list)
 
     @field_validator("probes", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from stresslab.data.base import Split
 from stresslab.errors import ConfigError, StresslabError
 from stresslab.models import build_model, check_model_name
 from stresslab.probes import PROBES, build_probe
+from stresslab.plugins import load_plugins
 from stresslab.probes.base import Probe
 from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
 from stresslab.devices import pick_device
@@ -107,13 +108,15 @@ def model_meta(cfg: RunConfig, split: Split) -> dict[str, Any]:
 def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
     """Check ``cfg``, load the data, build the model (and load ``checkpoint``); write nothing.
 
-    Cheap checks come first (probe names and settings, dataset and model names, device),
+    Plugins come first (entry points and ``cfg.plugins``, see :func:`load_plugins`), then the
+    cheap checks (probe names and settings, dataset and model names, device),
     then the data is loaded and the model built. Raises :class:`ConfigError`,
     :class:`DataError` or :class:`CheckpointError` naming the field, file or value at fault.
     """
+    load_plugins(cfg.plugins)
     probes = {name: build_probe(name, settings) for name, settings in cfg.probes.items()}
     probe_order(list(probes))
-    DATASETS.get(cfg.data.dataset)
+    DATASETS.get(cfg.data.dataset, where="data.dataset")
     if not cfg.model.source:
         check_model_name(cfg.model.name)
     from stresslab.runs.tracking import check_trackers

@@ -259,7 +259,7 @@ def validate_spec(spec: StudySpec) -> list[RunConfig]:
     the model and its arguments, the probes and their settings. Returns the configs."""
     from stresslab.data import DATASETS
     from stresslab.models import MODELS
-    from stresslab.models.factory import model_args
+    from stresslab.plugins import load_plugins
     from stresslab.probes import build_probe
 
     configs = []
@@ -269,20 +269,11 @@ def validate_spec(spec: StudySpec) -> list[RunConfig]:
             configs.append(spec.config(arm, seed))
         cfg = configs[-1]
         try:
-            if cfg.data.dataset not in DATASETS:
-                known = ", ".join(DATASETS.names())
-                raise ConfigError(f"data.dataset: unknown dataset {cfg.data.dataset!r}; choose from {known}")
+            load_plugins(cfg.plugins)
+            DATASETS.get(cfg.data.dataset, where="data.dataset")
             if cfg.model.source is None:
-                if cfg.model.name not in MODELS:
-                    known = ", ".join(MODELS.names())
-                    raise ConfigError(f"model.name: unknown model {cfg.model.name!r}; choose from {known}")
-                accepted = model_args(cfg.model.name)
-                bad = sorted(set(cfg.model.args) - set(accepted))
-                if bad:
-                    raise ConfigError(
-                        f"model.args: unknown argument(s) {', '.join(bad)} for {cfg.model.name}; "
-                        f"accepted: {', '.join(accepted)}"
-                    )
+                MODELS.get(cfg.model.name, where="model.name")
+                MODELS.check(cfg.model.name, cfg.model.args, bound=1, where="model.args")
             for name, settings in cfg.probes.items():
                 build_probe(name, settings)
         except StresslabError as e:

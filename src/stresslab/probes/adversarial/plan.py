@@ -56,24 +56,14 @@ def build_attacks(attacks: AttackSpec, legacy: Mapping[str, Any]) -> dict[str, A
     moved: dict[str, dict[str, Any]] = {}
     for name, settings in items:
         path = f"probes.adversarial.attacks.{name}"
-        if name not in ATTACKS:
-            raise ConfigError(f"{path}: unknown attack {name!r}; registered: {', '.join(ATTACKS.names())}")
         if not isinstance(settings, Mapping):
+            ATTACKS.get(name, where=path)
             raise ConfigError(f"{path}: expected a mapping of settings, got {settings!r}")
-        entry = ATTACKS.get(name)
-        accepted = entry.setting_names()
-        for key in settings:
-            if key not in accepted:
-                raise ConfigError(
-                    f"{path}.{key}: unknown setting; {name} accepts {', '.join(accepted) or '(none)'}"
-                )
+        accepted = ATTACKS.check(name, settings, where=path).setting_names()
         inherited = {k: v for k, v in given.items() if k in accepted and k not in settings}
         if inherited:
             moved[name] = {**inherited, **settings}
-        try:
-            built[name] = entry(**{**inherited, **settings})
-        except (TypeError, ValueError, ConfigError) as e:
-            raise ConfigError(f"{path}: {e}") from e
+        built[name] = ATTACKS.build(name, where=path, **{**inherited, **settings})
     if given:
         logger.warning(
             "probes.adversarial: the flat setting(s) %s are deprecated; give settings per attack, "
@@ -87,11 +77,15 @@ def build_attacks(attacks: AttackSpec, legacy: Mapping[str, Any]) -> dict[str, A
 def doubled(name: str, attack: Attack, setting: str) -> Attack:
     """A copy of ``attack`` (registered as ``name``) with the integer ``setting`` doubled."""
     settings = attack.settings()
-    return ATTACKS.get(name)(**{**settings, setting: 2 * int(settings[setting])})
+    built: Attack = ATTACKS.build(name, **{**settings, setting: 2 * int(settings[setting])})
+    return built
 
 
 def build_extra(name: str, legacy: Mapping[str, Any]) -> Attack:
     """Attack ``name`` with the deprecated flat settings it takes (for attacks the probe
     runs besides the configured ones, e.g. the whole-test-set attack); no warning."""
-    entry = ATTACKS.get(name)
-    return entry(**{k: v for k, v in legacy.items() if v is not None and k in entry.setting_names()})
+    accepted = ATTACKS.settings(name)
+    built: Attack = ATTACKS.build(
+        name, **{k: v for k, v in legacy.items() if v is not None and k in accepted}
+    )
+    return built

@@ -267,7 +267,7 @@ class AdversarialProbe(Probe):
             name = f"{FALLBACK_ATTACK}_{norm}"
             covered = any(not a.uses_gradients for a in self.attacks.values() if a.norm == norm)
             if not covered and name in ATTACKS:
-                attacks[name] = ATTACKS.get(name)()
+                attacks[name] = ATTACKS.build(name)
                 added[name] = (
                     f"{zero_gradients} of {n} attacked images have an all-zero input gradient, "
                     "which gradient attacks cannot follow"

@@ -120,26 +120,11 @@ def apply_legacy_keys(specs: dict[str, dict[str, Any]], legacy: Mapping[str, Any
 
 
 def build_methods(specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Attribution]:
-    """``ATTRIBUTIONS.get(name)(**settings)`` for each method; unknown names and settings are
+    """``ATTRIBUTIONS.build(name, **settings)`` for each method; unknown names and settings are
     ConfigErrors naming ``probes.explain.methods.<name>[.<key>]``."""
     if not specs:
         raise ConfigError("probes.explain: methods must name at least one method")
     out: dict[str, Attribution] = {}
     for name, settings in specs.items():
-        if name not in ATTRIBUTIONS:
-            raise ConfigError(
-                f"probes.explain.methods: unknown method {name!r}; "
-                f"choose from {', '.join(ATTRIBUTIONS.names())}"
-            )
-        cls = ATTRIBUTIONS.get(name)
-        for key in settings:
-            if key not in cls.options:
-                raise ConfigError(
-                    f"probes.explain.methods.{name}.{key}: unknown setting; "
-                    f"accepted: {', '.join(cls.options) or '(none)'}"
-                )
-        try:
-            out[name] = cls(**settings)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"probes.explain.methods.{name}: {e}") from e
+        out[name] = ATTRIBUTIONS.build(name, where=f"probes.explain.methods.{name}", **settings)
     return out
