@@ -187,6 +187,18 @@ class Probe(ABC):
     order: ClassVar[int] = 100
     offers: ClassVar[type[Offer] | None] = None
 
+    def check(self, model: nn.Module, sample: Tensor) -> None:
+        """Check the settings against ``model`` before the run writes anything (default: nothing).
+
+        ``sample`` is a few test images (N, C, H, W), float in [0, 1], on the model's device.
+        Raise :class:`ConfigError` naming the setting at fault. A probe whose settings depend
+        on the model (a layer name) resolves them here, in place on ``self``: the runner calls
+        ``check`` once on each probe it built, then runs that same object, so there is no
+        second copy to keep in step. ``check`` must leave the model as it found it (mode,
+        weights, no hooks) and may be called again with the same result.
+        """
+        return None
+
     @abstractmethod
     def run(self, ctx: ProbeContext) -> ProbeResult:
         """Run on ``ctx``; leave the model in the mode it came in, with no hooks left."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from torch import Tensor, nn
+
 from stresslab.attributions.base import Attribution
 from stresslab.probes.base import Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.probes.explain.cases import HIGH_CONFIDENCE, CaseChoice, select_cases
@@ -20,6 +22,7 @@ from stresslab.probes.explain.concentration_present import concentration_figure,
 from stresslab.probes.explain.data_randomization import DataRandomizationSettings, data_randomization_test
 from stresslab.probes.explain.data_randomization_present import present_data_randomization
 from stresslab.probes.explain.figures import explain_figures
+from stresslab.probes.explain.layers import resolve_cam_layers
 from stresslab.probes.explain.present import present
 from stresslab.probes.explain.records import case_records, settings_record
 from stresslab.probes.explain.settings import (
@@ -129,6 +132,12 @@ class ExplainProbe(Probe):
             background_tolerance=background_tolerance,
             cases_per_figure=cases_per_figure,
         )
+
+    def check(self, model: nn.Module, sample: Tensor) -> None:
+        """Resolve each CAM method's layer in ``model`` (``conv3`` of a wrapped user module is
+        ``body.conv3``), replacing ``self.methods``; ConfigError naming the candidate layers
+        where a named layer does not exist or the model has no conv layer to explain."""
+        self.methods = resolve_cam_layers(self.methods, model, sample)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         s = self.settings
