@@ -186,6 +186,9 @@ class Probe(ABC):
     headlines: ClassVar[tuple[Headline, ...]] = ()
     order: ClassVar[int] = 100
     offers: ClassVar[type[Offer] | None] = None
+    retired: ClassVar[dict[str, str]] = {}
+    """Settings of earlier versions -> their form now, under ``probes.<name>.``, with
+    ``{value}`` where the given value goes (see :func:`build_probe`)."""
 
     def check(self, model: nn.Module, sample: Tensor) -> None:
         """Check the settings against ``model`` before the run writes anything (default: nothing).
@@ -220,6 +223,10 @@ def register_probe(name: str) -> Callable[[type[Probe]], type[Probe]]:
 def build_probe(name: str, settings: dict[str, Any]) -> Probe:
     """Instantiate probe ``name`` with ``settings``; unknown settings are named in the error."""
     cls = PROBES.get(name)
+    for key, value in settings.items():
+        if key in cls.retired:
+            form = cls.retired[key].format(value=_yaml_value(value))
+            raise ConfigError(f"probes.{name}.{key} is no longer a setting; write it as probes.{name}.{form}")
     params = inspect.signature(cls.__init__).parameters
     accepted = [p for p in params if p not in ("self", "args", "kwargs")]
     unknown = sorted(set(settings) - set(accepted))
@@ -232,6 +239,13 @@ def build_probe(name: str, settings: dict[str, Any]) -> Probe:
         return cls(**settings)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"probes.{name}: {e}") from e
+
+
+def _yaml_value(value: Any) -> str:
+    """``value`` as a user writes it in YAML flow style (``true``, ``null``, ``gray``, ``0.5``)."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @torch.no_grad()

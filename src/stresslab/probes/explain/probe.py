@@ -27,9 +27,9 @@ from stresslab.probes.explain.present import present
 from stresslab.probes.explain.records import case_records, settings_record
 from stresslab.probes.explain.settings import (
     DEFAULT_METHODS,
+    RETIRED,
     ExplainSettings,
     MethodsSpec,
-    apply_legacy_keys,
     build_methods,
     method_specs,
 )
@@ -63,14 +63,14 @@ class ExplainProbe(Probe):
     correlation between its maps of the two models is at least ``threshold``. Background
     pixels are those within ``background_tolerance`` of the dataset's background value.
 
-    Deprecated flat settings (``layer``, ``occlusion_window``, ``occlusion_stride``,
-    ``occlusion_fill``, ``smoothgrad_samples``, ``smoothgrad_noise``, ``ig_steps``,
-    ``ig_baseline``) still work and log a warning naming the ``methods`` form.
+    The flat settings of earlier versions (``layer``, ``occlusion_window``, ...) are
+    :data:`~stresslab.probes.explain.settings.RETIRED`: a config that gives one is refused
+    with the ``methods`` form to write instead.
     """
 
     order = 30
-
     requires = ("failures",)
+    retired = RETIRED
 
     def __init__(
         self,
@@ -91,29 +91,8 @@ class ExplainProbe(Probe):
         background_tolerance: float = 0.05,
         cases_per_figure: int = 6,
         data_randomization: Mapping[str, Any] | None = None,
-        layer: str | None = None,
-        occlusion_window: int | None = None,
-        occlusion_stride: int | None = None,
-        occlusion_fill: str | float | None = None,
-        smoothgrad_samples: int | None = None,
-        smoothgrad_noise: float | None = None,
-        ig_steps: int | None = None,
-        ig_baseline: str | float | None = None,
     ) -> None:
         specs = method_specs(methods)
-        apply_legacy_keys(
-            specs,
-            {
-                "layer": layer,
-                "occlusion_window": occlusion_window,
-                "occlusion_stride": occlusion_stride,
-                "occlusion_fill": occlusion_fill,
-                "smoothgrad_samples": smoothgrad_samples,
-                "smoothgrad_noise": smoothgrad_noise,
-                "ig_steps": ig_steps,
-                "ig_baseline": ig_baseline,
-            },
-        )
         self.methods = build_methods(specs)
         self.data_randomization = DataRandomizationSettings.parse(data_randomization)
         self.settings = ExplainSettings(
