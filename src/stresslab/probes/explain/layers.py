@@ -58,6 +58,14 @@ def _candidates(model: nn.Module, x: Tensor, prefix: str, method: str) -> str:
     )
 
 
+def _has_conv(model: nn.Module, modules: Mapping[str, nn.Module]) -> bool:
+    """Whether ``model`` has a layer a CAM method explains by default (its ``cam_layer``,
+    which may raise a ConfigError saying why it has none, else any ``nn.Conv2d``)."""
+    if getattr(model, "cam_layer", ""):
+        return True
+    return any(isinstance(m, nn.Conv2d) for m in modules.values())
+
+
 def resolve_cam_layers(
     methods: Mapping[str, Attribution], model: nn.Module, x: Tensor
 ) -> dict[str, Attribution]:
@@ -70,8 +78,6 @@ def resolve_cam_layers(
     """
     modules = dict(model.named_modules())
     prefix = "body." if isinstance(model, UserModel) else ""
-    convs = any(isinstance(m, nn.Conv2d) for m in modules.values())
-    has_conv = bool(getattr(model, "cam_layer", "")) or convs
     out = dict(methods)
     for name, method in methods.items():
         if not getattr(method, "needs_conv_layer", False):
@@ -85,7 +91,7 @@ def resolve_cam_layers(
                 f"probes.explain.methods.{name}.layer: the model has no layer {layer!r}; "
                 + _candidates(model, x, prefix, name)
             )
-        if not layer and not has_conv:
+        if not layer and not _has_conv(model, modules):
             raise ConfigError(
                 f"model: {method.label} explains a conv layer and the model has no nn.Conv2d; "
                 + _candidates(model, x, prefix, name)
