@@ -7,6 +7,7 @@ Each test then checks one promise of :class:`~stresslab.probes.base.Probe` for e
 
 from __future__ import annotations
 
+import inspect
 import json
 import string
 from dataclasses import asdict, dataclass
@@ -156,12 +157,14 @@ def test_declares_its_place_headlines_and_offers(name: str) -> None:
     assert cls.offers is None or (isinstance(cls.offers, type) and issubclass(cls.offers, Offer))
     assert all(req in PROBES for req in cls.requires)
     assert isinstance(cls.retired, dict)
-    # Every setting is keyword-only, so a config's mapping is the whole interface.
+    # Every setting is keyword-only with a default, so a config's mapping is the whole interface.
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in params), params
     build_probe(name, {})
 
 
 @pytest.mark.parametrize("name", PROBES.names())
-def test_check_passes_and_is_repeatable(name: str, ran: dict[str, Ran]) -> None:
+def test_check_passes_and_is_repeatable(name: str) -> None:
     model_split = make_split(n_test=4, size=16, classes=2)
     model = BNNet(model_split.info).eval()
     sample = check_sample(model_split, model)
