@@ -9,7 +9,6 @@ after it returned.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ from stresslab.models import build_model, check_model_name
 from stresslab.probes import PROBES, build_probe
 from stresslab.probes.base import Probe
 from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
-from stresslab.devices import pick_device
+from stresslab.devices import model_device, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +92,7 @@ def check_sample(split: Split, model: nn.Module) -> Tensor:
     """Two test images (train images where the test set is empty) as floats in [0, 1],
     (N, C, H, W), on the device of ``model``'s first parameter or buffer."""
     images = split.test_x if len(split.test_x) else split.train_x
-    first = next(itertools.chain(model.parameters(), model.buffers()), None)
-    device = first.device if first is not None else torch.device("cpu")
-    return to_float(images[:2]).to(device)
+    return to_float(images[:2]).to(model_device(model))
 
 
 def load_data(cfg: RunConfig) -> Split:
