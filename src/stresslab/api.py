@@ -28,10 +28,10 @@ from stresslab.runs import config as config_mod
 from stresslab.runs.config import PRESETS, RunConfig
 from stresslab.runs.directory import RunDir
 from stresslab.runs.execute import execute, execute_prepared
-from stresslab.runs.given_model import as_module, check_cam_layers, normalize_layer, output_classes, wrap
+from stresslab.runs.given_model import as_module, normalize_layer, output_classes, wrap
 from stresslab.runs.inputs import as_pair, check_label_range
 from stresslab.runs.loaded import Run
-from stresslab.runs.prepare import Prepared, probe_order
+from stresslab.runs.prepare import Prepared, check_probes, probe_order
 
 __all__ = ["IN_MEMORY", "load", "probe", "run"]
 
@@ -257,7 +257,7 @@ def probe(
             check_label_range(labels, k, arg, why)
         split = _split((x, y), parts, names, None if background is None else float(background))
         wrapped = wrap(module, split.info, norm).to(dev)
-        check_cam_layers(built, wrapped, sample)
+        check_probes(built, wrapped, sample)
         if target is None:
             keep = tempfile.TemporaryDirectory(prefix="stresslab-probe-")
             target = Path(keep.name)

@@ -2,33 +2,35 @@
 
 :func:`prepare` is the one place a run fails on a mistake in its config: unknown probes
 or probe settings, an unknown dataset or model, a bad device, missing or corrupt data,
-model arguments the model does not take, a checkpoint that does not fit. The runner
-creates the run directory only after it returned.
+model arguments the model does not take, a checkpoint that does not fit, probe settings the
+model cannot serve (each probe's ``check``). The runner creates the run directory only
+after it returned.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from stresslab.runs import config as config_mod
 from stresslab.runs.config import RunConfig
 from stresslab.data import DATASETS, load_split
-from stresslab.data.base import Split
+from stresslab.data.base import Split, to_float
 from stresslab.errors import ConfigError, StresslabError
 from stresslab.models import build_model, check_model_name
 from stresslab.probes import PROBES, build_probe
 from stresslab.plugins import load_plugins
 from stresslab.probes.base import Probe
 from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
-from stresslab.devices import pick_device
+from stresslab.devices import model_device, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,24 @@ def probe_order(names: list[str]) -> list[str]:
     for n in names:
         visit(n, ())
     return order
+
+
+def check_probes(probes: Mapping[str, Probe], model: nn.Module, sample: Tensor) -> None:
+    """Each probe's :meth:`~stresslab.probes.base.Probe.check` on ``model``, in order.
+
+    ``sample`` is a few images (N, C, H, W), float in [0, 1], on the model's device. A probe
+    may resolve its settings in place; the first ConfigError stops the run before anything
+    is written.
+    """
+    for probe in probes.values():
+        probe.check(model, sample)
+
+
+def check_sample(split: Split, model: nn.Module) -> Tensor:
+    """Two test images (train images where the test set is empty) as floats in [0, 1],
+    (N, C, H, W), on the device of ``model``'s first parameter or buffer."""
+    images = split.test_x if len(split.test_x) else split.train_x
+    return to_float(images[:2]).to(model_device(model))
 
 
 def load_data(cfg: RunConfig) -> Split:
@@ -154,4 +174,5 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
         load_weights(model, ckpt["state_dict"], checkpoint)
         prep.checkpoint = Path(checkpoint)
         prep.history = list(ckpt.get("history", []))
+    check_probes(probes, model, check_sample(split, model))
     return prep

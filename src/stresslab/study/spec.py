@@ -80,9 +80,9 @@ class StudySpec:
         if self.preset:
             raw = config_mod.deep_merge(config_mod.PRESETS[self.preset], raw)
         for item in self.set:
-            raw = config_mod.merge_override(raw, config_mod.parse_override(item))
+            raw = config_mod.apply_override(raw, *config_mod.split_override(item))
         for key, value in self.arms[arm].overrides.items():
-            raw = config_mod.merge_override(raw, nested(key, value))
+            raw = config_mod.apply_override(raw, key, value)
         raw["seed"] = seed
         raw["name"] = f"{arm}-seed{seed}"
         return config_mod.validate(raw, f"{self.source}: arm {arm!r}")
@@ -105,19 +105,6 @@ class StudySpec:
         out["compare_to"] = self.compare_to
         out["resources"] = {"cpus": self.resources.cpus, "gpus": self.resources.gpus}
         return out
-
-
-def nested(key: str, value: Any) -> dict[str, Any]:
-    """``("train.lr", 0.1)`` -> ``{"train": {"lr": 0.1}}`` (the value is taken as is)."""
-    parts = [p for p in str(key).split(".") if p]
-    if not parts:
-        raise ConfigError(f"empty key {key!r}")
-    out: dict[str, Any] = {}
-    cur = out
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = copy.deepcopy(value)
-    return out
 
 
 def load_study(path: str | Path) -> StudySpec:
