@@ -126,17 +126,7 @@ def load_split(
         DataError: missing or corrupt data (the message names the file).
     """
     loader = DATASETS.get(dataset)
-    if (
-        isinstance(val_fraction, bool)
-        or not isinstance(val_fraction, (int, float))
-        or not 0 <= val_fraction < 1
-    ):
-        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    _check_count(train_subset, "train_subset")
-    _check_count(test_subset, "test_subset")
-    _check_count(image_size, "image_size")
-    if channels is not None and channels not in (1, 3):
-        raise ConfigError(f"channels must be 1, 3 or None, got {channels!r}")
+    _check_arguments(val_fraction, train_subset, test_subset, image_size, channels)
     options = _loader_options(
         loader, {"download": download, "skip_bad": skip_bad, "image_size": image_size, "channels": channels}
     )
@@ -145,30 +135,9 @@ def load_split(
     _check_raw(raw, dataset)
     has_coarse = check_coarse(raw, dataset)
     full_y, test_y = raw.train_y, raw.test_y
-    notes: list[str] = []
-
-    n = len(full_y)
-    n_val = 0 if val_fraction == 0 else max(1, round(n * val_fraction)) if n >= 2 else 0
-    val_index = stratified_sample(full_y, n_val, seed=split_seed, keep_one_out=True)
-    is_val = torch.zeros(n, dtype=torch.bool)
-    is_val[val_index] = True
-    train_index = torch.nonzero(~is_val).flatten()
-    notes.append(f"validation: {len(val_index)} of {n} training images (stratified, seed {split_seed})")
-
-    if train_subset is not None:
-        if train_subset >= len(train_index):
-            logger.info("train_subset=%d keeps all %d training images", train_subset, len(train_index))
-        else:
-            pick = stratified_sample(full_y[train_index], train_subset, seed=split_seed + 1)
-            train_index = train_index[pick]
-            notes.append(f"training subset: {len(train_index)} images (seed {split_seed + 1})")
-    test_index = torch.arange(len(test_y))
-    if test_subset is not None:
-        if test_subset >= len(test_index):
-            logger.info("test_subset=%d keeps all %d test images", test_subset, len(test_index))
-        else:
-            test_index = stratified_sample(test_y, test_subset, seed=split_seed + 2)
-            notes.append(f"test subset: {len(test_index)} of {len(test_y)} images (seed {split_seed + 2})")
+    train_index, val_index, test_index, notes = _split_indices(
+        full_y, test_y, val_fraction, split_seed, train_subset, test_subset
+    )
 
     # Convert only the images kept: subsets of large sets stay cheap.
     size = (image_size, image_size) if image_size is not None else None
@@ -176,23 +145,9 @@ def load_split(
     val_x = convert_images(_take(raw.train_x, val_index), size=size, channels=channels)
     test_x = convert_images(_take(raw.test_x, test_index), size=size, channels=channels)
     warnings = coverage_warnings(full_y[train_index], test_y[test_index], raw.class_names, dataset)
-    mean, std = channel_stats(train_x)
-    if min(std) == 0.0:
-        warnings.append(f"{dataset}: a channel of the training images is constant; its std is set to 1.0.")
-        std = tuple(s if s > 0 else 1.0 for s in std)
+    info = _dataset_info(dataset, raw, train_x, notes, warnings)
     for warning in warnings:
         logger.warning("%s", warning)
-    info = DatasetInfo(
-        name=dataset,
-        class_names=tuple(raw.class_names),
-        channels=int(train_x.shape[1]),
-        height=int(train_x.shape[2]),
-        width=int(train_x.shape[3]),
-        mean=mean,
-        std=std,
-        source="; ".join([raw.source, *notes]),
-        background=raw.background,
-    )
     coarse: tuple[Tensor | None, ...] = (None, None, None)
     if has_coarse:
         assert raw.train_coarse is not None and raw.test_coarse is not None
@@ -219,4 +174,83 @@ def load_split(
         train_coarse=coarse[0],
         val_coarse=coarse[1],
         test_coarse=coarse[2],
+    )
+
+
+def _check_arguments(
+    val_fraction: float,
+    train_subset: int | None,
+    test_subset: int | None,
+    image_size: int | None,
+    channels: int | None,
+) -> None:
+    """ConfigError naming the first of :func:`load_split`'s arguments out of range."""
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, (int, float))
+        or not 0 <= val_fraction < 1
+    ):
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    _check_count(train_subset, "train_subset")
+    _check_count(test_subset, "test_subset")
+    _check_count(image_size, "image_size")
+    if channels is not None and channels not in (1, 3):
+        raise ConfigError(f"channels must be 1, 3 or None, got {channels!r}")
+
+
+def _split_indices(
+    full_y: Tensor,
+    test_y: Tensor,
+    val_fraction: float,
+    split_seed: int,
+    train_subset: int | None,
+    test_subset: int | None,
+) -> tuple[Tensor, Tensor, Tensor, list[str]]:
+    """Positions in the official training set of the training and validation images, in the
+    official test set of the test images (int64), and a note on each split or subset made."""
+    notes: list[str] = []
+    n = len(full_y)
+    n_val = 0 if val_fraction == 0 else max(1, round(n * val_fraction)) if n >= 2 else 0
+    val_index = stratified_sample(full_y, n_val, seed=split_seed, keep_one_out=True)
+    is_val = torch.zeros(n, dtype=torch.bool)
+    is_val[val_index] = True
+    train_index = torch.nonzero(~is_val).flatten()
+    notes.append(f"validation: {len(val_index)} of {n} training images (stratified, seed {split_seed})")
+
+    if train_subset is not None:
+        if train_subset >= len(train_index):
+            logger.info("train_subset=%d keeps all %d training images", train_subset, len(train_index))
+        else:
+            pick = stratified_sample(full_y[train_index], train_subset, seed=split_seed + 1)
+            train_index = train_index[pick]
+            notes.append(f"training subset: {len(train_index)} images (seed {split_seed + 1})")
+    test_index = torch.arange(len(test_y))
+    if test_subset is not None:
+        if test_subset >= len(test_index):
+            logger.info("test_subset=%d keeps all %d test images", test_subset, len(test_index))
+        else:
+            test_index = stratified_sample(test_y, test_subset, seed=split_seed + 2)
+            notes.append(f"test subset: {len(test_index)} of {len(test_y)} images (seed {split_seed + 2})")
+    return train_index, val_index, test_index, notes
+
+
+def _dataset_info(
+    dataset: str, raw: RawDataset, train_x: Tensor, notes: list[str], warnings: list[str]
+) -> DatasetInfo:
+    """The split's :class:`DatasetInfo`: shape and per-channel statistics of ``train_x`` (uint8,
+    N x C x H x W); a constant channel gets std 1.0 and a line in ``warnings``."""
+    mean, std = channel_stats(train_x)
+    if min(std) == 0.0:
+        warnings.append(f"{dataset}: a channel of the training images is constant; its std is set to 1.0.")
+        std = tuple(s if s > 0 else 1.0 for s in std)
+    return DatasetInfo(
+        name=dataset,
+        class_names=tuple(raw.class_names),
+        channels=int(train_x.shape[1]),
+        height=int(train_x.shape[2]),
+        width=int(train_x.shape[3]),
+        mean=mean,
+        std=std,
+        source="; ".join([raw.source, *notes]),
+        background=raw.background,
     )
