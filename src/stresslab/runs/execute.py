@@ -269,7 +269,7 @@ def _trained_history(
             meta=prep.meta,
             resume=state,
             progress=progress,
-            on_epoch=tracking.on_epoch,
+            tracker=tracking,
         )
     final = "best.pt" if len(prep.split.val_y) else "last.pt"
     if final == "last.pt" and cfg.train.ema_decay is not None:

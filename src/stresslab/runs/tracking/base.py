@@ -115,7 +115,7 @@ class Tracking:
                 self.trackers.remove(tracker)
 
     def on_epoch(self, record: dict[str, float]) -> None:
-        """Per-epoch callback for :func:`stresslab.train.loop.train`."""
+        """Per-epoch hook for training (:class:`stresslab.train.callbacks.EpochTracker`)."""
         self._each("logging an epoch", lambda t: t.log_epoch(record))
 
     def finish(self, run: RunDir, metrics: dict[str, float]) -> None:
