@@ -146,6 +146,14 @@ def test_detectable_difference_against_simulation(n: int, sd: float) -> None:
     assert mdd > (1.959964 + 0.841621) * sd / math.sqrt(n)
 
 
+def test_detectable_difference_against_scipy_noncentral_t() -> None:
+    n, sd = 5, 0.004
+    mdd = detectable_difference(sd, n)
+    assert mdd is not None
+    crit, nc = stats.t.ppf(0.975, n - 1), mdd * math.sqrt(n) / sd
+    assert stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) == pytest.approx(0.8, abs=1e-6)
+
+
 def test_detectable_flip_difference_against_simulation() -> None:
     n_images, n_pairs, rate = 2000, 3, 0.06
     mdd = detectable_flip_difference(rate, n_images, n_pairs)
