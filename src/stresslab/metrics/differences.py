@@ -172,7 +172,7 @@ def paired(
     return Difference(diff, lo, hi, float(n - 1), p, level, "paired", n, sd, p_perm)
 
 
-def sign_flip_p(diffs: Sequence[float], draws: int = 100_000, seed: int = 0) -> float:
+def sign_flip_p(diffs: Sequence[float] | np.ndarray, draws: int = 100_000, seed: int = 0) -> float:
     """Two-sided sign-flip permutation p-value of paired differences (Fisher 1935): the share
     of sign assignments whose ``|mean|`` is at least the observed one. Exact (all ``2^n``
     flips, the observed one included) for ``n <=`` :data:`EXACT_SIGN_FLIPS`; else ``draws``

@@ -169,7 +169,7 @@ def _cases(
     mean_fixed = float(np.mean([p["fixed"] for p in pairs]))
     mean_broken = float(np.mean([p["broken"] for p in pairs]))
     significant = sum(p["mcnemar_p"] < 0.05 for p in pairs)
-    pooled = C.pooled_mcnemar([p["fixed"] for p in pairs], [p["broken"] for p in pairs])
+    pooled = C.pooled_mcnemar([int(p["fixed"]) for p in pairs], [int(p["broken"]) for p in pairs])
     rate = (pooled.fixed + pooled.broken) / (len(common) * len(pairs)) if len(common) else 0.0
     detectable = detectable_flip_difference(rate, len(common), len(pairs))
     words = (
