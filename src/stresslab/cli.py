@@ -106,11 +106,24 @@ def study(
         str | None, typer.Option(help="join this Ray cluster (default: a local one)")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings only")] = False,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="run nothing: validate, list the runs and estimate their time")
+    ] = False,
+    like: Annotated[
+        Path | None,
+        typer.Option(help="with --plan: a finished study whose seed spread sets the detectable difference"),
+    ] = None,
 ) -> None:
     """Run every arm x seed of a study, then compare them image by image in one report."""
     _setup_logging(False, quiet)
     from stresslab.study import run_study
 
+    if like is not None and not plan:
+        _fail(StresslabError("--like needs --plan"))
+        return
+    if plan:
+        _plan(study_file, resume, workers, like)
+        return
     try:
         outcome = run_study(
             study_file, out=out, resume=resume, workers=workers, backend=backend, ray_address=ray_address
@@ -127,6 +140,25 @@ def study(
         typer.secho(f"failed: {rec['arm']} seed {rec['seed']}: {rec['error']}", fg=typer.colors.RED, err=True)
     if outcome.failed:
         raise typer.Exit(1)
+
+
+def _plan(study_file: Path | None, resume: Path | None, workers: int, like: Path | None) -> None:
+    from stresslab.study import StudyDir, load_study
+    from stresslab.study.estimate import plan_lines
+
+    try:
+        if study_file is not None:
+            spec = load_study(study_file)
+        elif resume is not None:
+            spec = StudyDir.open(resume).spec()
+        else:
+            raise StresslabError("give a study file (or --resume STUDY_DIR)")
+        lines = plan_lines(spec, workers, like)
+    except StresslabError as e:
+        _fail(e)
+        return
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()

@@ -56,7 +56,16 @@ def diff_text(rec: dict[str, Any], percent: bool, interval: bool = True) -> str:
     text = v(rec.get("diff"))
     if interval and rec.get("lo") is not None:
         text += f" [{v(rec['lo'])}, {v(rec['hi'])}]"
+    elif interval and rec.get("reason") and rec.get("n") is not None:
+        text += f" (no interval: {rec['n']} seeds)"
     return text
+
+
+def size_text(v: float | None, percent: bool) -> str:
+    """A detectable difference: points for percentages, else 4 significant digits."""
+    if v is None or not math.isfinite(v):
+        return "–"
+    return f"{v * 100:.2f} points" if percent else fmt(float(v))
 
 
 def _costs(runs: dict[str, dict[int, RunData]]) -> dict[str, dict[str, float]]:
@@ -215,6 +224,7 @@ def render_study(study_dir: str | Path | StudyDir) -> dict[str, Any]:
         value_text=value_text,
         interval_text=interval_text,
         diff_text=diff_text,
+        size_text=size_text,
         spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
         study_name=sdir.path.name,
     )
