@@ -15,10 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stresslab.errors import ConfigError
+from stresslab.runs.card import CardConfig
+from stresslab.runs.checks.spec import ChecksConfig
 from stresslab.settings import Strict
 from stresslab.train.config import TrainConfig
-
-
 
 
 class DataConfig(Strict):
@@ -97,6 +97,9 @@ class RunConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     probes: dict[str, dict[str, Any]] = Field(default_factory=_default_probes)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    # Release gates and the model card (stresslab.runs.checks, stresslab.runs.card).
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
 
     @field_validator("probes", mode="before")
     @classmethod

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from stresslab.metrics.paired import mcnemar_exact as mcnemar_exact  # the study's statistics in one place
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -126,16 +128,6 @@ def transitions(correct_a: np.ndarray, correct_b: np.ndarray) -> Transitions:
     if a.shape != b.shape:
         raise ValueError(f"correctness vectors differ in shape: {a.shape} vs {b.shape}")
     return Transitions(~a & b, a & ~b, ~a & ~b)
-
-
-def mcnemar_exact(fixed: int, broken: int) -> float:
-    """Exact McNemar test (McNemar 1947): two-sided binomial test of ``fixed`` successes in
-    ``fixed + broken`` discordant pairs at p = 1/2, i.e. ``min(1, 2 * P(X <= min(b, c)))``.
-    1.0 when there are no discordant pairs."""
-    n = fixed + broken
-    if n == 0:
-        return 1.0
-    return float(min(1.0, 2.0 * stats.binom.cdf(min(fixed, broken), n, 0.5)))
 
 
 def churn(correct: Sequence[np.ndarray]) -> float | None:
