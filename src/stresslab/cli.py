@@ -1,11 +1,11 @@
-"""Command line: ``stresslab run | study | report | list``. Thin: parses, then calls the library."""
+"""Command line: ``stresslab run | study | report | check | card | list``; thin layers over the library."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
@@ -93,6 +93,70 @@ def run(
     if result.failed_probes:
         typer.secho(f"failed probes: {', '.join(result.failed_probes)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+    _checks_verdict(result.checks)
+
+
+def _checks_verdict(outcome: dict[str, Any] | None) -> None:
+    """Print the checks' verdict; exit 1 when one failed (every file is written by then)."""
+    if outcome is None:
+        return
+    for rec in outcome["checks"]:
+        if not rec["passed"]:
+            typer.secho(f"check failed: {rec['message']}", fg=typer.colors.RED, err=True)
+    typer.echo(f"checks: {outcome['n_checks'] - outcome['n_failed']} of {outcome['n_checks']} passed")
+    if not outcome["passed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    checks: Annotated[
+        Path | None, typer.Option(help="YAML: metric key -> condition (default: the run's)")
+    ] = None,
+    baseline: Annotated[Path | None, typer.Option(help="compare with this run directory")] = None,
+) -> None:
+    """Evaluate release checks on a finished run: writes checks.json, checks.xml (JUnit) and
+    checks.md, and rebuilds the report; exit 1 when a check fails, 2 on an error."""
+    _setup_logging(False, True)
+    from stresslab.runs import config as config_mod
+    from stresslab.runs.checks import parse_checks, run_checks
+    from stresslab.runs.directory import RunDir
+    from stresslab.runs.report import render
+
+    try:
+        run_ = RunDir.open(run_dir)
+        if checks is not None:
+            spec = parse_checks(config_mod.read_yaml(checks), str(checks), baseline)
+        else:
+            own = config_mod.resolve(run_.config).checks
+            spec = parse_checks(own.model_dump(mode="json"), str(run_.config), baseline)
+        if spec.empty:
+            raise StresslabError(f"no checks: {run_dir}'s config has none; give --checks FILE")
+        outcome = run_checks(run_, spec)
+        render(run_)
+    except StresslabError as e:
+        _fail(e)
+        return
+    typer.echo(f"checks: {run_.path / 'checks.md'} (JUnit: {run_.path / 'checks.xml'})")
+    _checks_verdict(outcome)
+
+
+@app.command()
+def card(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+    out: Annotated[Path | None, typer.Option(help="Markdown file (default RUN_DIR/model_card.md)")] = None,
+) -> None:
+    """Write a model card (Markdown) from a run directory alone."""
+    _setup_logging(False, True)
+    from stresslab.runs.card import write_card
+
+    try:
+        path = write_card(run_dir, out)
+    except StresslabError as e:
+        _fail(e)
+        return
+    typer.echo(f"model card: {path}")
 
 
 @app.command()

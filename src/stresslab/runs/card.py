@@ -20,7 +20,7 @@ import yaml
 
 from stresslab.files import atomic_write_text, read_json
 from stresslab.metrics.bootstrap import bootstrap_interval
-from stresslab.metrics.calibration import expected_calibration_error
+from stresslab.metrics.calibration import equal_width_bins
 from stresslab.runs.directory import RunDir
 from stresslab.runs.report import load_results
 from stresslab.runs.saved_predictions import FILENAME, load_predictions
@@ -77,9 +77,11 @@ def macro_f1(rows: np.ndarray) -> float:
     return float(f1[present].mean()) if present.any() else 0.0
 
 
-def _ece_rows(rows: np.ndarray) -> float:
-    labels = torch.from_numpy(rows[:, 0].astype(np.int64))
-    return expected_calibration_error(torch.from_numpy(rows[:, 1:]), labels)
+def ece_rows(rows: np.ndarray) -> float:
+    """Top-label ECE (15 equal-width bins, as :func:`expected_calibration_error`) of ``rows``
+    (N, 2) ``[confidence, correct]``: binning needs only these two columns per image."""
+    bins = equal_width_bins(torch.from_numpy(rows[:, 0]), torch.from_numpy(rows[:, 1]))
+    return float((bins.weight * bins.gap).sum())
 
 
 def metric_intervals(
@@ -94,8 +96,8 @@ def metric_intervals(
             np.stack([labels, preds], 1), macro_f1, resamples=resamples
         ),
         "calibration.ece": bootstrap_interval(
-            np.concatenate([labels[:, None].astype(np.float64), probs.astype(np.float64)], 1),
-            _ece_rows,
+            np.stack([probs.max(axis=1).astype(np.float64), (preds == labels).astype(np.float64)], 1),
+            ece_rows,
             resamples=resamples,
         ),
     }

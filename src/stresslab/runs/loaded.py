@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stresslab.runs import config as config_mod
+from stresslab.runs.checks import load_outcome
 from stresslab.runs.config import RunConfig
 from stresslab.errors import StresslabError
 from stresslab.probes.base import ProbeResult
@@ -58,6 +59,8 @@ class Run:
         warnings: warnings about the run itself (training divergence, the data).
         failed_probes: probes that raised (their errors are in the report).
         complete: the run finished (``DONE``).
+        checks: the checks' outcome (``checks.json``: ``passed``, one record per check), or
+            None when no checks ran.
 
     In Jupyter a Run shows its summary cards, warnings and key figures, with a link to the
     full report; :meth:`show` shows one probe's section and :meth:`save` keeps the report.
@@ -83,6 +86,7 @@ class Run:
             if not (run.results / p.name.replace(".failed.json", ".json")).is_file()
         )
         self.complete = run.done.is_file()
+        self.checks: dict[str, Any] | None = load_outcome(run.path)
 
     @property
     def report_path(self) -> Path:

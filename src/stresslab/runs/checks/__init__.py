@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stresslab.errors import ConfigError
+from stresslab.runs.checks.before import check_before_run
 from stresslab.runs.checks.evaluate import evaluate_checks, metric_values
 from stresslab.runs.checks.spec import BaselineRules, ChecksConfig, Condition
 from stresslab.runs.checks.writers import JSON, write_outcome
@@ -18,6 +19,7 @@ __all__ = [
     "BaselineRules",
     "ChecksConfig",
     "Condition",
+    "check_before_run",
     "evaluate_checks",
     "load_outcome",
     "metric_values",

@@ -10,6 +10,7 @@ from typing import Any
 
 from stresslab.errors import ConfigError
 from stresslab.files import read_json
+from stresslab.report.render import flat_metrics
 from stresslab.runs.checks.baseline import compare_to_baseline
 from stresslab.runs.checks.spec import ChecksConfig, Condition
 from stresslab.runs.directory import RunDir
@@ -19,12 +20,11 @@ CLASS_FIELDS = ("support", "accuracy", "precision", "recall", "f1")
 
 
 def metric_values(run: RunDir) -> dict[str, float]:
-    """Every checkable value of ``run``: ``metrics.json``'s flat keys, plus
+    """Every checkable value of ``run``: the flat keys of ``metrics.json`` (made from the saved
+    probe results, so they exist before the report is written), plus
     ``evaluation.class.<class>.<field>`` from the evaluation probe's per-class table."""
     results = load_results(run)
-    values: dict[str, float] = {}
-    if run.metrics.is_file():
-        values.update({k: float(v) for k, v in read_json(run.metrics).items()})
+    values: dict[str, float] = {k: float(v) for k, v in flat_metrics(results).items()}
     per_class = results.get("evaluation", {}).get("data", {}).get("per_class", {})
     for name, rec in per_class.items():
         for f in CLASS_FIELDS:
