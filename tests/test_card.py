@@ -93,6 +93,7 @@ def test_the_card_has_every_section_and_metrics_json_numbers(run: Path) -> None:
     assert "Out-of-scope use: not stated" in md
     n_conf = metrics["failures.n_high_confidence_errors"]
     assert f"{int(n_conf)} test images are misclassified with confidence >= 0.9" in md
+    assert "The most confused pairs of classes" in md
     assert "No checks ran" in md
 
 

@@ -46,6 +46,7 @@ class CardConfig(Strict):
 class CardTable:
     columns: list[str]
     rows: list[list[str]]
+    caption: str = ""
 
 
 @dataclass
@@ -147,13 +148,15 @@ def _details(r: _Run) -> CardSection:
         + f", validation fraction {data.get('val_fraction', '?')}, split seed {data.get('split_seed', '?')}."
     )
     seconds = sum(float(h.get("seconds") or 0.0) for h in r.history)
-    sec.lines.append(
-        f"Training: {len(r.history)} epochs of {train.get('epochs', '?')} planned, "
-        f"optimizer {train.get('optimizer', '?')}, "
-        f"learning rate {train.get('lr', '?')}, batch size {train.get('batch_size', '?')}, "
-        f"label smoothing {train.get('label_smoothing', 0)}, seed {cfg.get('seed', '?')}"
-        + (f"; {seconds:.0f} s of training." if seconds else "; no training in this run (a given model).")
-    )
+    if r.history:
+        sec.lines.append(
+            f"Training: {len(r.history)} epochs of {train.get('epochs', '?')} planned, "
+            f"optimizer {train.get('optimizer', '?')}, learning rate {train.get('lr', '?')}, "
+            f"batch size {train.get('batch_size', '?')}, label smoothing {train.get('label_smoothing', 0)}, "
+            f"seed {cfg.get('seed', '?')}; {seconds:.0f} s of training."
+        )
+    else:
+        sec.lines.append(f"Training: none in this run (a given model); probe seed {cfg.get('seed', '?')}.")
     hardware = (
         env.get("gpu")
         or f"{env.get('device', '?')}, {env.get('torch_threads', '?')} threads of "
@@ -227,9 +230,18 @@ def _metrics(r: _Run) -> CardSection:
     return sec
 
 
+def _shown_metrics(r: _Run, probe: str) -> list[tuple[str, float]]:
+    """The probe's headline metrics first, then the others (no after-temperature twins)."""
+    heads = [f"{probe}.{h['metric']}" for h in r.results.get(probe, {}).get("headlines", [])]
+    found = dict(r.probe_metrics(probe))
+    keys = [k for k in heads if k in found]
+    keys += [k for k in found if k not in keys and not k.endswith("_after_temperature")]
+    return [(k, found[k]) for k in keys[:ROBUSTNESS_SHOWN]]
+
+
 def _metric_table(title: str, r: _Run, probes: tuple[str, ...], empty: str) -> CardSection:
     sec = CardSection(title)
-    rows = [[f"`{k}`", _num(v)] for p in probes for k, v in r.probe_metrics(p)[:ROBUSTNESS_SHOWN]]
+    rows = [[f"`{k}`", _num(v)] for p in probes for k, v in _shown_metrics(r, p)]
     for p in probes:
         sec.lines += [str(line) for line in r.results.get(p, {}).get("summary", [])]
     if rows:
@@ -252,14 +264,13 @@ def _failure_modes(r: _Run) -> CardSection:
             CardTable(
                 ["true", "predicted as", "count"],
                 [[names[p["true"]], names[p["pred"]], str(p["count"])] for p in pairs],
+                "The most confused pairs of classes (test images):",
             )
         )
     high = r.data("failures").get("high_confidence_errors", [])
     if r.results.get("failures"):
         threshold = r.data("failures").get("threshold", 0.9)
-        sec.lines.append(
-            f"{len(high)} test images are misclassified with confidence >= {threshold:g}; the most confident:"
-        )
+        caption = f"{len(high)} test images are misclassified with confidence >= {threshold:g}"
         sec.tables.append(
             CardTable(
                 ["test index", "true", "predicted", "confidence"],
@@ -272,6 +283,7 @@ def _failure_modes(r: _Run) -> CardSection:
                     ]
                     for c in high[:10]
                 ],
+                caption + ("; the most confident:" if high else "."),
             )
         )
     if not sec.tables:
@@ -336,6 +348,7 @@ def card_markdown(title: str, sections: list[CardSection]) -> str:
         out += [f"## {sec.title}", ""]
         out += [f"{line}\n" for line in sec.lines]
         for t in sec.tables:
+            out += [t.caption, ""] if t.caption else []
             out.append("| " + " | ".join(t.columns) + " |")
             out.append("|" + " --- |" * len(t.columns))
             out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
