@@ -186,6 +186,8 @@ def study(
         acc = rec["metrics"]["accuracy"]
         spread = f" ± {acc['std']:.2%}" if acc["std"] is not None else ""
         typer.echo(f"{arm}: test accuracy {acc['mean']:.2%}{spread} ({acc['n']} seeds)")
+    for arm, rec in outcome.summary.get("checks", {}).get("arms", {}).items():
+        typer.echo(f"{arm}: checks {'passed' if rec['passed'] else 'FAILED'}")
     typer.echo(f"report: {outcome.study_dir.report}")
     for rec in outcome.failed:
         typer.secho(f"failed: {rec['arm']} seed {rec['seed']}: {rec['error']}", fg=typer.colors.RED, err=True)
