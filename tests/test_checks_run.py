@@ -56,16 +56,33 @@ def test_a_failing_check_exits_1_after_the_run_is_complete(first: tuple[Path, st
 def test_a_run_checked_against_a_baseline_run(first: tuple[Path, str]) -> None:
     tmp, _ = first
     loose = {
-        "run": str(tmp / "a"),
         "max_negative_flip_rate": 1.0,
         "max_confident_broken": None,
         "max_class_drop": None,
         "max_ece_increase": None,
         "alpha": None,
     }
-    res = invoke(["run", str(_config(tmp, {"baseline": loose})), "--out", str(tmp / "b"), "-q"])
+    checks = tmp / "checks.yaml"
+    checks.write_text(yaml.safe_dump({"evaluation.n_test": "== 24", "baseline": loose}))
+    config = _config(tmp, {"evaluation.accuracy": ">= 0"})
+    args = [
+        "run",
+        str(config),
+        "--checks",
+        str(checks),
+        "--baseline",
+        str(tmp / "a"),
+        "--out",
+        str(tmp / "b"),
+    ]
+    res = invoke([*args, "-q"])
     assert res.exit_code == 0, res.output
     outcome = json.loads((tmp / "b" / "checks.json").read_text())
+    assert [r["name"] for r in outcome["checks"]] == [
+        "evaluation.accuracy",
+        "evaluation.n_test",
+        "baseline.negative_flip_rate",
+    ]
     assert outcome["passed"] and outcome["baseline"]["n_images"] == 24
     assert outcome["baseline"]["baseline"] == str(tmp / "a")
 

@@ -52,6 +52,8 @@ def run(
         bool, typer.Option("--tensorboard", help="log to TensorBoard (tracking.tensorboard)")
     ] = False,
     mlflow: Annotated[bool, typer.Option("--mlflow", help="log to MLflow (tracking.mlflow)")] = False,
+    checks: Annotated[Path | None, typer.Option(help="YAML of checks, added to the config's")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="check against this run directory")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars, warnings only")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -66,11 +68,14 @@ def run(
     if skip_bad:
         overrides.append("data.skip_bad=true")
     try:
-        if resume is not None and (config or preset or set_ or checkpoint or tensorboard or mlflow):
+        if resume is not None and (
+            config or preset or set_ or checkpoint or tensorboard or mlflow or checks or baseline
+        ):
             raise StresslabError("--resume takes the run directory's own config; give no other options")
         overrides += [
             f"tracking.{name}=true" for name, on in (("tensorboard", tensorboard), ("mlflow", mlflow)) if on
         ]
+        overrides += _checks_overrides(checks, baseline)
         result = run_api(
             config,
             preset=preset,
@@ -94,6 +99,16 @@ def run(
         typer.secho(f"failed probes: {', '.join(result.failed_probes)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
     _checks_verdict(result.checks)
+
+
+def _checks_overrides(checks: Path | None, baseline: Path | None) -> list[str]:
+    """``--checks FILE`` and ``--baseline DIR`` as ``--set`` overrides of the ``checks:`` section."""
+    import json
+
+    from stresslab.runs.config import read_yaml
+
+    out = [f"checks={json.dumps(read_yaml(checks))}"] if checks is not None else []
+    return out + ([f"checks.baseline.run={json.dumps(str(baseline))}"] if baseline is not None else [])
 
 
 def _checks_verdict(outcome: dict[str, Any] | None) -> None:

@@ -53,7 +53,7 @@ def markdown(outcome: dict[str, Any]) -> str:
     n, failed = outcome["n_checks"], outcome["n_failed"]
     verdict = "PASSED" if outcome["passed"] else "FAILED"
     lines = [f"## stresslab checks: {verdict} ({n - failed} of {n} passed)", ""]
-    lines += ["| | check | condition | value | |", "| --- | --- | --- | --- | --- |"]
+    lines += ["| result | check | condition | value | detail |", "| --- | --- | --- | --- | --- |"]
     for r in outcome["checks"]:
         mark = "pass" if r["passed"] else "**FAIL**"
         cells = [
