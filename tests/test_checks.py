@@ -235,3 +235,12 @@ def test_cli_check_exit_codes_and_files(runs: tuple[Path, Path], tmp_path: Path)
     assert (new / "checks.json").read_bytes() == before
     res = invoke(["check", str(new), "--checks", str(passing), "--baseline", str(tmp_path)])
     assert res.exit_code == 2 and "not a finished run directory" in res.output
+
+
+def test_the_readme_checks_example_parses() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("`gates.yaml` holds what a config's `checks:` section holds:\n\n```yaml\n")[1]
+    checks = parse_checks(yaml.safe_load(block.split("```")[0]))
+    assert "evaluation.class.*.recall" in checks.conditions and checks.warnings == "none"
+    assert checks.baseline is not None and checks.baseline.max_confident_broken == 0
+    assert checks.baseline == parse_checks({"baseline": "runs/released"}).baseline  # the defaults
