@@ -196,6 +196,8 @@ def test_baseline_rules_pass_and_fail(runs: tuple[Path, Path]) -> None:
     failed = {r["name"] for r in strict["checks"] if not r["passed"]}
     assert failed >= {"baseline.negative_flip_rate", "baseline.confident_broken", "baseline.class_drop"}
     assert "baseline.accuracy" not in failed  # 4 fixed vs 4 broken: p = 1
+    drop = next(r for r in strict["checks"] if r["name"] == "baseline.class_drop")
+    assert drop["value"] == pytest.approx(25.0) and "drop 25.00 points (bee)" in drop["message"]
 
 
 def test_junit_counts_and_failure_messages(runs: tuple[Path, Path]) -> None:

@@ -154,8 +154,12 @@ def baseline_checks(c: dict[str, Any], rules: BaselineRules) -> list[dict[str, A
                 f"<= {rules.max_class_drop:g} points",
                 drop,
                 drop <= rules.max_class_drop,
-                f"largest per-class accuracy drop {drop:+.2f} points ({cls}), "
-                f"required <= {rules.max_class_drop:g}",
+                (
+                    f"largest per-class accuracy drop {drop:.2f} points ({cls})"
+                    if drop > 0
+                    else f"no class lost accuracy (the smallest gain: {-drop:.2f} points, {cls})"
+                )
+                + f", required drop <= {rules.max_class_drop:g} points",
             )
         )
     if rules.max_ece_increase is not None:
