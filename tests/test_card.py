@@ -15,7 +15,14 @@ from sklearn.metrics import f1_score
 
 from stresslab.metrics.bootstrap import bootstrap_interval
 from stresslab.metrics.calibration import expected_calibration_error
-from stresslab.runs.card import card_markdown, ece_rows, macro_f1, model_card
+from stresslab.runs.card import (
+    card_markdown,
+    ece_columns,
+    ece_from_sums,
+    f1_columns,
+    macro_f1_from_sums,
+    model_card,
+)
 from stresslab.runs.checks import parse_checks, run_checks
 
 from .cli_helpers import invoke
@@ -65,12 +72,14 @@ def test_bootstrap_interval_agrees_with_scipy() -> None:
 def test_card_statistics_equal_their_references() -> None:
     rng = np.random.default_rng(4)
     y, p = rng.integers(0, 4, 300), rng.integers(0, 4, 300)
-    p[:5] = 3  # class 3 predicted but the resample may lack it
-    assert macro_f1(np.stack([y, p], 1)) == pytest.approx(f1_score(y, p, average="macro"))
+    y[y == 3] = 0  # class 3 is predicted but absent from the labels: left out of the mean
+    sums = f1_columns(y, p, 4).sum(axis=0)[None]
+    assert macro_f1_from_sums(sums)[0] == pytest.approx(f1_score(y, p, labels=[0, 1, 2], average="macro"))
     probs = rng.dirichlet(np.ones(4), 300)
-    rows = np.stack([probs.max(1), (probs.argmax(1) == y).astype(float)], 1)
+    probs[:3] = [1.0, 0, 0, 0]  # a confidence of exactly 1 falls in the last bin
+    correct = (probs.argmax(1) == y).astype(float)
     ref = expected_calibration_error(torch.tensor(probs), torch.tensor(y))
-    assert ece_rows(rows) == pytest.approx(ref, abs=1e-12)
+    assert ece_from_sums(ece_columns(probs.max(1), correct).sum(axis=0)[None], 300)[0] == pytest.approx(ref)
 
 
 def test_the_card_has_every_section_and_metrics_json_numbers(run: Path) -> None:

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from stresslab.files import atomic_write_text, read_json
 from stresslab.metrics.bootstrap import bootstrap_interval
-from stresslab.metrics.calibration import equal_width_bins
+from stresslab.metrics.calibration import DEFAULT_BINS
 from stresslab.runs.directory import RunDir
 from stresslab.runs.report import load_results
 from stresslab.runs.saved_predictions import FILENAME, load_predictions
@@ -66,39 +65,55 @@ def _num(v: Any, percent: bool = False) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def macro_f1(rows: np.ndarray) -> float:
-    """Macro F1 of ``rows`` (N, 2) ints ``[label, prediction]`` over the classes present among
-    the labels (F1 = 0 for a present class never predicted right), as the evaluation probe."""
-    y, p = rows[:, 0], rows[:, 1]
-    k = int(max(y.max(initial=0), p.max(initial=0))) + 1
-    true, pred = np.bincount(y, minlength=k), np.bincount(p, minlength=k)
-    tp = np.bincount(y[y == p], minlength=k)
+def f1_columns(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
+    """(N, 3K) per-image columns whose sums give, per class, the true count, the predicted
+    count and the true positives (for :func:`macro_f1_from_sums`)."""
+    eye = np.eye(k)
+    return np.concatenate([eye[labels], eye[preds], eye[labels] * (labels == preds)[:, None]], axis=1)
+
+
+def macro_f1_from_sums(sums: np.ndarray) -> np.ndarray:
+    """Macro F1 (B,) from summed :func:`f1_columns` (B, 3K): mean over the classes present
+    among the labels of ``2 TP / (true + predicted)``, as the evaluation probe (scikit-learn's
+    ``f1_score(average="macro")`` over those classes)."""
+    true, pred, tp = np.split(sums, 3, axis=1)
     present = true > 0
-    f1 = 2 * tp / np.maximum(true + pred, 1)
-    return float(f1[present].mean()) if present.any() else 0.0
+    f1 = 2 * tp / np.maximum(true + pred, 1e-12)
+    return np.asarray((f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1))
 
 
-def ece_rows(rows: np.ndarray) -> float:
-    """Top-label ECE (15 equal-width bins, as :func:`expected_calibration_error`) of ``rows``
-    (N, 2) ``[confidence, correct]``: binning needs only these two columns per image."""
-    bins = equal_width_bins(torch.from_numpy(rows[:, 0]), torch.from_numpy(rows[:, 1]))
-    return float((bins.weight * bins.gap).sum())
+def ece_columns(confidence: np.ndarray, correct: np.ndarray, n_bins: int = DEFAULT_BINS) -> np.ndarray:
+    """(N, 2 * n_bins) per-image columns whose sums give each equal-width bin's summed
+    confidence and summed correctness (bins as :func:`equal_width_bins`)."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.clip(np.searchsorted(edges, np.clip(confidence, 0.0, 1.0), side="right") - 1, 0, n_bins - 1)
+    onehot = np.eye(n_bins)[index]
+    return np.concatenate([onehot * confidence[:, None], onehot * correct[:, None]], axis=1)
+
+
+def ece_from_sums(sums: np.ndarray, n: int) -> np.ndarray:
+    """Top-label ECE (B,) of N = ``n`` images from summed :func:`ece_columns`:
+    ``sum_b (n_b / N) |acc_b - conf_b| = sum_b |hits_b - conf_b| / N`` (Guo et al. 2017)."""
+    conf, hits = np.split(sums, 2, axis=1)
+    return np.asarray(np.abs(hits - conf).sum(axis=1) / n)
 
 
 def metric_intervals(
     probs: np.ndarray, labels: np.ndarray, resamples: int = RESAMPLES
 ) -> dict[str, tuple[float, float]]:
-    """95% percentile bootstrap intervals (seed 0) of accuracy, macro F1 and ECE from
-    per-image ``probs`` (N, K) and ``labels`` (N,)."""
+    """95% percentile bootstrap intervals (seed 0) of accuracy, macro F1 and ECE (15 bins)
+    from per-image ``probs`` (N, K) and ``labels`` (N,)."""
     preds = probs.argmax(axis=1)
+    correct = (preds == labels).astype(np.float64)
+    n = len(labels)
     return {
-        "evaluation.accuracy": bootstrap_interval((preds == labels).astype(np.float64), resamples=resamples),
+        "evaluation.accuracy": bootstrap_interval(correct, resamples=resamples),
         "evaluation.macro_f1": bootstrap_interval(
-            np.stack([labels, preds], 1), macro_f1, resamples=resamples
+            f1_columns(labels, preds, probs.shape[1]), macro_f1_from_sums, resamples=resamples
         ),
         "calibration.ece": bootstrap_interval(
-            np.stack([probs.max(axis=1).astype(np.float64), (preds == labels).astype(np.float64)], 1),
-            ece_rows,
+            ece_columns(probs.max(axis=1).astype(np.float64), correct),
+            lambda sums: ece_from_sums(sums, n),
             resamples=resamples,
         ),
     }
