@@ -13,16 +13,15 @@ import yaml
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from stresslab.metrics.bootstrap import bootstrap_interval
-from stresslab.metrics.calibration import expected_calibration_error
-from stresslab.runs.card import (
-    card_markdown,
+from stresslab.metrics.bootstrap import (
+    bootstrap_interval,
     ece_columns,
     ece_from_sums,
     f1_columns,
     macro_f1_from_sums,
-    model_card,
 )
+from stresslab.metrics.calibration import expected_calibration_error
+from stresslab.runs.card import card_markdown, model_card
 from stresslab.runs.checks import parse_checks, run_checks
 
 from .cli_helpers import invoke
