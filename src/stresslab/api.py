@@ -29,7 +29,7 @@ from stresslab.probes import PROBES, build_probe
 from stresslab.runs import config as config_mod
 from stresslab.runs.config import PRESETS, RunConfig
 from stresslab.runs.directory import RunDir
-from stresslab.runs.execute import execute, execute_prepared
+from stresslab.runs.execute import RunOutcome, execute, execute_prepared
 from stresslab.runs.given_model import as_module, normalize_layer, output_classes, wrap
 from stresslab.runs.inputs import as_pair, check_label_range
 from stresslab.runs.loaded import Run
@@ -84,10 +84,19 @@ def run(
             raise StresslabError(
                 f"resume: {resume} was made by stresslab.probe() from data in memory; call probe() again"
             )
-        return Run(execute(RunConfig(), resume=resume, show_progress=progress).run_dir.path)
+        return _finished(execute(RunConfig(), resume=resume, show_progress=progress))
     source = config_mod.to_dict(config) if isinstance(config, RunConfig) else config
     cfg = config_mod.resolve(source, preset, overrides)
-    outcome = execute(cfg, out=out, checkpoint=checkpoint, show_progress=progress)
+    return _finished(execute(cfg, out=out, checkpoint=checkpoint, show_progress=progress))
+
+
+def _finished(outcome: RunOutcome) -> Run:
+    """The run read back; checks that could not be evaluated (an unknown key) raise here,
+    after the run directory is complete (``stresslab check`` evaluates them again)."""
+    if outcome.checks_error:
+        raise ConfigError(
+            f"{outcome.run_dir.path}: the run is complete, its checks are not: {outcome.checks_error}"
+        )
     return Run(outcome.run_dir.path)
 
 

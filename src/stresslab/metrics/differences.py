@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from stresslab.metrics.paired import mcnemar_exact
+
 Bounds = tuple[float, float]  # the range a metric can take, e.g. (0.0, 1.0) for an accuracy
 MIN_SEEDS = 3  # fewer values per side cannot bound a difference (the t quantile explodes)
 EXACT_SIGN_FLIPS = 16  # enumerate all 2^n sign flips up to this many pairs
@@ -191,16 +193,6 @@ def sign_flip_p(diffs: Sequence[float] | np.ndarray, draws: int = 100_000, seed:
     signs = rng.choice((1.0, -1.0), size=(draws, n))
     hits = int(np.sum(np.abs(signs @ d) / n >= observed - tol))
     return (hits + 1) / (draws + 1)
-
-
-def mcnemar_exact(fixed: int, broken: int) -> float:
-    """Exact McNemar test (McNemar 1947): two-sided binomial test of ``fixed`` successes in
-    ``fixed + broken`` discordant pairs at p = 1/2, i.e. ``min(1, 2 * P(X <= min(b, c)))``.
-    1.0 when there are no discordant pairs."""
-    n = fixed + broken
-    if n == 0:
-        return 1.0
-    return float(min(1.0, 2.0 * stats.binom.cdf(min(fixed, broken), n, 0.5)))
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stresslab.errors import ConfigError
 from stresslab.files import read_yaml
+from stresslab.runs.card import CardConfig
+from stresslab.runs.checks.spec import ChecksConfig
 from stresslab.settings import Strict
 from stresslab.train.config import TrainConfig
-
-
 
 
 class DataConfig(Strict):
@@ -101,6 +101,9 @@ class RunConfig(Strict):
     # Importable module paths whose import registers the user's own parts (datasets, models,
     # probes, attacks, attribution methods, corruptions); imported before any name is looked up.
     plugins: list[str] = Field(default_factory=list)
+    # Release gates and the model card (stresslab.runs.checks, stresslab.runs.card).
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
 
     @field_validator("probes", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ from typing import Any
 
 from stresslab.runs import config as config_mod
 from stresslab.runs.config import RunConfig
-from stresslab.errors import CheckpointError
+from stresslab.errors import CheckpointError, StresslabError
 from stresslab.models import build_model
 from stresslab.runs.saved_predictions import save_predictions
 from stresslab.runs.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
@@ -61,6 +61,8 @@ class RunOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     failed_probes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    checks: dict[str, Any] | None = None  # checks.json, when the config has checks
+    checks_error: str | None = None  # a check that could not be evaluated (an unknown key)
 
 
 @dataclass
@@ -212,6 +214,8 @@ def _execute(
         ctx.results[name] = probe_result
         log.info("probe %s: done in %.1f s", name, seconds)
 
+    stage.name = "checks"
+    _checks(cfg, run, outcome)
     stage.name = "report"
     if outcome.failed_probes:
         errors = "; ".join(str(ctx.results[n].warnings[0]) for n in outcome.failed_probes)
@@ -223,6 +227,20 @@ def _execute(
         atomic_write_text(run.done, "complete\n")
     tracking.finish(run, outcome.metrics)
     return outcome
+
+
+def _checks(cfg: RunConfig, run: RunDir, outcome: RunOutcome) -> None:
+    """Evaluate the config's checks (before the report, which opens with them). A key no
+    probe produced is kept as ``checks_error`` for the caller: the run itself is complete."""
+    if cfg.checks.empty:
+        return
+    from stresslab.runs.checks import run_checks
+
+    try:
+        outcome.checks = run_checks(run, cfg.checks)
+    except StresslabError as e:
+        log.error("checks: %s", e)
+        outcome.checks_error = str(e)
 
 
 def _trained_history(

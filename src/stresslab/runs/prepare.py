@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from stresslab.runs import config as config_mod
+from stresslab.runs.checks import check_before_run
 from stresslab.runs.config import RunConfig
 from stresslab.data import DATASETS, load_split
 from stresslab.data.base import Split, to_float
@@ -153,6 +154,7 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
     log.info("loading data: %s", cfg.data.dataset)
     split = load_data(cfg)
     info = split.info
+    check_before_run(cfg.checks, probes, split.test_index.numpy())
     log.info(
         "%s: %d train, %d validation, %d test images, %d classes, %dx%dx%d",
         info.name,

@@ -47,9 +47,10 @@ def time_training_step(
     Trains a fresh model for ``steps + 1`` one-step epochs without validation or checkpoints
     and averages all but the first (warm-up) step. ``threads`` as a study run would get.
     """
+    from stresslab.devices import pick_device
     from stresslab.models.factory import build_model
     from stresslab.runs.prepare import load_data, seed_everything
-    from stresslab.train.loop import pick_device, train
+    from stresslab.train.loop import train
 
     if threads:
         torch.set_num_threads(threads)

@@ -18,6 +18,7 @@ from stresslab.report.figures import plt
 from stresslab.report.render import fmt, render_template
 from stresslab.study import figures as F
 from stresslab.study.aggregate import METRICS, RunData, collect
+from stresslab.study.checks import study_checks
 from stresslab.study.compare import take
 from stresslab.study.gallery import gradcam_maps, test_images, thumbnail
 from stresslab.study.plan import StudyDir
@@ -140,6 +141,7 @@ def render_study(study_dir: str | Path | StudyDir) -> dict[str, Any]:
     spec = sdir.spec()
     runs = collect(sdir, spec)
     summary = summarize(spec, runs, _costs(runs))
+    summary["checks"] = study_checks(spec, runs)
     base = spec.compare_to
     names = summary["class_names"]
     usable = [r for seeds in runs.values() for r in seeds.values() if r.usable]
