@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from stresslab.errors import CheckpointError, StresslabError
-from stresslab.files import atomic_write_bytes, atomic_write_json, atomic_write_text, finite_json, read_json
+from stresslab.files import read_json
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
     """Versions, device, threads and seed: what a reader needs to reproduce the numbers."""
     import numpy
     import sklearn
-
 
     env: dict[str, Any] = {
         "stresslab": _version("stresslab"),

@@ -18,21 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stresslab.runs import config as config_mod
-from stresslab.runs.config import RunConfig
-from stresslab.errors import CheckpointError, StresslabError
+from stresslab.errors import StresslabError
+from stresslab.files import atomic_write_json, atomic_write_text, read_json
 from stresslab.models import build_model
-from stresslab.runs.saved_predictions import save_predictions
-from stresslab.runs.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
+from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
 from stresslab.probes.base import ProbeContext, ProbeResult
 from stresslab.probes.predictions import Predictions
-from stresslab.runs.storage import load_result, save_result
 from stresslab.progress import ProgressReporter
+from stresslab.runs import config as config_mod
+from stresslab.runs.config import RunConfig
 from stresslab.runs.directory import RunDir, default_run_path, environment
-from stresslab.files import atomic_write_json, atomic_write_text, read_json
+from stresslab.runs.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
+from stresslab.runs.saved_predictions import save_predictions
+from stresslab.runs.storage import load_result, save_result
 from stresslab.runs.tracking import Tracking, track
 from stresslab.train.checkpoint import save_checkpoint
-from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
 from stresslab.train.divergence import loss_explosion
 from stresslab.train.loop import train
 from stresslab.train.pretrain import pretraining

@@ -11,18 +11,18 @@ from typing import Any
 from torch import nn
 
 from stresslab.data.base import DatasetInfo
+from stresslab.errors import StresslabError
+from stresslab.files import read_json
 from stresslab.models import build_model
 from stresslab.models.weights import load_checkpoint, load_weights
+from stresslab.probes.base import ProbeResult
+from stresslab.report.render import flat_metrics
 from stresslab.runs import config as config_mod
 from stresslab.runs.checks import load_outcome
 from stresslab.runs.config import RunConfig
-from stresslab.errors import StresslabError
-from stresslab.probes.base import ProbeResult
-from stresslab.runs.storage import load_result
-from stresslab.report.render import flat_metrics
-from stresslab.runs.report import load_results
 from stresslab.runs.directory import RunDir
-from stresslab.files import read_json
+from stresslab.runs.report import load_results
+from stresslab.runs.storage import load_result
 
 __all__ = ["Run", "Section"]
 

@@ -20,18 +20,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from stresslab.data import DATASETS, load_split
+from stresslab.data.base import Split, to_float
+from stresslab.devices import model_device, pick_device
+from stresslab.errors import ConfigError, StresslabError
+from stresslab.models import build_model, check_model_name
+from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
+from stresslab.plugins import load_plugins
+from stresslab.probes import PROBES, build_probe
+from stresslab.probes.base import Probe
 from stresslab.runs import config as config_mod
 from stresslab.runs.checks import check_before_run
 from stresslab.runs.config import RunConfig
-from stresslab.data import DATASETS, load_split
-from stresslab.data.base import Split, to_float
-from stresslab.errors import ConfigError, StresslabError
-from stresslab.models import build_model, check_model_name
-from stresslab.probes import PROBES, build_probe
-from stresslab.plugins import load_plugins
-from stresslab.probes.base import Probe
-from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
-from stresslab.devices import model_device, pick_device
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,7 @@ def report_context(run: RunDir) -> dict[str, Any]:
     if run.config.is_file():
         cfg = read_yaml(run.config)
     env_rec = read_json(run.env) if run.env.is_file() else {}
-    failed = {
-        name: read_json(run.failure_file(name)).get("error", "") for name in run.failed_probes()
-    }
+    failed = {name: read_json(run.failure_file(name)).get("error", "") for name in run.failed_probes()}
     sections: list[dict[str, Any]] = []
     for name, rec in results.items():
         figures = []
