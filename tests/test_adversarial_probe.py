@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 from pathlib import Path
 
@@ -27,10 +26,9 @@ from .conftest import make_split
 SMALL = {
     "epsilons": [0.0, 0.05, 0.1, 0.2],
     "l2_epsilons": [0.0, 0.5, 1.0],
-    "steps": 3,
     "max_images": 48,
     "gallery_images": 2,
-    "attacks": ["fgsm_linf", "pgd_linf", "pgd_l2"],
+    "attacks": {"fgsm_linf": {}, "pgd_linf": {"steps": 3}, "pgd_l2": {"steps": 3}},
 }
 
 
@@ -85,9 +83,9 @@ def test_probe_leaves_the_model_as_it_came(trained: tuple[BNNet, Split]) -> None
     marker = [torch.full_like(p, 3.0) for p in model.parameters()]
     for p, m in zip(model.parameters(), marker, strict=True):
         p.grad = m.clone()
-    res = AdversarialProbe(**{**SMALL, "attacks": ["fgsm_linf", "pgd_linf"], "gallery_images": 0}).run(
-        _ctx(model, split)
-    )
+    res = AdversarialProbe(
+        **{**SMALL, "attacks": {"fgsm_linf": {}, "pgd_linf": {"steps": 3}}, "gallery_images": 0}
+    ).run(_ctx(model, split))
     assert model.training and all(m.training for m in model.modules())
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k  # weights and BatchNorm running statistics
@@ -177,7 +175,12 @@ def test_probe_numbers_tables_and_figures(trained: tuple[BNNet, Split]) -> None:
 def test_probe_is_reproducible_from_the_seed(trained: tuple[BNNet, Split]) -> None:
     model, split = trained
     model.eval()
-    settings = {**SMALL, "attacks": ["pgd_linf"], "convergence_check": False, "gallery_images": 0}
+    settings = {
+        **SMALL,
+        "attacks": {"pgd_linf": {"steps": 3}},
+        "convergence_check": False,
+        "gallery_images": 0,
+    }
     a = AdversarialProbe(**settings).run(_ctx(model, split, seed=5))
     b = AdversarialProbe(**settings).run(_ctx(model, split, seed=5))
     assert a.metrics == b.metrics
@@ -253,22 +256,20 @@ def test_per_attack_settings_and_mifgsm_through_the_probe(trained: tuple[BNNet, 
     assert ctx.samples["adversarial"] == 48
 
 
-def test_settings_forms_and_deprecated_flat_keys(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
-        listed = AdversarialProbe(attacks=["pgd_linf", "fgsm_linf"])
-    assert not caplog.records  # the list form: default settings, no warning
+def test_settings_forms_and_the_retired_flat_keys() -> None:
+    listed = AdversarialProbe(attacks=["pgd_linf", "fgsm_linf"])
     assert listed.attacks["pgd_linf"].settings() == ATTACKS.get("pgd_linf")().settings()
-    with caplog.at_level(logging.WARNING):
-        flat = AdversarialProbe(attacks=["pgd_linf", "fgsm_linf"], steps=3, restarts=2, loss="margin")
-    message = caplog.records[-1].getMessage()
-    assert "deprecated" in message and "loss, restarts, steps" in message
-    assert "pgd_linf: {steps: 3, restarts: 2, loss: margin}, fgsm_linf: {loss: margin}" in message
-    pgd = flat.attacks["pgd_linf"]
+    assert listed.confusion_attack is listed.attacks["fgsm_linf"]
+    mapped = AdversarialProbe(attacks={"pgd_linf": {"steps": 3, "restarts": 2, "loss": "margin"}})
+    pgd = mapped.attacks["pgd_linf"]
     assert (pgd.steps, pgd.restarts, pgd.loss) == (3, 2, "margin")  # type: ignore[attr-defined]
-    assert flat.attacks["fgsm_linf"].loss == "margin" and flat.confusion_attack is flat.attacks["fgsm_linf"]
-    # An attack's own setting wins over the flat one.
-    own = AdversarialProbe(attacks={"pgd_linf": {"steps": 5}}, steps=3)
-    assert own.attacks["pgd_linf"].steps == 5  # type: ignore[attr-defined]
+    assert mapped.confusion_attack.settings() == ATTACKS.get("fgsm_linf")().settings()
+    # The flat settings of earlier versions are refused, naming the per-attack form.
+    flat = r"adversarial\.steps is no longer a setting; write it as \S+attacks: \{pgd_linf: \{steps: 3"
+    with pytest.raises(ConfigError, match=flat):
+        build_probe("adversarial", {"attacks": ["pgd_linf"], "steps": 3})
+    with pytest.raises(ConfigError, match=r"adversarial\.attacks: \{pgd_linf: \{random_start: false\}\}"):
+        build_probe("adversarial", {"random_start": False})
     with pytest.raises(ConfigError, match=r"probes\.adversarial\.attacks\.pgd_linf\.stpes: unknown setting"):
         build_probe("adversarial", {"attacks": {"pgd_linf": {"stpes": 3}}})
     with pytest.raises(ConfigError, match=r"probes\.adversarial\.attacks\.fgsm_linf\.steps"):
@@ -319,7 +320,7 @@ def test_undefined_values_are_left_out_not_written_as_numbers() -> None:
     assert empty.accuracy() == [None] and empty.accuracy_at(0.0) is None
 
 
-def test_shipped_configs_use_the_per_attack_form(caplog: pytest.LogCaptureFixture) -> None:
+def test_shipped_configs_use_the_per_attack_form() -> None:
     from stresslab.runs import config
 
     found = 0
@@ -327,9 +328,8 @@ def test_shipped_configs_use_the_per_attack_form(caplog: pytest.LogCaptureFixtur
         settings = config.resolve(f).probes.get("adversarial")
         if settings is None:
             continue
-        with caplog.at_level(logging.WARNING):
-            probe = build_probe("adversarial", settings)
+        probe = build_probe("adversarial", settings)  # a flat setting of earlier versions raises
         assert isinstance(settings.get("attacks"), dict), f
         assert list(probe.attacks) == ["fgsm_linf", "pgd_linf"], f  # type: ignore[attr-defined]
         found += 1
-    assert found >= 2 and not caplog.records  # no deprecated flat setting left
+    assert found >= 2

@@ -95,7 +95,7 @@ BAD: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"batch_size": 0}, ConfigError, "batch_size: expected a positive integer"),
     ({"background": 255}, ConfigError, r"background: expected a pixel value in \[0, 1\]"),
     ({"probes": "quik"}, ConfigError, "probes: 'quik' is neither a preset"),
-    ({"probes": {"failures": {"treshold": 0.5}}}, ConfigError, r"probes\.failures: unknown setting"),
+    ({"probes": {"failures": {"treshold": 0.5}}}, ConfigError, r"failures\.treshold: unknown setting"),
     ({"device": "cuda:7" if torch.cuda.is_available() else "cuda"}, ConfigError, "device: "),
 ]
 

@@ -41,6 +41,34 @@ def test_preset_file_and_overrides_layer_in_order(tmp_path: Path) -> None:
     assert cfg.probes == {"evaluation": {}, "failures": {"threshold": 0.8, "n_uncertain": 3}}
 
 
+def test_the_probes_named_are_the_probes_that_run(tmp_path: Path) -> None:
+    quick = c.resolve(preset="quick").probes
+    assert len(quick) == 9 and quick["explain"]["n_high_confidence"] == 4
+    # --set probes=..., as a list or as a mapping: exactly those probes, with those settings.
+    for value in ("[evaluation, adversarial]", "{evaluation: {}, adversarial: {}}"):
+        cfg = c.resolve(preset="quick", overrides=[f"probes={value}"])
+        assert cfg.probes == {"evaluation": {}, "adversarial": {}}, value
+        cfg = c.resolve(overrides={"probes": c.split_override(f"probes={value}")[1]})
+        assert cfg.probes == {"evaluation": {}, "adversarial": {}}, value
+    # A YAML file's probes, as a list or as a mapping, over a preset: exactly those probes.
+    for value in ("[evaluation, adversarial]", "{evaluation: {}, adversarial: {max_images: 10}}"):
+        f = tmp_path / "p.yaml"
+        f.write_text(f"probes: {value}\n")
+        cfg = c.resolve(f, preset="quick")
+        assert list(cfg.probes) == ["evaluation", "adversarial"], value
+    # A dotted setting of one probe merges into that probe and keeps every other.
+    cfg = c.resolve(
+        preset="quick", overrides=["probes.explain.n_correct=5", "probes.failures={threshold: 0.8}"]
+    )
+    assert list(cfg.probes) == list(quick)
+    assert cfg.probes["explain"] == {**quick["explain"], "n_correct": 5}
+    assert cfg.probes["failures"] == {"threshold": 0.8}
+    assert c.resolve(f, preset="quick", overrides=["probes.evaluation.x=1"]).probes["evaluation"] == {"x": 1}
+    # Overrides apply in order: a probe set, then one probe's setting on it.
+    cfg = c.resolve(overrides=["probes=[evaluation, failures]", "probes.failures.threshold=0.7"])
+    assert cfg.probes == {"evaluation": {}, "failures": {"threshold": 0.7}}
+
+
 def test_unknown_keys_and_bad_values_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="train.epoch: unknown key"):
         c.resolve(overrides=["train.epoch=3"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 
 import pytest
@@ -139,27 +138,18 @@ def test_methods_are_built_from_the_registry_in_either_form() -> None:
     assert default.methods["occlusion"].used_settings() == {"window": 8, "stride": 2, "fill": "gray"}
 
 
-def test_flat_settings_still_work_with_a_deprecation_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="stresslab.probes.explain.settings"):
-        probe = ExplainProbe(
-            methods=("gradcam", "gradcam_plus_plus", "occlusion", "integrated_gradients"),
-            occlusion_window=5,
-            occlusion_fill="mean",
-            ig_steps=7,
-            layer="body.0",
-            smoothgrad_samples=3,  # smoothgrad is not listed: no effect, as before
-        )
-    assert probe.methods["occlusion"].used_settings() == {"window": 5, "stride": 2, "fill": "mean"}
-    assert probe.methods["integrated_gradients"].used_settings() == {"steps": 7, "baseline": "zero"}
-    assert probe.methods["gradcam"].used_settings() == {"layer": "body.0"}
-    assert probe.methods["gradcam_plus_plus"].used_settings() == {"layer": "body.0"}
-    text = caplog.text
-    assert "probes.explain.occlusion_window is deprecated" in text
-    assert "probes.explain.methods: {occlusion: {window: 5}}" in text
-    assert "probes.explain.methods: {integrated_gradients: {steps: 7}}" in text
-    assert "probes.explain.layer is deprecated" in text
-    with pytest.raises(ConfigError, match="contradicts probes.explain.methods.occlusion.window"):
-        ExplainProbe(methods={"occlusion": {"window": 4}}, occlusion_window=6)
+def test_the_flat_settings_of_earlier_versions_are_refused_naming_the_methods_form() -> None:
+    cases = {
+        "occlusion_window": (5, r"methods: \{occlusion: \{window: 5\}\}"),
+        "occlusion_fill": ("mean", r"methods: \{occlusion: \{fill: mean\}\}"),
+        "ig_steps": (7, r"methods: \{integrated_gradients: \{steps: 7\}\}"),
+        "layer": ("body.0", r"methods: \{gradcam: \{layer: body\.0\}\} \(and gradcam_plus_plus"),
+        "smoothgrad_samples": (3, r"methods: \{smoothgrad: \{samples: 3\}\}"),
+    }
+    for key, (value, form) in cases.items():
+        message = rf"probes\.explain\.{key} is no longer a setting; write it as probes\.explain\.{form}"
+        with pytest.raises(ConfigError, match=message):
+            build_probe("explain", {"methods": ["gradcam", "occlusion"], key: value})
 
 
 def test_probe_end_to_end_with_failures_results() -> None:
@@ -339,17 +329,15 @@ def test_undefined_values_are_left_out_not_written_as_numbers() -> None:
     assert all(c["gradcam"]["randomization_spearman"] is None for c in res.data["cases"])
 
 
-def test_shipped_configs_and_quick_preset_use_the_methods_form(caplog: pytest.LogCaptureFixture) -> None:
+def test_shipped_configs_and_quick_preset_use_the_methods_form() -> None:
     from pathlib import Path
 
     from stresslab.runs import config
 
     files = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
     resolved = [config.resolve(f) for f in files] + [config.resolve(preset="quick")]
-    with caplog.at_level(logging.WARNING, logger="stresslab.probes.explain.settings"):
-        built = [build_probe("explain", cfg.probes["explain"]) for cfg in resolved if "explain" in cfg.probes]
-    assert len(built) >= 4
-    assert "deprecated" not in caplog.text
+    built = [build_probe("explain", cfg.probes["explain"]) for cfg in resolved if "explain" in cfg.probes]
+    assert len(built) >= 4  # a flat setting of earlier versions would raise in build_probe
     for probe in built:
         assert isinstance(probe, ExplainProbe)
         assert probe.methods["occlusion"].used_settings() == {"window": 8, "stride": 2, "fill": "gray"}

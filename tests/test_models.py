@@ -222,7 +222,7 @@ def test_configurable_cnn_settings() -> None:
 
 def test_unknown_model_args_are_named_with_the_accepted_ones() -> None:
     info = make_info()
-    with pytest.raises(ConfigError, match=r"'dropuot'.*accepts: dropout") as err:
+    with pytest.raises(ConfigError, match=r"'dropuot'.*accepted: dropout") as err:
         build_model("simple_cnn", info, {"dropuot": 0.1})
     assert "simple_cnn" in str(err.value)
     with pytest.raises(ConfigError, match="widths"):

@@ -40,7 +40,7 @@ def _args(out: Path, root: str, *extra: str) -> list[str]:
         ("probes={evaluation: {}, nope: {}}", "unknown probe 'nope'"),
         ("model.name=resnet99", "unknown model 'resnet99'"),
         ("data.dataset=mnist9", "unknown dataset 'mnist9'"),
-        ("model.args={widths: [8], nope: 1}", "unknown argument"),
+        ("model.args={widths: [8], nope: 1}", "unknown setting"),
         ("device=gpu9", "device"),
     ],
 )

@@ -7,6 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix
 
+from stresslab.errors import StresslabError
 from stresslab.metrics.confusion import confusion_counts, row_normalized, top_confused_pairs
 from stresslab.probes.base import Offer, ProbeContext, ProbeResult
 from stresslab.probes.predictions import Predictions
@@ -110,6 +111,10 @@ def test_headline_cards_fill_labels_from_settings_and_skip_missing_metrics() -> 
         {"label": "ECE (20 bins)", "value": "0.0123"},
         {"label": "test accuracy", "value": "90.00%"},
     ]
+    # A placeholder the saved settings do not fill is an error naming probe and placeholder.
+    results["calibration"]["data"] = {"n_bins": 20}  # settings not saved where the label reads them
+    with pytest.raises(StresslabError, match=r"probe calibration: .*placeholder \{n_bins\}.*holds: nothing"):
+        headline_cards(results, {"calibration.ece": 0.0123})
 
 
 def test_failures_offers_typed_cases_that_survive_a_save_and_reload(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -282,3 +282,27 @@ def test_gallery_images_and_gradcam_follow_the_runs(done_study: Path) -> None:
     assert maps.shape == (5, 28, 28) and bool((maps >= 0).all())
     assert np.array_equal(pred, preds.preds[:5])  # the checkpoint reproduces the stored predictions
     np.testing.assert_allclose(conf, preds.probs[:5].max(1), rtol=1e-4)
+
+
+def test_a_study_chooses_probes_by_the_same_rule_as_a_run(tmp_path: Path) -> None:
+    base = {"data": {"dataset": "fashion_mnist"}, "train": {"epochs": 1}}
+    spec = {
+        "base": base,
+        "preset": "quick",
+        "seeds": [0],
+        "set": ["probes={evaluation: {}, failures: {}}", "probes.failures.threshold=0.8"],
+        "arms": {
+            "named": {},
+            "listed": {"probes": ["evaluation"]},
+            "dotted": {"probes.evaluation.top_pairs": 3},
+        },
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    study = load_study(path)
+    assert study.config("named", 0).probes == {"evaluation": {}, "failures": {"threshold": 0.8}}
+    assert study.config("listed", 0).probes == {"evaluation": {}}
+    assert study.config("dotted", 0).probes == {
+        "evaluation": {"top_pairs": 3},
+        "failures": {"threshold": 0.8},
+    }

@@ -63,12 +63,12 @@ def test_t_interval_by_hand() -> None:
 
 
 def test_welch_by_hand() -> None:
-    a, b = [0.90, 0.92, 0.94], [0.85, 0.86]
-    va, vb = 0.0004 / 3, 0.00005 / 2
+    a, b = [0.90, 0.92, 0.94], [0.85, 0.86, 0.87]
+    va, vb = 0.0004 / 3, 0.0001 / 3
     se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 1)
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
     d = welch(a, b)
-    assert d.diff == pytest.approx(0.92 - 0.855)
+    assert d.diff == pytest.approx(0.92 - 0.86)
     assert d.df == pytest.approx(df)
     half = stats.t.ppf(0.975, df) * se
     assert d.lo == pytest.approx(d.diff - half) and d.hi == pytest.approx(d.diff + half)
@@ -78,11 +78,13 @@ def test_welch_by_hand() -> None:
 
 def test_describe_uses_plain_words() -> None:
     assert "within seed noise" in describe(welch([0.9, 0.92, 0.91], [0.905, 0.915, 0.9]), "accuracy")
-    assert "better beyond seed noise" in describe(welch([0.95, 0.96], [0.90, 0.905]), "accuracy")
+    assert "better beyond seed noise" in describe(welch([0.95, 0.96, 0.955], [0.90, 0.905, 0.9]), "accuracy")
     assert "worse" in describe(
         welch([0.05, 0.051, 0.052], [0.01, 0.011, 0.012]), "ECE", higher_is_better=False
     )
-    assert "one seed" in describe(welch([0.9], [0.8]), "accuracy")
+    assert "1 seed cannot bound a difference" in describe(welch([0.9], [0.8]), "accuracy")
+    two = describe(welch([0.9, 0.91], [0.8, 0.82]), "accuracy")
+    assert "2 seeds cannot bound a difference" in two and "[" not in two
 
 
 def test_churn_align_take_pareto() -> None:

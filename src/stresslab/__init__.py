@@ -45,6 +45,8 @@ _EXPORTS: dict[str, str] = {
     "register_attribution": "stresslab.attributions",
     "register_dataset": "stresslab.data",
     "register_corruption": "stresslab.corruptions",
+    "register_model": "stresslab.models",
+    "load_plugins": "stresslab.plugins",
     "Classifier": "stresslab.models",
     "RunConfig": "stresslab.runs.config",
     "execute": "stresslab.runs.execute",
@@ -71,11 +73,13 @@ __all__ = [
     "__version__",
     "execute",
     "load",
+    "load_plugins",
     "probe",
     "register_attack",
     "register_attribution",
     "register_corruption",
     "register_dataset",
+    "register_model",
     "register_probe",
     "run",
 ]
@@ -86,7 +90,8 @@ if TYPE_CHECKING:
     from stresslab.attributions import ATTRIBUTIONS, Attribution, register_attribution
     from stresslab.corruptions import CORRUPTIONS, register_corruption
     from stresslab.data import DATASETS, register_dataset
-    from stresslab.models import MODELS, Classifier
+    from stresslab.models import MODELS, Classifier, register_model
+    from stresslab.plugins import load_plugins
     from stresslab.probes import (
         PROBES,
         Headline,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,17 @@ from stresslab.data.coverage import coverage_warnings
 from stresslab.data.stats import channel_stats
 from stresslab.devices import pick_device
 from stresslab.errors import ConfigError, DataError, StresslabError
+from stresslab.models.base import Normalize
+from stresslab.plugins import load_plugins
 from stresslab.probes import PROBES, build_probe
 from stresslab.runs import config as config_mod
 from stresslab.runs.config import PRESETS, RunConfig
 from stresslab.runs.directory import RunDir
-from stresslab.runs.execute import execute, execute_prepared
-from stresslab.runs.given_model import as_module, check_cam_layers, normalize_layer, output_classes, wrap
+from stresslab.runs.execute import RunOutcome, execute, execute_prepared
+from stresslab.runs.given_model import as_module, normalize_layer, output_classes, wrap
 from stresslab.runs.inputs import as_pair, check_label_range
 from stresslab.runs.loaded import Run
-from stresslab.runs.prepare import Prepared, probe_order
+from stresslab.runs.prepare import Prepared, check_probes, probe_order
 
 __all__ = ["IN_MEMORY", "load", "probe", "run"]
 
@@ -72,6 +75,7 @@ def run(
         ConfigError, DataError, CheckpointError: a mistake found before the run directory
             is created (nothing is written), naming the field, file or value.
     """
+    load_plugins()
     if resume is not None:
         if config is not None or preset or overrides or checkpoint is not None or out is not None:
             raise StresslabError("resume: the run directory's own config is used; give nothing else")
@@ -80,10 +84,19 @@ def run(
             raise StresslabError(
                 f"resume: {resume} was made by stresslab.probe() from data in memory; call probe() again"
             )
-        return Run(execute(RunConfig(), resume=resume, show_progress=progress).run_dir.path)
+        return _finished(execute(RunConfig(), resume=resume, show_progress=progress))
     source = config_mod.to_dict(config) if isinstance(config, RunConfig) else config
     cfg = config_mod.resolve(source, preset, overrides)
-    outcome = execute(cfg, out=out, checkpoint=checkpoint, show_progress=progress)
+    return _finished(execute(cfg, out=out, checkpoint=checkpoint, show_progress=progress))
+
+
+def _finished(outcome: RunOutcome) -> Run:
+    """The run read back; checks that could not be evaluated (an unknown key) raise here,
+    after the run directory is complete (``stresslab check`` evaluates them again)."""
+    if outcome.checks_error:
+        raise ConfigError(
+            f"{outcome.run_dir.path}: the run is complete, its checks are not: {outcome.checks_error}"
+        )
     return Run(outcome.run_dir.path)
 
 
@@ -152,6 +165,88 @@ def _split(
     return Split(info, train[0], train[1], val[0], val[1], x, test[1], warnings=warnings)
 
 
+def _probe_target(out: str | Path | None, batch_size: Any, background: Any) -> Path | None:
+    """:func:`probe`'s run directory (``None``: a temporary one), after checking its
+    arguments and that ``out`` may receive a new run; before any work, nothing written."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    if background is not None and not (isinstance(background, (int, float)) and 0 <= background <= 1):
+        raise ConfigError(f"background: expected a pixel value in [0, 1] or None, got {background!r}")
+    target = Path(out) if out is not None else None
+    if target is not None:
+        RunDir.check_new(target)
+    return target
+
+
+@contextmanager
+def _moved_to(module: nn.Module, dev: torch.device) -> Iterator[None]:
+    """Inside the block ``module`` is on ``dev``; afterwards it is in its mode again and back
+    on the device of its first parameter or buffer."""
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    home = first.device if first is not None else None  # `.to` moves parameters in place
+    was_training = module.training
+    try:
+        module.to(dev)
+        yield
+    finally:
+        module.train(was_training)
+        if home is not None and home != dev:
+            module.to(home)
+
+
+def _checked_class_names(
+    module: nn.Module,
+    norm: Normalize | None,
+    sample: Tensor,
+    class_names: Sequence[str] | None,
+    test_y: Tensor,
+    parts: dict[str, tuple[Tensor, Tensor] | None],
+) -> tuple[str, ...]:
+    """The K class names, K the number of logits the model gives ``sample``; DataError when
+    a label of the test set (or of ``parts``) is outside 0..K-1."""
+    k = output_classes(module, norm, sample)
+    names = _class_names(class_names, k)
+    why = f"class_names has {k} names" if class_names is not None else f"the model gives {k} logits"
+    labelled = {"test": test_y, **{arg: part[1] for arg, part in parts.items() if part is not None}}
+    for arg, labels in labelled.items():
+        check_label_range(labels, k, arg, why)
+    return names
+
+
+def _probe_config(
+    model: object, name: str | None, seed: int, dev: torch.device, batch_size: int, probes: ProbesSpec
+) -> RunConfig:
+    """The run configuration of :func:`probe`: no data to load, no training, ``probes`` run;
+    named ``name``, else ``probe-<model's name or class>``."""
+    label = name or f"probe-{getattr(model, '__name__', None) or type(model).__name__}"
+    return config_mod.validate(
+        {
+            "name": label,
+            "seed": seed,
+            "device": str(dev),
+            "data": {"dataset": IN_MEMORY},
+            "model": {"name": type(model).__name__},
+            "train": {"epochs": 0, "eval_batch_size": batch_size},
+            "probes": _probes(probes),
+        },
+        "stresslab.probe",
+    )
+
+
+def _given_sets(
+    test: Any, train: Any, val: Any
+) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor] | None]]:
+    """The test images (N, C, H, W) and labels (N,) of :func:`probe`, and its ``train`` and
+    ``val`` sets (``None`` where not given), whose images must have the test images' shape."""
+    x, y = as_pair(test, "test")
+    parts = {arg: as_pair(v, arg) if v is not None else None for arg, v in (("train", train), ("val", val))}
+    for arg, part in parts.items():
+        if part is not None and part[0].shape[1:] != x.shape[1:]:
+            shape, want = tuple(part[0].shape[1:]), tuple(x.shape[1:])
+            raise DataError(f"{arg}: images are {shape} (C, H, W), the test images {want}")
+    return x, y, parts
+
+
 def probe(
     model: nn.Module | Callable[[Tensor], Tensor],
     test: Any,
@@ -208,60 +303,26 @@ def probe(
         ConfigError: a bad model, probe setting or argument, naming it.
     """
     module = as_module(model)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    if background is not None and not (isinstance(background, (int, float)) and 0 <= background <= 1):
-        raise ConfigError(f"background: expected a pixel value in [0, 1] or None, got {background!r}")
-    target = Path(out) if out is not None else None
-    if target is not None:
-        RunDir.check_new(target)  # refuse early, before any work
+    target = _probe_target(out, batch_size, background)
     dev = pick_device(device, module)
-    label = name or f"probe-{getattr(model, '__name__', None) or type(model).__name__}"
-    cfg = config_mod.validate(
-        {
-            "name": label,
-            "seed": seed,
-            "device": str(dev),
-            "data": {"dataset": IN_MEMORY},
-            "model": {"name": type(model).__name__},
-            "train": {"epochs": 0, "eval_batch_size": batch_size},
-            "probes": _probes(probes),
-        },
-        "stresslab.probe",
-    )
+    load_plugins()
+    cfg = _probe_config(model, name, seed, dev, batch_size, probes)
     built = {n: build_probe(n, settings) for n, settings in cfg.probes.items()}
     probe_order(list(built))
 
-    x, y = as_pair(test, "test")
-    parts = {arg: as_pair(v, arg) if v is not None else None for arg, v in (("train", train), ("val", val))}
-    labelled = {"test": y, **{arg: part[1] for arg, part in parts.items() if part is not None}}
-    for arg, part in parts.items():
-        if part is not None and part[0].shape[1:] != x.shape[1:]:
-            shape, want = tuple(part[0].shape[1:]), tuple(x.shape[1:])
-            raise DataError(f"{arg}: images are {shape} (C, H, W), the test images {want}")
+    x, y, parts = _given_sets(test, train, val)
     norm = normalize_layer(normalize, int(x.shape[1]))
-    first = next(itertools.chain(module.parameters(), module.buffers()), None)
-    home = first.device if first is not None else None  # `.to` moves parameters in place
-    was_training, keep = module.training, None
-    try:
-        module.to(dev)
+    keep = None
+    with _moved_to(module, dev):
         norm = norm.to(dev) if norm is not None else None
         sample = to_float(x[:2]).to(dev)
-        k = output_classes(module, norm, sample)
-        names = _class_names(class_names, k)
-        why = f"class_names has {k} names" if class_names is not None else f"the model gives {k} logits"
-        for arg, labels in labelled.items():
-            check_label_range(labels, k, arg, why)
+        names = _checked_class_names(module, norm, sample, class_names, y, parts)
         split = _split((x, y), parts, names, None if background is None else float(background))
         wrapped = wrap(module, split.info, norm).to(dev)
-        check_cam_layers(built, wrapped, sample)
+        check_probes(built, wrapped, sample)
         if target is None:
             keep = tempfile.TemporaryDirectory(prefix="stresslab-probe-")
             target = Path(keep.name)
         prep = Prepared(cfg, built, dev, split, wrapped, meta={}, ready=True)
         execute_prepared(prep, target, show_progress=progress)
-    finally:
-        module.train(was_training)
-        if home is not None and home != dev:
-            module.to(home)
     return Run(target, keep_alive=keep)

@@ -1,7 +1,7 @@
 """Adversarial attacks on images in [0, 1] (epsilon in pixel units), one attack per module.
 
 ``ATTACKS.names()`` lists them as ``"<attack>_<norm>"`` (``fgsm_linf``, ``pgd_l2``, ...);
-build one with ``ATTACKS.get(name)(**settings)``.
+build one with ``ATTACKS.build(name, **settings)``.
 """
 
 from stresslab.attacks import fgsm, mifgsm, pgd, square  # noqa: F401  (registers the attacks)

@@ -1,17 +1,18 @@
 """The ``ATTACKS`` registry: one entry per attack and norm, keyed ``"<attack>_<norm>"``.
 
 ``ATTACKS.names()`` lists exactly what a config may name (``fgsm_linf``, ``pgd_l2``, ...);
-``ATTACKS.get(name)(**settings)`` builds the attack with the norm bound by the name.
+``ATTACKS.build(name, **settings)`` builds the attack with the norm bound by the name (its
+settings checked against the class's ``__init__``).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from stresslab.attacks.base import NORMS, Attack, Norm
-from stresslab.errors import ConfigError
 from stresslab.registry import Registry
 
 
@@ -27,14 +28,17 @@ class AttackEntry:
         """The settings the attack takes (keyword arguments of its ``__init__`` but ``norm``)."""
         return self.cls.setting_names()
 
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """The class's signature without ``norm`` (bound by the name), so
+        :meth:`Registry.build` checks settings against what a config may set."""
+        sig = inspect.signature(self.cls)
+        return sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "norm"])
+
     def __call__(self, **settings: Any) -> Attack:
-        """The attack with ``settings``; an unknown setting is a :class:`ConfigError` naming it."""
-        unknown = sorted(set(settings) - set(self.setting_names()))
-        if unknown:
-            raise ConfigError(
-                f"attack {self.name}: unknown setting(s) {', '.join(unknown)}; "
-                f"accepted: {', '.join(self.setting_names()) or '(none)'}"
-            )
+        """The attack with ``settings``; an unknown setting is a :class:`ConfigError` naming it
+        and the closest accepted ones."""
+        ATTACKS.check(self.name, settings)
         return self.cls(norm=self.norm, **settings)
 
 

@@ -12,7 +12,6 @@ from stresslab.attributions.base import (
     Attribution,
     OcclusionMaps,
     fill_value,
-    model_device,
     register_attribution,
 )
 from stresslab.attributions.gradcam import GradCam
@@ -33,6 +32,5 @@ __all__ = [
     "Saliency",
     "SmoothGrad",
     "fill_value",
-    "model_device",
     "register_attribution",
 ]

@@ -211,7 +211,11 @@ class Attribution(ABC):
         return m
 
 
-ATTRIBUTIONS: Registry[type[Attribution]] = Registry("attribution method")
+ATTRIBUTIONS: Registry[type[Attribution]] = Registry(
+    "attribution method", settings_of=lambda cls: cls.options
+)
+"""Attribution classes by name; ``ATTRIBUTIONS.build(name, **settings)`` makes one, a config
+setting only the method's ``options`` (other constructor keywords are filled by ``prepare``)."""
 
 AttributionClassT = TypeVar("AttributionClassT", bound=type[Attribution])
 

@@ -79,27 +79,6 @@ def _loader_options(loader: DatasetLoader, requested: dict[str, Any]) -> dict[st
     return options
 
 
-def _checked_indices(indices: Sequence[int], n: int, field: str) -> Tensor:
-    """``indices`` as a unique int64 tensor; ConfigError naming ``field`` for one outside 0..n-1."""
-    out = torch.as_tensor(list(indices), dtype=torch.long).unique()
-    bad = out[(out < 0) | (out >= n)]
-    if len(bad):
-        raise ConfigError(f"{field}: index {int(bad[0])} is outside the training set (0..{n - 1})")
-    return out
-
-
-def _relabeled(y: Tensor, relabel: Mapping[int, int], num_classes: int) -> Tensor:
-    """A copy of the official training labels ``y`` with ``relabel`` (index -> class) applied."""
-    idx = _checked_indices(list(relabel), len(y), "data.relabel")
-    new = torch.as_tensor([relabel[int(i)] for i in idx], dtype=torch.long)
-    bad = new[(new < 0) | (new >= num_classes)]
-    if len(bad):
-        raise ConfigError(f"data.relabel: class {int(bad[0])} is not one of the {num_classes} classes")
-    out = y.clone()
-    out[idx] = new
-    return out
-
-
 def load_split(
     dataset: str,
     *,
@@ -134,9 +113,8 @@ def load_split(
             are listed in ``Split.skipped``. Only for datasets whose loader takes it.
         download: let the loader download the dataset where it is missing (needs a network).
             Only for datasets whose loader takes it.
-        drop_train_indices: official training-set indices to leave out of training and
-            validation (after the validation split and subsets, which stay as they were).
-        relabel: official training-set index -> the class it gets instead of its label.
+        drop_train_indices, relabel: official training indices to leave out, and official
+            training index -> new class; applied after the split and subsets (kept as they were).
 
     Returns:
         A :class:`Split` of uint8 images (N, C, H, W) and int64 labels, with ``*_index``
@@ -153,6 +131,91 @@ def load_split(
         DataError: missing or corrupt data (the message names the file).
     """
     loader = DATASETS.get(dataset)
+    _check_arguments(val_fraction, train_subset, test_subset, image_size, channels)
+    given = {"download": download, "skip_bad": skip_bad, "image_size": image_size, "channels": channels}
+    options = _loader_options(loader, given)
+    raw = loader(Path(root).expanduser() if root is not None else None, **options)
+    _check_raw(raw, dataset)
+    has_coarse = check_coarse(raw, dataset)
+    train_index, val_index, test_index, notes = _split_indices(
+        raw.train_y, raw.test_y, val_fraction, split_seed, train_subset, test_subset
+    )
+    raw, train_index, val_index = _edited(raw, train_index, val_index, drop_train_indices, relabel, notes)
+
+    size = (image_size, image_size) if image_size is not None else None
+    train_x, val_x, test_x = _converted(raw, (train_index, val_index, test_index), size, channels)
+    info, warnings = _dataset_info(dataset, raw, train_x, notes, (train_index, test_index))
+    indices = (train_index, val_index, test_index)
+    info, coarse = _superclasses(dataset, raw, info, indices) if has_coarse else (info, (None, None, None))
+    return Split(
+        info=info,
+        train_x=train_x,
+        train_y=raw.train_y[train_index],
+        val_x=val_x,
+        val_y=raw.train_y[val_index],
+        test_x=test_x,
+        test_y=raw.test_y[test_index],
+        train_index=train_index,
+        val_index=val_index,
+        test_index=test_index,
+        skipped=list(raw.skipped),
+        warnings=warnings,
+        train_coarse=coarse[0],
+        val_coarse=coarse[1],
+        test_coarse=coarse[2],
+    )
+
+
+def _edited(
+    raw: RawDataset,
+    train_index: Tensor,
+    val_index: Tensor,
+    drop: Sequence[int],
+    relabel: Mapping[int, int] | None,
+    notes: list[str],
+) -> tuple[RawDataset, Tensor, Tensor]:
+    """The training and validation positions without ``drop`` (official training indices)
+    and the dataset with ``relabel`` (official training index -> class) applied; notes each."""
+    if len(drop):
+        out = _checked_indices(drop, len(raw.train_y), "data.drop_train_indices")
+        train_index = train_index[~torch.isin(train_index, out)]
+        val_index = val_index[~torch.isin(val_index, out)]
+        notes.append(f"{len(out)} training images left out (data.drop_train_indices)")
+    if relabel:
+        raw = dataclasses.replace(raw, train_y=_relabeled(raw.train_y, relabel, len(raw.class_names)))
+        notes.append(f"{len(relabel)} training labels changed (data.relabel)")
+    return raw, train_index, val_index
+
+
+def _checked_indices(indices: Sequence[int], n: int, field: str) -> Tensor:
+    """``indices`` as a unique int64 tensor; ConfigError naming ``field`` for one outside 0..n-1."""
+    out = torch.as_tensor(list(indices), dtype=torch.long).unique()
+    bad = out[(out < 0) | (out >= n)]
+    if len(bad):
+        raise ConfigError(f"{field}: index {int(bad[0])} is outside the training set (0..{n - 1})")
+    return out
+
+
+def _relabeled(y: Tensor, relabel: Mapping[int, int], num_classes: int) -> Tensor:
+    """A copy of the official training labels ``y`` with ``relabel`` (index -> class) applied."""
+    idx = _checked_indices(list(relabel), len(y), "data.relabel")
+    new = torch.as_tensor([relabel[int(i)] for i in idx], dtype=torch.long)
+    bad = new[(new < 0) | (new >= num_classes)]
+    if len(bad):
+        raise ConfigError(f"data.relabel: class {int(bad[0])} is not one of the {num_classes} classes")
+    out = y.clone()
+    out[idx] = new
+    return out
+
+
+def _check_arguments(
+    val_fraction: float,
+    train_subset: int | None,
+    test_subset: int | None,
+    image_size: int | None,
+    channels: int | None,
+) -> None:
+    """ConfigError naming the first of :func:`load_split`'s arguments out of range."""
     if (
         isinstance(val_fraction, bool)
         or not isinstance(val_fraction, (int, float))
@@ -164,16 +227,19 @@ def load_split(
     _check_count(image_size, "image_size")
     if channels is not None and channels not in (1, 3):
         raise ConfigError(f"channels must be 1, 3 or None, got {channels!r}")
-    options = _loader_options(
-        loader, {"download": download, "skip_bad": skip_bad, "image_size": image_size, "channels": channels}
-    )
 
-    raw = loader(Path(root).expanduser() if root is not None else None, **options)
-    _check_raw(raw, dataset)
-    has_coarse = check_coarse(raw, dataset)
-    full_y, test_y = raw.train_y, raw.test_y
+
+def _split_indices(
+    full_y: Tensor,
+    test_y: Tensor,
+    val_fraction: float,
+    split_seed: int,
+    train_subset: int | None,
+    test_subset: int | None,
+) -> tuple[Tensor, Tensor, Tensor, list[str]]:
+    """Positions in the official training set of the training and validation images, in the
+    official test set of the test images (int64), and a note on each split or subset made."""
     notes: list[str] = []
-
     n = len(full_y)
     n_val = 0 if val_fraction == 0 else max(1, round(n * val_fraction)) if n >= 2 else 0
     val_index = stratified_sample(full_y, n_val, seed=split_seed, keep_one_out=True)
@@ -189,11 +255,6 @@ def load_split(
             pick = stratified_sample(full_y[train_index], train_subset, seed=split_seed + 1)
             train_index = train_index[pick]
             notes.append(f"training subset: {len(train_index)} images (seed {split_seed + 1})")
-    if len(drop_train_indices):
-        drop = _checked_indices(drop_train_indices, n, "data.drop_train_indices")
-        train_index = train_index[~torch.isin(train_index, drop)]
-        val_index = val_index[~torch.isin(val_index, drop)]
-        notes.append(f"{len(drop)} training images left out (data.drop_train_indices)")
     test_index = torch.arange(len(test_y))
     if test_subset is not None:
         if test_subset >= len(test_index):
@@ -201,16 +262,34 @@ def load_split(
         else:
             test_index = stratified_sample(test_y, test_subset, seed=split_seed + 2)
             notes.append(f"test subset: {len(test_index)} of {len(test_y)} images (seed {split_seed + 2})")
+    return train_index, val_index, test_index, notes
 
-    if relabel:  # after the split and subsets, which therefore stay the same
-        full_y = _relabeled(full_y, relabel, len(raw.class_names))
-        notes.append(f"{len(relabel)} training labels changed (data.relabel)")
-    # Convert only the images kept: subsets of large sets stay cheap.
-    size = (image_size, image_size) if image_size is not None else None
-    train_x = convert_images(_take(raw.train_x, train_index), size=size, channels=channels)
-    val_x = convert_images(_take(raw.train_x, val_index), size=size, channels=channels)
-    test_x = convert_images(_take(raw.test_x, test_index), size=size, channels=channels)
-    warnings = coverage_warnings(full_y[train_index], test_y[test_index], raw.class_names, dataset)
+
+def _converted(
+    raw: RawDataset,
+    indices: tuple[Tensor, Tensor, Tensor],
+    size: tuple[int, int] | None,
+    channels: int | None,
+) -> tuple[Tensor, ...]:
+    """The training, validation and test images at ``indices`` (positions in the official
+    training, training and test sets) as uint8 (N, C, H, W) of ``size`` and ``channels``.
+    Only the images kept are converted: subsets of large sets stay cheap."""
+    sources = (raw.train_x, raw.train_x, raw.test_x)
+    return tuple(
+        convert_images(_take(x, index), size=size, channels=channels)
+        for x, index in zip(sources, indices, strict=True)
+    )
+
+
+def _dataset_info(
+    dataset: str, raw: RawDataset, train_x: Tensor, notes: list[str], kept: tuple[Tensor, Tensor]
+) -> tuple[DatasetInfo, list[str]]:
+    """The split's :class:`DatasetInfo` (shape and per-channel statistics of ``train_x``, uint8
+    N x C x H x W) and its warnings, each logged: classes the kept training and test images
+    (``kept``: their positions in the official sets) do not cover, and a constant channel
+    (whose std is then set to 1.0)."""
+    train_index, test_index = kept
+    warnings = coverage_warnings(raw.train_y[train_index], raw.test_y[test_index], raw.class_names, dataset)
     mean, std = channel_stats(train_x)
     if min(std) == 0.0:
         warnings.append(f"{dataset}: a channel of the training images is constant; its std is set to 1.0.")
@@ -228,30 +307,23 @@ def load_split(
         source="; ".join([raw.source, *notes]),
         background=raw.background,
     )
-    coarse: tuple[Tensor | None, ...] = (None, None, None)
-    if has_coarse:
-        assert raw.train_coarse is not None and raw.test_coarse is not None
-        fine_all, coarse_all = torch.cat([full_y, test_y]), torch.cat([raw.train_coarse, raw.test_coarse])
-        info = dataclasses.replace(
-            info,
-            coarse_names=tuple(raw.coarse_names or ()),
-            coarse_of=coarse_map(fine_all, coarse_all, len(raw.class_names), dataset),
-        )
-        coarse = (raw.train_coarse[train_index], raw.train_coarse[val_index], raw.test_coarse[test_index])
-    return Split(
-        info=info,
-        train_x=train_x,
-        train_y=full_y[train_index],
-        val_x=val_x,
-        val_y=full_y[val_index],
-        test_x=test_x,
-        test_y=test_y[test_index],
-        train_index=train_index,
-        val_index=val_index,
-        test_index=test_index,
-        skipped=list(raw.skipped),
-        warnings=warnings,
-        train_coarse=coarse[0],
-        val_coarse=coarse[1],
-        test_coarse=coarse[2],
+    return info, warnings
+
+
+def _superclasses(
+    dataset: str, raw: RawDataset, info: DatasetInfo, indices: tuple[Tensor, Tensor, Tensor]
+) -> tuple[DatasetInfo, tuple[Tensor | None, ...]]:
+    """``info`` with the superclass names and the fine -> coarse map, and the superclass
+    labels of the training, validation and test images at ``indices`` (train, val, test)."""
+    assert raw.train_coarse is not None and raw.test_coarse is not None
+    fine_all, coarse_all = (
+        torch.cat([raw.train_y, raw.test_y]),
+        torch.cat([raw.train_coarse, raw.test_coarse]),
     )
+    info = dataclasses.replace(
+        info,
+        coarse_names=tuple(raw.coarse_names or ()),
+        coarse_of=coarse_map(fine_all, coarse_all, len(raw.class_names), dataset),
+    )
+    train_index, val_index, test_index = indices
+    return info, (raw.train_coarse[train_index], raw.train_coarse[val_index], raw.test_coarse[test_index])

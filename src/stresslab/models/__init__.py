@@ -13,6 +13,7 @@ from stresslab.models.factory import (
     check_model_name,
     model_args,
     model_summary,
+    register_model,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "load_user_model",
     "model_args",
     "model_summary",
+    "register_model",
     "resnet",
     "small_cnn",
     "vgg",

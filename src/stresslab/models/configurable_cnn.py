@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from stresslab.data.base import DatasetInfo
 from stresslab.errors import ConfigError, DataError
 from stresslab.models.base import Classifier
-from stresslab.models.factory import MODELS
+from stresslab.models.factory import register_model
 
 Downsample = Literal["maxpool", "stride"]
 
@@ -182,7 +182,7 @@ class ConvNet(Classifier):
         return super().features(x)
 
 
-@MODELS.register("configurable_cnn")
+@register_model("configurable_cnn")
 def configurable_cnn(
     info: DatasetInfo,
     *,

@@ -9,7 +9,6 @@ Names ``timm:<model>`` and ``torchvision:<model>`` build any model those librari
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,25 +30,14 @@ MODELS: Registry[ModelFactory] = Registry("model")
 def model_args(name: str) -> dict[str, Any]:
     """The config settings of registered model ``name`` with their defaults (``inspect.Parameter.empty``
     marks a required one)."""
-    params = list(inspect.signature(MODELS.get(name)).parameters.values())[1:]
-    return {
-        p.name: p.default
-        for p in params
-        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    }
+    return MODELS.settings(name, bound=1)
 
 
-def _check_args(name: str, factory: ModelFactory, args: dict[str, Any]) -> None:
-    params = list(inspect.signature(factory).parameters.values())[1:]
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
-    accepted = [p.name for p in params]
-    unknown = sorted(set(args) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"model {name!r} got unknown argument(s) {', '.join(map(repr, unknown))}; "
-            f"it accepts: {', '.join(accepted) or '(none)'}"
-        )
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: register a model factory ``(info: DatasetInfo, *, **settings) -> Classifier``
+    in :data:`MODELS` as ``name`` and return it unchanged; its keyword arguments are the
+    model's config settings (``model.args``), checked by :meth:`Registry.build`."""
+    return MODELS.register(name)
 
 
 def check_model_name(name: str) -> None:
@@ -60,7 +48,7 @@ def check_model_name(name: str) -> None:
     if is_hub_name(name):
         check_hub_name(name)
     else:
-        MODELS.get(name)
+        MODELS.get(name, where="model.name")
 
 
 def build_model(
@@ -94,13 +82,9 @@ def build_model(
         return load_user_model(source, info, args)
     if is_hub_name(name):
         return build_hub_model(name, info, args, weights)
-    factory = MODELS.get(name)
-    _check_args(name, factory, args)
-    try:
-        return factory(info, **args)
-    except TypeError as exc:
-        # A wrongly typed setting (e.g. a string where a list of widths belongs).
-        raise ConfigError(f"model {name!r} could not be built from args {args}: {exc}") from exc
+    MODELS.get(name, where="model.name")
+    model: Classifier = MODELS.build(name, info, where="model.args", **args)
+    return model
 
 
 def model_summary(model: nn.Module, info: DatasetInfo) -> dict[str, int | float]:

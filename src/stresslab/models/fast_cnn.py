@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from stresslab.data.base import DatasetInfo
 from stresslab.models.base import Classifier
 from stresslab.models.configurable_cnn import ConvNet
-from stresslab.models.factory import MODELS
+from stresslab.models.factory import register_model
 
 
-@MODELS.register("fast_cnn")
+@register_model("fast_cnn")
 def fast_cnn(
     info: DatasetInfo,
     *,

@@ -13,7 +13,7 @@ from torchvision.models.resnet import BasicBlock, conv1x1, conv3x3
 from stresslab.data.base import DatasetInfo
 from stresslab.errors import ConfigError
 from stresslab.models.base import Classifier
-from stresslab.models.factory import MODELS
+from stresslab.models.factory import register_model
 
 
 def _stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
@@ -67,7 +67,7 @@ class ResNet(Classifier):
                 nn.init.constant_(m.bias, 0)
 
 
-@MODELS.register("resnet18")
+@register_model("resnet18")
 def resnet18(info: DatasetInfo, *, width: float = 1.0) -> Classifier:
     """ResNet-18 for small images (11.2M parameters at ``width=1`` with 3 channels and 10 classes).
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from stresslab.data.base import DatasetInfo
 from stresslab.models.base import Classifier
 from stresslab.models.configurable_cnn import ConvNet
-from stresslab.models.factory import MODELS
+from stresslab.models.factory import register_model
 
 
-@MODELS.register("simple_cnn")
+@register_model("simple_cnn")
 def simple_cnn(info: DatasetInfo, *, dropout: float = 0.0) -> Classifier:
     """Three blocks of 3x3 conv (pad 1) + ReLU + 2x2 max-pool with 32, 64 and 128 filters, then
     flatten -> FC 256 -> ReLU -> [dropout] -> FC K (that study's SimpleCNN; on 3x32x32 inputs the

@@ -79,7 +79,40 @@ def find_cam_layer(
     ``channels_last_output`` says the maps are (N, h, w, C). Names are prefixed with
     ``prefix``. The model's mode, parameters and gradients are left as they were.
     """
-    events: list[tuple[str, str, int, tuple[int, ...]]] = []  # (call | done, name, ndim, shape)
+    modules = {n: m for n, m in model.named_modules() if n}
+    events = _forward_events(model, modules, x)
+    end = _pooling_start(events, modules, head)
+    done = [(name, ndim, shape) for kind, name, ndim, shape in events[:end] if kind == "done"]
+    maps = [(name, shape) for name, ndim, shape in done if ndim == 4 and not _skipped(modules[name])]
+    search = CamSearch(candidates=list(dict.fromkeys(prefix + name for name, _ in maps)))
+    if not maps:
+        search.problem = "no module outputs a (N, C, H, W) feature map"
+        return search
+    last, shape = maps[-1]
+    after = done[max(i for i, (name, _, _) in enumerate(done) if name == last) + 1 :]
+    tokens = [name for name, ndim, _ in after if ndim == 3]
+    if tokens:
+        search.problem = (
+            f"after its last feature map ({prefix}{last}) the model works on token sequences "
+            f"(N, L, D), e.g. {prefix}{tokens[-1]}: a CAM of an early layer explains little"
+        )
+        return search
+    if channels_last_output:
+        search.problem = "its feature maps are channels-last (N, H, W, C), which Grad-CAM does not read"
+        return search
+    search.layer, search.size = prefix + last, (int(shape[2]), int(shape[3]))
+    return search
+
+
+Event = tuple[str, str, int, tuple[int, ...]]  # (call | done, module name, ndim, output shape)
+
+
+def _forward_events(model: nn.Module, modules: dict[str, nn.Module], x: Tensor) -> list[Event]:
+    """Every forward call of ``modules`` (named submodules of ``model``) as it starts
+    (``call``, with the ndim of its first input) and finishes (``done``, with its output's
+    ndim and shape; -1 and () for a non-tensor), in order, from one pass of ``x`` in eval
+    mode without gradients; the hooks are removed afterwards."""
+    events: list[Event] = []
 
     def pre(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -95,7 +128,6 @@ def find_cam_layer(
 
         return hook
 
-    modules = {n: m for n, m in model.named_modules() if n}
     handles = [m.register_forward_pre_hook(pre(n)) for n, m in modules.items()]
     handles += [m.register_forward_hook(post(n)) for n, m in modules.items()]
     try:
@@ -104,6 +136,12 @@ def find_cam_layer(
     finally:
         for h in handles:
             h.remove()
+    return events
+
+
+def _pooling_start(events: list[Event], modules: dict[str, nn.Module], head: str) -> int:
+    """The index in ``events`` where pooling starts (see :func:`find_cam_layer`): the last
+    call of a global pool before the first call of ``head``, else that call (else the end)."""
 
     def under_head(name: str) -> bool:
         return bool(head) and (name == head or name.startswith(head + "."))
@@ -130,24 +168,4 @@ def find_cam_layer(
             and not any(k == "done" and n == 4 and s[2] * s[3] > 1 for k, _, n, s in later)
         )
 
-    end = max((i for i in range(end) if global_pool(i)), default=end)
-    done = [(name, ndim, shape) for kind, name, ndim, shape in events[:end] if kind == "done"]
-    maps = [(name, shape) for name, ndim, shape in done if ndim == 4 and not _skipped(modules[name])]
-    search = CamSearch(candidates=list(dict.fromkeys(prefix + name for name, _ in maps)))
-    if not maps:
-        search.problem = "no module outputs a (N, C, H, W) feature map"
-        return search
-    last, shape = maps[-1]
-    after = done[max(i for i, (name, _, _) in enumerate(done) if name == last) + 1 :]
-    tokens = [name for name, ndim, _ in after if ndim == 3]
-    if tokens:
-        search.problem = (
-            f"after its last feature map ({prefix}{last}) the model works on token sequences "
-            f"(N, L, D), e.g. {prefix}{tokens[-1]}: a CAM of an early layer explains little"
-        )
-        return search
-    if channels_last_output:
-        search.problem = "its feature maps are channels-last (N, H, W, C), which Grad-CAM does not read"
-        return search
-    search.layer, search.size = prefix + last, (int(shape[2]), int(shape[3]))
-    return search
+    return max((i for i in range(end) if global_pool(i)), default=end)

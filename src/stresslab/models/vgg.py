@@ -16,7 +16,7 @@ from stresslab.data.base import DatasetInfo
 from stresslab.errors import ConfigError
 from stresslab.models.base import Classifier
 from stresslab.models.configurable_cnn import ConvStage
-from stresslab.models.factory import MODELS
+from stresslab.models.factory import register_model
 
 
 def _stages(cfg: Sequence[int | str]) -> list[tuple[int, int]]:
@@ -80,7 +80,7 @@ class VGG(Classifier):
                 nn.init.constant_(m.bias, 0)
 
 
-@MODELS.register("vgg16")
+@register_model("vgg16")
 def vgg16(
     info: DatasetInfo, *, batchnorm: bool = True, hidden: int = 256, dropout: float = 0.5
 ) -> Classifier:
@@ -92,7 +92,7 @@ def vgg16(
     return VGG(info, cfg="D", batchnorm=batchnorm, hidden=hidden, dropout=dropout)
 
 
-@MODELS.register("vgg19")
+@register_model("vgg19")
 def vgg19(
     info: DatasetInfo, *, batchnorm: bool = True, hidden: int = 256, dropout: float = 0.5
 ) -> Classifier:

@@ -6,7 +6,6 @@ its JSON and figures under ``RUN_DIR/results/`` and the report is rebuilt from t
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -186,6 +185,21 @@ class Probe(ABC):
     headlines: ClassVar[tuple[Headline, ...]] = ()
     order: ClassVar[int] = 100
     offers: ClassVar[type[Offer] | None] = None
+    retired: ClassVar[dict[str, str]] = {}
+    """Settings of earlier versions -> their form now, under ``probes.<name>.``, with
+    ``{value}`` where the given value goes (see :func:`build_probe`)."""
+
+    def check(self, model: nn.Module, sample: Tensor) -> None:
+        """Check the settings against ``model`` before the run writes anything (default: nothing).
+
+        ``sample`` is a few test images (N, C, H, W), float in [0, 1], on the model's device.
+        Raise :class:`ConfigError` naming the setting at fault. A probe whose settings depend
+        on the model (a layer name) resolves them here, in place on ``self``: the runner calls
+        ``check`` once on each probe it built, then runs that same object, so there is no
+        second copy to keep in step. ``check`` must leave the model as it found it (mode,
+        weights, no hooks) and may be called again with the same result.
+        """
+        return None
 
     @abstractmethod
     def run(self, ctx: ProbeContext) -> ProbeResult:
@@ -206,20 +220,24 @@ def register_probe(name: str) -> Callable[[type[Probe]], type[Probe]]:
 
 
 def build_probe(name: str, settings: dict[str, Any]) -> Probe:
-    """Instantiate probe ``name`` with ``settings``; unknown settings are named in the error."""
-    cls = PROBES.get(name)
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p not in ("self", "args", "kwargs")]
-    unknown = sorted(set(settings) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"probes.{name}: unknown setting(s) {', '.join(unknown)}; "
-            f"accepted: {', '.join(accepted) or '(none)'}"
-        )
-    try:
-        return cls(**settings)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"probes.{name}: {e}") from e
+    """Instantiate probe ``name`` with ``settings`` through :meth:`Registry.build`.
+
+    A retired setting is a ConfigError naming its new form; unknown settings and bad values
+    are ConfigErrors naming ``probes.<name>``."""
+    cls = PROBES.get(name, where=f"probes.{name}")
+    for key, value in settings.items():
+        if key in cls.retired:
+            form = cls.retired[key].format(value=_yaml_value(value))
+            raise ConfigError(f"probes.{name}.{key} is no longer a setting; write it as probes.{name}.{form}")
+    probe: Probe = PROBES.build(name, where=f"probes.{name}", **settings)
+    return probe
+
+
+def _yaml_value(value: Any) -> str:
+    """``value`` as a user writes it in YAML flow style (``true``, ``null``, ``gray``, ``0.5``)."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @torch.no_grad()

@@ -134,7 +134,6 @@ class CalibrationProbe(Probe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         res = ProbeResult()
-        res.data["settings"] = {"n_bins": self.n_bins, "max_temperature": self.max_temperature}
         logits, labels = ctx.predictions.logits, ctx.predictions.labels
         n = len(labels)
         before = calibration_summary(logits, labels, self.n_bins)
@@ -211,6 +210,7 @@ class CalibrationProbe(Probe):
                 f"NLL {before['nll']:.4f} -> {after['nll']:.4f}."
             )
         res.data = {
+            "settings": {"n_bins": self.n_bins, "max_temperature": self.max_temperature},
             "n_bins": self.n_bins,
             "n_test": n,
             "n_val": len(ctx.val_predictions.labels),

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import base64
 import math
+import string
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+
+from stresslab.errors import StresslabError
 
 
 def fmt(value: Any) -> str:
@@ -59,7 +62,9 @@ def headline_cards(results: dict[str, dict[str, Any]], metrics: dict[str, float]
     """Summary cards from the headlines each probe declared (``Probe.headlines``).
 
     A label's ``{key}`` placeholders are filled from the probe's saved ``data["settings"]``;
-    a declared metric the probe did not produce is skipped.
+    a declared metric the probe did not produce is skipped. A placeholder the saved settings
+    do not fill is a :class:`StresslabError` naming the probe and the placeholder (the probe
+    declared a label it does not save the settings for).
     """
     cards = []
     for probe, rec in results.items():
@@ -68,13 +73,26 @@ def headline_cards(results: dict[str, dict[str, Any]], metrics: dict[str, float]
             key = f"{probe}.{h['metric']}"
             if key not in metrics:
                 continue
-            try:
-                label = h["label"].format(**settings)
-            except (KeyError, IndexError, ValueError):
-                label = h["label"]
+            label = _fill_label(probe, h["label"], settings)
             value = f"{metrics[key]:.2%}" if h.get("percent") else fmt(metrics[key])
             cards.append({"label": label, "value": value})
     return cards
+
+
+def _fill_label(probe: str, label: str, settings: dict[str, Any]) -> str:
+    """``label`` with its ``{key}`` placeholders filled from ``settings``."""
+    fields = [f for _, f, _, _ in string.Formatter().parse(label) if f is not None]
+    for name in fields:
+        if not name or name.split(".")[0].split("[")[0] not in settings:
+            held = ", ".join(sorted(settings)) or "nothing"
+            raise StresslabError(
+                f"probe {probe}: the headline label {label!r} has the placeholder {{{name}}}, which "
+                f"the probe's saved data['settings'] does not fill (it holds: {held})"
+            )
+    try:
+        return label.format(**settings)
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
+        raise StresslabError(f"probe {probe}: the headline label {label!r} cannot be filled: {e}") from None
 
 
 def render_template(name: str, **context: Any) -> str:

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from stresslab.errors import ConfigError
 from stresslab.files import read_yaml
+from stresslab.runs.card import CardConfig
+from stresslab.runs.checks.spec import ChecksConfig
 from stresslab.settings import Strict
 from stresslab.train.config import TrainConfig
-
-
 
 
 class DataConfig(Strict):
@@ -102,6 +102,12 @@ class RunConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     probes: dict[str, dict[str, Any]] = Field(default_factory=_default_probes)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    # Importable module paths whose import registers the user's own parts (datasets, models,
+    # probes, attacks, attribution methods, corruptions); imported before any name is looked up.
+    plugins: list[str] = Field(default_factory=list)
+    # Release gates and the model card (stresslab.runs.checks, stresslab.runs.card).
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
 
     @field_validator("probes", mode="before")
     @classmethod
@@ -181,8 +187,8 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def parse_override(item: str) -> dict[str, Any]:
-    """``"train.epochs=3"`` -> ``{"train": {"epochs": 3}}``; the value is parsed as YAML."""
+def split_override(item: str) -> tuple[str, Any]:
+    """``"train.epochs=3"`` -> ``("train.epochs", 3)``; the value is parsed as YAML."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=3")
     key, raw = item.split("=", 1)
@@ -192,17 +198,34 @@ def parse_override(item: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from e
-    return dotted(key, value)
+    return key.strip(), value
 
 
-def merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Merge one parsed override (see :func:`parse_override`) into a copy of ``base`` the way
-    ``--set`` does: dicts merge at every level, probes included; other values replace."""
-    return _merge_override(base, override)
+def parse_override(item: str) -> dict[str, Any]:
+    """``"train.epochs=3"`` -> ``{"train": {"epochs": 3}}``; the value is parsed as YAML."""
+    return dotted(*split_override(item))
+
+
+def apply_override(base: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of ``base`` with the dotted ``key`` set to ``value`` the way ``--set`` does.
+
+    Mappings merge at every level (``train.augment.hflip=true`` keeps the other augment
+    settings; ``probes.explain.n_correct=5`` keeps the other probes and explain's other
+    settings); other values replace. One exception makes one rule for choosing probes:
+    ``probes`` itself (a list or a mapping) replaces the probe set, so the probes named are
+    exactly the probes that run, as with ``probes:`` in a YAML file.
+    """
+    out = copy.deepcopy(base)
+    if [p for p in str(key).strip().split(".") if p] == ["probes"]:
+        out["probes"] = copy.deepcopy(value)
+        return out
+    if isinstance(out.get("probes"), list):  # `[evaluation, failures]`: default settings each
+        out["probes"] = {str(name): {} for name in out["probes"]}
+    return _merge_override(out, dotted(key, value))
 
 
 def _merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    # --set merges into probes too (probes.failures.threshold=0.8 keeps other probes).
+    # Dotted settings merge into mappings at every level, probes included.
     out = copy.deepcopy(base)
     for k, v in override.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
@@ -235,7 +258,10 @@ def resolve(
 
     ``path`` may also be the YAML file's content as a mapping. ``overrides`` are
     ``"key=value"`` strings (the value parsed as YAML) or a mapping of dotted keys to values
-    (``{"train.epochs": 3}``), applied in order. Without a YAML file, the defaults are those of
+    (``{"train.epochs": 3}``), applied in order by :func:`apply_override`. The probes a
+    YAML file or an override names under ``probes`` (a list or a mapping) are exactly the
+    probes that run; a dotted setting of one probe (``probes.explain.n_correct=5``) merges
+    into that probe's settings and keeps the others. Without a YAML file, the defaults are those of
     the default study (:data:`DEFAULT_STUDY`, the same as ``configs/fashion_mnist.yaml``) rather
     than the bare schema's.
     """
@@ -254,11 +280,11 @@ def resolve(
         raw = deep_merge(raw, read_yaml(path))
         source = str(path)
     if isinstance(overrides, Mapping):
-        layers = [dotted(k, v) for k, v in overrides.items()]
+        pairs = [(str(k), v) for k, v in overrides.items()]
     else:
-        layers = [parse_override(item) for item in overrides or []]
-    for layer in layers:
-        raw = _merge_override(raw, layer)
+        pairs = [split_override(item) for item in overrides or []]
+    for key, value in pairs:
+        raw = apply_override(raw, key, value)
     return validate(raw, source)
 
 

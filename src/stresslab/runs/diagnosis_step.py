@@ -40,8 +40,11 @@ def test_set(ctx: ProbeContext) -> TestSet:
     )
 
 
-def run_diagnosis(run: RunDir, ctx: ProbeContext, failed: list[str]) -> ProbeResult:
-    """Diagnose the run's failures and save the table and the record; returns the record."""
+def run_diagnosis(run: RunDir, ctx: ProbeContext, failed: list[str]) -> ProbeResult | None:
+    """Diagnose the run's failures and save the table and the record; returns the record.
+    Does nothing (returns None) unless the ``evaluation`` probe ran and did not fail."""
+    if "evaluation" not in ctx.results or "evaluation" in failed:
+        return None
     t0 = time.perf_counter()
     d = diagnose(records(ctx.results, failed), test_set(ctx), seed=ctx.seed)
     write_csv(run.diagnosis, d.rows)

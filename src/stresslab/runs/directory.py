@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from stresslab.errors import CheckpointError, StresslabError
-from stresslab.files import atomic_write_bytes, atomic_write_json, atomic_write_text, finite_json, read_json
+from stresslab.files import read_json
 
 log = logging.getLogger(__name__)
 

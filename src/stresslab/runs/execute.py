@@ -18,22 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stresslab.runs import config as config_mod
-from stresslab.runs.config import RunConfig
-from stresslab.errors import CheckpointError
+from stresslab.errors import StresslabError
+from stresslab.files import atomic_write_json, atomic_write_text, read_json
 from stresslab.models import build_model
-from stresslab.runs.saved_predictions import save_predictions
-from stresslab.runs.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
+from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
 from stresslab.probes.base import ProbeContext, ProbeResult
 from stresslab.probes.predictions import Predictions
-from stresslab.runs.storage import load_result, save_result
 from stresslab.progress import ProgressReporter
+from stresslab.runs import config as config_mod
+from stresslab.runs.config import RunConfig
 from stresslab.runs.diagnosis_step import run_diagnosis
 from stresslab.runs.directory import RunDir, default_run_path, environment
-from stresslab.files import atomic_write_json, atomic_write_text, read_json
+from stresslab.runs.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
+from stresslab.runs.saved_predictions import save_predictions
+from stresslab.runs.storage import load_result, save_result
 from stresslab.runs.tracking import Tracking, track
 from stresslab.train.checkpoint import save_checkpoint
-from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
 from stresslab.train.divergence import loss_explosion
 from stresslab.train.loop import train
 from stresslab.train.pretrain import pretraining
@@ -62,6 +62,8 @@ class RunOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     failed_probes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    checks: dict[str, Any] | None = None  # checks.json, when the config has checks
+    checks_error: str | None = None  # a check that could not be evaluated (an unknown key)
 
 
 @dataclass
@@ -213,10 +215,10 @@ def _execute(
         ctx.results[name] = probe_result
         log.info("probe %s: done in %.1f s", name, seconds)
 
-    if "evaluation" in ctx.results and "evaluation" not in outcome.failed_probes:
-        stage.name = "diagnosis"
-        run_diagnosis(run, ctx, outcome.failed_probes)
-
+    stage.name = "diagnosis"
+    run_diagnosis(run, ctx, outcome.failed_probes)
+    stage.name = "checks"
+    _checks(cfg, run, outcome)
     stage.name = "report"
     if outcome.failed_probes:
         errors = "; ".join(str(ctx.results[n].warnings[0]) for n in outcome.failed_probes)
@@ -228,6 +230,20 @@ def _execute(
         atomic_write_text(run.done, "complete\n")
     tracking.finish(run, outcome.metrics)
     return outcome
+
+
+def _checks(cfg: RunConfig, run: RunDir, outcome: RunOutcome) -> None:
+    """Evaluate the config's checks (before the report, which opens with them). A key no
+    probe produced is kept as ``checks_error`` for the caller: the run itself is complete."""
+    if cfg.checks.empty:
+        return
+    from stresslab.runs.checks import run_checks
+
+    try:
+        outcome.checks = run_checks(run, cfg.checks)
+    except StresslabError as e:
+        log.error("checks: %s", e)
+        outcome.checks_error = str(e)
 
 
 def _trained_history(
@@ -274,7 +290,7 @@ def _trained_history(
             meta=prep.meta,
             resume=state,
             progress=progress,
-            on_epoch=tracking.on_epoch,
+            tracker=tracking,
         )
     final = "best.pt" if len(prep.split.val_y) else "last.pt"
     if final == "last.pt" and cfg.train.ema_decay is not None:

@@ -5,14 +5,13 @@ a :class:`~stresslab.models.base.Normalize` layer in front (``normalize=(mean, s
 plain ``nn.Module`` (or any callable) is wrapped as a
 :class:`~stresslab.models.external.UserModel`, which gives it ``features()`` and
 ``cam_layer`` (its last ``nn.Conv2d``); Grad-CAM settings naming a layer of the user's own
-module are resolved inside the wrapper, and an error names the candidate layers where there
-is no conv layer to explain.
+module are resolved inside the wrapper by the explain probe's ``check``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,16 +21,13 @@ from stresslab.data.base import DatasetInfo
 from stresslab.errors import ConfigError
 from stresslab.models.base import Classifier, Normalize
 from stresslab.models.external import UserModel
-from stresslab.probes.base import Probe
 from stresslab.scoped import inference_scope
 
 __all__ = [
     "CallableModel",
     "as_module",
-    "check_cam_layers",
     "normalize_layer",
     "output_classes",
-    "spatial_layers",
     "wrap",
 ]
 
@@ -113,70 +109,3 @@ def wrap(module: nn.Module, info: DatasetInfo, norm: Normalize | None) -> nn.Mod
         wrapped.normalize = norm
     wrapped.check(info, "model")
     return wrapped
-
-
-def spatial_layers(model: nn.Module, x: Tensor) -> list[str]:
-    """Names of the layers whose output is (N, C, H, W) with H * W > 1, in the order they run."""
-    found: dict[str, None] = {}
-    handles = []
-    for name, mod in model.named_modules():
-        if not name or name == "normalize" or isinstance(mod, Normalize):
-            continue
-
-        def hook(m: nn.Module, inp: Any, out: Any, name: str = name) -> None:
-            if isinstance(out, Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
-                found.setdefault(name, None)
-
-        handles.append(mod.register_forward_hook(hook))
-    try:
-        with inference_scope(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return list(found)
-
-
-def _candidates(model: nn.Module, x: Tensor, prefix: str, method: str) -> str:
-    names = [n[len(prefix) :] if n.startswith(prefix) else n for n in spatial_layers(model, x)]
-    if not names:
-        return f"no layer gives a spatial (N, C, H, W) output, so leave {method} out of probes['explain']"
-    shown = ", ".join(names[-12:])
-    return (
-        f"layers with a spatial (N, C, H, W) output, in the order they run: {shown}; name one as "
-        f"probes={{'explain': {{'methods': {{'{method}': {{'layer': '{names[-1]}'}}}}}}}}"
-    )
-
-
-def check_cam_layers(probes: Mapping[str, Probe], model: nn.Module, x: Tensor) -> None:
-    """Resolve the layers the explain probe's CAM methods explain, before the run starts.
-
-    A layer named as in the user's own module (``conv3``) is found inside the wrapper
-    (``body.conv3``). Raises ConfigError naming the candidate layers when a named layer does
-    not exist, or when none is named and the model has no ``nn.Conv2d``.
-    """
-    methods = getattr(probes.get("explain"), "methods", None)
-    if not isinstance(methods, dict):
-        return
-    modules = dict(model.named_modules())
-    prefix = "body." if isinstance(model, UserModel) else ""
-    has_conv = bool(getattr(model, "cam_layer", "")) or any(
-        isinstance(m, nn.Conv2d) for m in modules.values()
-    )
-    for name, method in list(methods.items()):
-        if not getattr(method, "needs_conv_layer", False):
-            continue
-        layer = getattr(method, "layer", None)
-        if layer and layer not in modules:
-            if prefix + layer in modules:
-                methods[name] = method.with_changes(layer=prefix + layer)
-                continue
-            raise ConfigError(
-                f"probes.explain.methods.{name}.layer: the model has no layer {layer!r}; "
-                + _candidates(model, x, prefix, name)
-            )
-        if not layer and not has_conv:
-            raise ConfigError(
-                f"model: {method.label} explains a conv layer and the model has no nn.Conv2d; "
-                + _candidates(model, x, prefix, name)
-            )

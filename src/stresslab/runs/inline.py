@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from stresslab.errors import StresslabError
 from stresslab.report.render import render_template
-from stresslab.runs.report import report_context
 from stresslab.runs.directory import RunDir
+from stresslab.runs.report import report_context
 
 
 def run_html(run: RunDir, href: str) -> str:

@@ -11,17 +11,18 @@ from typing import Any
 from torch import nn
 
 from stresslab.data.base import DatasetInfo
+from stresslab.errors import StresslabError
+from stresslab.files import read_json
 from stresslab.models import build_model
 from stresslab.models.weights import load_checkpoint, load_weights
-from stresslab.runs import config as config_mod
-from stresslab.runs.config import RunConfig
-from stresslab.errors import StresslabError
 from stresslab.probes.base import ProbeResult
-from stresslab.runs.storage import load_result
 from stresslab.report.render import flat_metrics
-from stresslab.runs.report import load_results
+from stresslab.runs import config as config_mod
+from stresslab.runs.checks import load_outcome
+from stresslab.runs.config import RunConfig
 from stresslab.runs.directory import RunDir
-from stresslab.files import read_json
+from stresslab.runs.report import load_results
+from stresslab.runs.storage import load_result
 
 __all__ = ["Run", "Section"]
 
@@ -82,6 +83,8 @@ class Run:
         warnings: warnings about the run itself (training divergence, the data).
         failed_probes: probes that raised (their errors are in the report).
         complete: the run finished (``DONE``).
+        checks: the checks' outcome (``checks.json``: ``passed``, one record per check), or
+            None when no checks ran.
 
     In Jupyter a Run shows its summary cards, warnings and key figures, with a link to the
     full report; :meth:`show` shows one probe's section and :meth:`save` keeps the report.
@@ -103,6 +106,7 @@ class Run:
         self.warnings: list[str] = [str(w.get("message", "")) for w in notes]
         self.failed_probes: list[str] = run.failed_probes()
         self.complete = run.done.is_file()
+        self.checks: dict[str, Any] | None = load_outcome(run.path)
 
     def model(self) -> nn.Module:
         """The run's final model (the weights its probes used), in eval mode on the CPU.

@@ -2,32 +2,36 @@
 
 :func:`prepare` is the one place a run fails on a mistake in its config: unknown probes
 or probe settings, an unknown dataset or model, a bad device, missing or corrupt data,
-model arguments the model does not take, a checkpoint that does not fit. The runner
-creates the run directory only after it returned.
+model arguments the model does not take, a checkpoint that does not fit, probe settings the
+model cannot serve (each probe's ``check``). The runner creates the run directory only
+after it returned.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from stresslab.runs import config as config_mod
-from stresslab.runs.config import RunConfig
 from stresslab.data import DATASETS, load_split
-from stresslab.data.base import Split
+from stresslab.data.base import Split, to_float
+from stresslab.devices import model_device, pick_device
 from stresslab.errors import ConfigError, StresslabError
 from stresslab.models import build_model, check_model_name
+from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
+from stresslab.plugins import load_plugins
 from stresslab.probes import PROBES, build_probe
 from stresslab.probes.base import Probe
-from stresslab.models.weights import check_compatible, load_checkpoint, load_weights
-from stresslab.devices import pick_device
+from stresslab.runs import config as config_mod
+from stresslab.runs.checks import check_before_run
+from stresslab.runs.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,24 @@ def probe_order(names: list[str]) -> list[str]:
     return order
 
 
+def check_probes(probes: Mapping[str, Probe], model: nn.Module, sample: Tensor) -> None:
+    """Each probe's :meth:`~stresslab.probes.base.Probe.check` on ``model``, in order.
+
+    ``sample`` is a few images (N, C, H, W), float in [0, 1], on the model's device. A probe
+    may resolve its settings in place; the first ConfigError stops the run before anything
+    is written.
+    """
+    for probe in probes.values():
+        probe.check(model, sample)
+
+
+def check_sample(split: Split, model: nn.Module) -> Tensor:
+    """Two test images (train images where the test set is empty) as floats in [0, 1],
+    (N, C, H, W), on the device of ``model``'s first parameter or buffer."""
+    images = split.test_x if len(split.test_x) else split.train_x
+    return to_float(images[:2]).to(model_device(model))
+
+
 def load_data(cfg: RunConfig) -> Split:
     """The run's train / validation / test split from ``cfg.data``."""
     d = cfg.data
@@ -109,13 +131,15 @@ def model_meta(cfg: RunConfig, split: Split) -> dict[str, Any]:
 def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
     """Check ``cfg``, load the data, build the model (and load ``checkpoint``); write nothing.
 
-    Cheap checks come first (probe names and settings, dataset and model names, device),
+    Plugins come first (entry points and ``cfg.plugins``, see :func:`load_plugins`), then the
+    cheap checks (probe names and settings, dataset and model names, device),
     then the data is loaded and the model built. Raises :class:`ConfigError`,
     :class:`DataError` or :class:`CheckpointError` naming the field, file or value at fault.
     """
+    load_plugins(cfg.plugins)
     probes = {name: build_probe(name, settings) for name, settings in cfg.probes.items()}
     probe_order(list(probes))
-    DATASETS.get(cfg.data.dataset)
+    DATASETS.get(cfg.data.dataset, where="data.dataset")
     if not cfg.model.source:
         check_model_name(cfg.model.name)
     from stresslab.runs.tracking import check_trackers
@@ -132,6 +156,7 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
     log.info("loading data: %s", cfg.data.dataset)
     split = load_data(cfg)
     info = split.info
+    check_before_run(cfg.checks, probes, split.test_index.numpy())
     log.info(
         "%s: %d train, %d validation, %d test images, %d classes, %dx%dx%d",
         info.name,
@@ -153,4 +178,5 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
         load_weights(model, ckpt["state_dict"], checkpoint)
         prep.checkpoint = Path(checkpoint)
         prep.history = list(ckpt.get("history", []))
+    check_probes(probes, model, check_sample(split, model))
     return prep

@@ -73,7 +73,16 @@ def report_context(run: RunDir) -> dict[str, Any]:
         "failed": failed,
         "run_failed": read_json(run.failed) if run.failed.is_file() else None,
         "complete": run.done.is_file() or not (failed or run.failed.is_file()),
+        **_gates(run),
     }
+
+
+def _gates(run: RunDir) -> dict[str, Any]:
+    """The checks' outcome (``checks.json``, None when no checks ran) and the model card."""
+    from stresslab.runs.card import model_card
+    from stresslab.runs.checks import load_outcome
+
+    return {"checks": load_outcome(run.path), "card": model_card(run)}
 
 
 def render(run_dir: str | Path | RunDir) -> dict[str, float]:

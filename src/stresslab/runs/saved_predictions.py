@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from stresslab.errors import StresslabError
-from stresslab.probes.predictions import Predictions
 from stresslab.files import atomic_write_bytes
+from stresslab.probes.predictions import Predictions
 
 FILENAME = "predictions.npz"
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from stresslab.files import atomic_write_bytes, atomic_write_json, read_json
 from stresslab.probes.base import PROBES, ProbeResult, Table
 from stresslab.runs.directory import RunDir
-from stresslab.files import atomic_write_bytes, atomic_write_json, read_json
 
 
 def save_result(run: RunDir, probe: str, result: ProbeResult, seconds: float) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class Metric:
     percent: bool = True
     higher_is_better: bool = True
     spread: bool = True  # varies between seeds (parameters do not)
+    bounds: tuple[float, float] | None = (0.0, 1.0)  # the range a value can take
 
 
 METRICS = (
@@ -44,8 +45,10 @@ METRICS = (
     Metric("ece", "ECE", "calibration.ece", percent=False, higher_is_better=False),
     Metric("robust_accuracy", "robust accuracy", "adversarial.robust_accuracy"),
     Metric("corruption_accuracy", "mean corruption accuracy", "corruption.mean_corruption_accuracy"),
-    Metric("train_seconds", "train time (s)", "", percent=False, higher_is_better=False),
-    Metric("params", "parameters", "", percent=False, higher_is_better=False, spread=False),
+    Metric(
+        "train_seconds", "train time (s)", "", percent=False, higher_is_better=False, bounds=(0.0, math.inf)
+    ),
+    Metric("params", "parameters", "", percent=False, higher_is_better=False, spread=False, bounds=None),
 )
 
 

@@ -12,96 +12,92 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
+
+from stresslab.metrics.differences import (
+    MIN_SEEDS,
+    Bounds,
+    Difference,
+    Interval,
+    mcnemar_exact,
+    paired,
+    pooled_mcnemar,
+    t_interval,
+    welch,
+)
+
+__all__ = [
+    "Difference",
+    "Interval",
+    "align",
+    "cause_transitions",
+    "churn",
+    "describe",
+    "mcnemar_exact",
+    "paired",
+    "pareto_front",
+    "pooled_mcnemar",
+    "seed_difference",
+    "t_interval",
+    "take",
+    "transitions",
+    "welch",
+]
 
 
-@dataclass(frozen=True)
-class Interval:
-    """Mean of ``n`` values with sample std (ddof 1) and a two-sided t-interval at ``level``.
+def seed_difference(
+    arm: dict[int, float | None],
+    base: dict[int, float | None],
+    bounds: Bounds | None,
+    unpaired_because: str = "",
+) -> tuple[Difference, str]:
+    """``arm - base`` over seeds (values keyed by seed) and why that method was used.
 
-    ``std``, ``lo`` and ``hi`` are ``None`` for fewer than two values (no spread measured).
+    Paired by seed (:func:`paired`) when the arms share at least :data:`MIN_SEEDS` seeds with
+    values and nothing in the design breaks the pairing (``unpaired_because`` is empty);
+    else Welch's unpaired interval (:func:`welch`) over every value. ``bounds`` is the
+    metric's range; every interval is clipped to the range of a difference.
     """
-
-    n: int
-    mean: float
-    std: float | None
-    lo: float | None
-    hi: float | None
-    level: float = 0.95
-
-
-def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
-    """``mean +- t_{(1+level)/2, n-1} * s / sqrt(n)`` (Student's t; s with ddof 1)."""
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    n = len(x)
-    if n == 0:
-        return Interval(0, float("nan"), None, None, None, level)
-    mean = float(x.mean())
-    if n < 2:
-        return Interval(n, mean, None, None, None, level)
-    s = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * s / math.sqrt(n)
-    return Interval(n, mean, s, mean - half, mean + half, level)
+    a = {s: v for s, v in arm.items() if v is not None and math.isfinite(v)}
+    b = {s: v for s, v in base.items() if v is not None and math.isfinite(v)}
+    common = sorted(set(a) & set(b))
+    if not unpaired_because and len(common) < MIN_SEEDS and min(len(a), len(b)) >= MIN_SEEDS:
+        unpaired_because = f"only {len(common)} seeds finished in both arms"
+    if unpaired_because:
+        d = welch(list(a.values()), list(b.values()), bounds=bounds)
+        return d, f"unpaired (Welch): {unpaired_because}"
+    d = paired([a[s] for s in common], [b[s] for s in common], bounds=bounds)
+    why = "paired by seed: seed s of both arms shares the data split and the batch order"
+    return d, why
 
 
-@dataclass(frozen=True)
-class Difference:
-    """``mean(a) - mean(b)`` with Welch's t-interval (``lo``, ``hi``), its degrees of freedom
-    and two-sided p-value; interval fields are ``None`` when either side has < 2 values."""
-
-    diff: float
-    lo: float | None
-    hi: float | None
-    df: float | None
-    p_value: float | None
-    level: float = 0.95
-
-    @property
-    def within_noise(self) -> bool | None:
-        """True when the interval contains 0 (``None`` when no interval could be made)."""
-        if self.lo is None or self.hi is None:
-            return None
-        return self.lo <= 0.0 <= self.hi
-
-
-def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Difference:
-    """Welch's unequal-variance difference of means ``a - b`` (Welch 1947).
-
-    ``se = sqrt(s_a^2/n_a + s_b^2/n_b)``; ``df`` by Welch-Satterthwaite. When both samples
-    have zero spread, the interval is the point itself and ``df`` is ``None``.
-    """
-    x = np.asarray([v for v in a if v is not None and math.isfinite(v)], dtype=np.float64)
-    y = np.asarray([v for v in b if v is not None and math.isfinite(v)], dtype=np.float64)
-    if len(x) == 0 or len(y) == 0:
-        return Difference(float("nan"), None, None, None, None, level)
-    diff = float(x.mean() - y.mean())
-    if len(x) < 2 or len(y) < 2:
-        return Difference(diff, None, None, None, None, level)
-    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-    se = math.sqrt(va + vb)
-    if se == 0.0:
-        return Difference(diff, diff, diff, None, 0.0 if diff != 0 else 1.0, level)
-    df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
-    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
-    p = float(2 * stats.t.sf(abs(diff) / se, df))
-    return Difference(diff, diff - half, diff + half, float(df), p, level)
-
-
-def describe(d: Difference, what: str, percent: bool = True, higher_is_better: bool = True) -> str:
-    """The difference in plain words, saying when it is within seed noise."""
+def describe(
+    d: Difference,
+    what: str,
+    percent: bool = True,
+    higher_is_better: bool = True,
+    detectable: float | None = None,
+) -> str:
+    """The difference in plain words, saying when it is within seed noise and, given
+    ``detectable`` (the minimum detectable difference), how small an effect the seeds see."""
 
     def f(v: float) -> str:
         return f"{v * 100:+.2f} points" if percent else f"{v:+.4g}"
 
+    def size(v: float) -> str:
+        return f"{v * 100:.2f} points" if percent else f"{v:.4g}"
+
     if not math.isfinite(d.diff):
         return f"{what}: not measured"
+    can = ""
+    if detectable is not None and math.isfinite(detectable):
+        can = f"; with {d.n} seeds this study can detect differences of {size(detectable)} or more"
     if d.lo is None or d.hi is None:
-        return f"{what} {f(d.diff)}; one seed on a side, so no interval: this is not evidence either way"
-    ci = f"95% interval {f(d.lo)} to {f(d.hi)}"
+        return f"{what} {f(d.diff)}: {d.reason}, so this is not evidence either way{can}"
+    ci = f"95% {'paired' if d.method == 'paired' else 'Welch'} interval {f(d.lo)} to {f(d.hi)}"
     if d.within_noise:
-        return f"{what} {f(d.diff)}: within seed noise ({ci} includes 0)"
+        return f"{what} {f(d.diff)}: within seed noise ({ci} includes 0){can}"
     better = (d.diff > 0) == higher_is_better
-    return f"{what} {f(d.diff)}: {'better' if better else 'worse'} beyond seed noise ({ci})"
+    return f"{what} {f(d.diff)}: {'better' if better else 'worse'} beyond seed noise ({ci}){can}"
 
 
 @dataclass(frozen=True)
@@ -127,16 +123,6 @@ def transitions(correct_a: np.ndarray, correct_b: np.ndarray) -> Transitions:
     if a.shape != b.shape:
         raise ValueError(f"correctness vectors differ in shape: {a.shape} vs {b.shape}")
     return Transitions(~a & b, a & ~b, ~a & ~b)
-
-
-def mcnemar_exact(fixed: int, broken: int) -> float:
-    """Exact McNemar test (McNemar 1947): two-sided binomial test of ``fixed`` successes in
-    ``fixed + broken`` discordant pairs at p = 1/2, i.e. ``min(1, 2 * P(X <= min(b, c)))``.
-    1.0 when there are no discordant pairs."""
-    n = fixed + broken
-    if n == 0:
-        return 1.0
-    return float(min(1.0, 2.0 * stats.binom.cdf(min(fixed, broken), n, 0.5)))
 
 
 def cause_transitions(

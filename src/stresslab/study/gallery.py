@@ -72,12 +72,12 @@ def thumbnail(image: np.ndarray, size: int = 56) -> str:
 
 
 def gradcam_maps(run_dir: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Grad-CAM (the explain package's :class:`GradCam`, the model's own layer) of the run's
+    """Grad-CAM (``gradcam`` from the ``ATTRIBUTIONS`` registry, the model's own layer) of the run's
     final model for its predicted class on uint8 images (N, C, H, W).
 
     Returns maps (N, H, W) float32, predicted classes (N,) and their probabilities (N,).
     """
-    from stresslab.attributions import GradCam
+    from stresslab.attributions import ATTRIBUTIONS
     from stresslab.runs.loaded import load_model
 
     model, _ = load_model(RunDir(run_dir))
@@ -85,5 +85,5 @@ def gradcam_maps(run_dir: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndar
     with torch.no_grad():
         probs = torch.softmax(model(x), dim=1)
     conf, pred = probs.max(dim=1)
-    maps = GradCam().attribute(model, x, pred)
+    maps = ATTRIBUTIONS.build("gradcam").attribute(model, x, pred)
     return maps.numpy(), pred.numpy(), conf.numpy()

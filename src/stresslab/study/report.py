@@ -18,6 +18,7 @@ from stresslab.report.figures import plt
 from stresslab.report.render import fmt, render_template
 from stresslab.study import figures as F
 from stresslab.study.aggregate import METRICS, RunData, collect
+from stresslab.study.checks import study_checks
 from stresslab.study.compare import take
 from stresslab.study.gallery import gradcam_maps, test_images, thumbnail
 from stresslab.study.plan import StudyDir
@@ -56,7 +57,16 @@ def diff_text(rec: dict[str, Any], percent: bool, interval: bool = True) -> str:
     text = v(rec.get("diff"))
     if interval and rec.get("lo") is not None:
         text += f" [{v(rec['lo'])}, {v(rec['hi'])}]"
+    elif interval and rec.get("reason") and rec.get("n") is not None:
+        text += f" (no interval: {rec['n']} seeds)"
     return text
+
+
+def size_text(v: float | None, percent: bool) -> str:
+    """A detectable difference: points for percentages, else 4 significant digits."""
+    if v is None or not math.isfinite(v):
+        return "–"
+    return f"{v * 100:.2f} points" if percent else fmt(float(v))
 
 
 def _costs(runs: dict[str, dict[int, RunData]]) -> dict[str, dict[str, float]]:
@@ -131,6 +141,7 @@ def render_study(study_dir: str | Path | StudyDir) -> dict[str, Any]:
     spec = sdir.spec()
     runs = collect(sdir, spec)
     summary = summarize(spec, runs, _costs(runs))
+    summary["checks"] = study_checks(spec, runs)
     base = spec.compare_to
     names = summary["class_names"]
     usable = [r for seeds in runs.values() for r in seeds.values() if r.usable]
@@ -215,6 +226,7 @@ def render_study(study_dir: str | Path | StudyDir) -> dict[str, Any]:
         value_text=value_text,
         interval_text=interval_text,
         diff_text=diff_text,
+        size_text=size_text,
         spec_yaml=yaml.safe_dump(spec.to_dict(), sort_keys=False),
         study_name=sdir.path.name,
     )

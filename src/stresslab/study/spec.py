@@ -13,6 +13,9 @@ A study file is YAML::
     grid: {model.args.fc: [128, 256]}   # optional: the cartesian product becomes arms
     compare_to: baseline                # default: the first arm
     resources: {cpus: 1, gpus: 0}       # per run, for the ray backend
+    checks:                             # optional: every arm's runs, after the study ran
+      evaluation.accuracy: ">= 0.9"     #   conditions as a run's `checks:` section
+      baseline: {max_negative_flip_rate: 0.03}  # rules against compare_to, same seed
 
 Each arm x seed resolves to a :class:`RunConfig` exactly as ``stresslab run BASE --preset P
 --set ...`` would, then the arm's overrides, then ``seed``. Every error names the study
@@ -36,7 +39,7 @@ from stresslab.runs import config as config_mod
 from stresslab.runs.config import RunConfig
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]{0,99}$")
-TOP_KEYS = ("name", "base", "preset", "set", "seeds", "arms", "grid", "compare_to", "resources")
+TOP_KEYS = ("name", "base", "preset", "set", "seeds", "arms", "grid", "compare_to", "resources", "checks")
 RESERVED = ("seed", "name")  # the study sets these per run
 
 
@@ -71,6 +74,7 @@ class StudySpec:
     compare_to: str
     grid_keys: tuple[str, ...] = ()
     resources: Resources = Resources()
+    checks: dict[str, Any] = field(default_factory=dict)  # the raw `checks:` mapping
 
     def config(self, arm: str, seed: int) -> RunConfig:
         """The resolved run config of ``arm`` with ``seed``; errors name file, arm and key."""
@@ -80,9 +84,9 @@ class StudySpec:
         if self.preset:
             raw = config_mod.deep_merge(config_mod.PRESETS[self.preset], raw)
         for item in self.set:
-            raw = config_mod.merge_override(raw, config_mod.parse_override(item))
+            raw = config_mod.apply_override(raw, *config_mod.split_override(item))
         for key, value in self.arms[arm].overrides.items():
-            raw = config_mod.merge_override(raw, nested(key, value))
+            raw = config_mod.apply_override(raw, key, value)
         raw["seed"] = seed
         raw["name"] = f"{arm}-seed{seed}"
         return config_mod.validate(raw, f"{self.source}: arm {arm!r}")
@@ -104,20 +108,9 @@ class StudySpec:
             out["grid"] = values
         out["compare_to"] = self.compare_to
         out["resources"] = {"cpus": self.resources.cpus, "gpus": self.resources.gpus}
+        if self.checks:
+            out["checks"] = copy.deepcopy(self.checks)
         return out
-
-
-def nested(key: str, value: Any) -> dict[str, Any]:
-    """``("train.lr", 0.1)`` -> ``{"train": {"lr": 0.1}}`` (the value is taken as is)."""
-    parts = [p for p in str(key).split(".") if p]
-    if not parts:
-        raise ConfigError(f"empty key {key!r}")
-    out: dict[str, Any] = {}
-    cur = out
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = copy.deepcopy(value)
-    return out
 
 
 def load_study(path: str | Path) -> StudySpec:
@@ -174,6 +167,21 @@ def _grid_name(values: dict[str, Any]) -> str:
 
     name = ",".join(f"{k.split('.')[-1]}={text(v)}" for k, v in values.items())
     return re.sub(r"[^A-Za-z0-9._=,+-]", "-", name)[:100]
+
+
+def _checks(source: str, value: Any) -> dict[str, Any]:
+    """The study's ``checks:`` mapping, validated as a run's (its baseline is the compare_to arm)."""
+    from stresslab.runs.checks import parse_checks
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _err(source, f"checks: expected a mapping of metric key -> condition, got {value!r}")
+    rules = value.get("baseline", {})
+    if not isinstance(rules, dict) or "run" in rules:
+        raise _err(source, "checks.baseline: the baseline is the compare_to arm; give only its rules")
+    parse_checks({**value, "baseline": {**rules, "run": "compare_to"}}, f"{source}: checks")
+    return copy.deepcopy(value)
 
 
 def parse_study(raw: dict[str, Any], *, source: str = "study", base_dir: str | Path = ".") -> StudySpec:
@@ -249,6 +257,7 @@ def parse_study(raw: dict[str, Any], *, source: str = "study", base_dir: str | P
         compare_to=str(compare_to),
         grid_keys=tuple(keys),
         resources=resources,
+        checks=_checks(source, raw.get("checks")),
     )
     validate_spec(spec)
     return spec
@@ -259,7 +268,7 @@ def validate_spec(spec: StudySpec) -> list[RunConfig]:
     the model and its arguments, the probes and their settings. Returns the configs."""
     from stresslab.data import DATASETS
     from stresslab.models import MODELS
-    from stresslab.models.factory import model_args
+    from stresslab.plugins import load_plugins
     from stresslab.probes import build_probe
 
     configs = []
@@ -269,22 +278,17 @@ def validate_spec(spec: StudySpec) -> list[RunConfig]:
             configs.append(spec.config(arm, seed))
         cfg = configs[-1]
         try:
-            if cfg.data.dataset not in DATASETS:
-                known = ", ".join(DATASETS.names())
-                raise ConfigError(f"data.dataset: unknown dataset {cfg.data.dataset!r}; choose from {known}")
+            load_plugins(cfg.plugins)
+            DATASETS.get(cfg.data.dataset, where="data.dataset")
             if cfg.model.source is None:
-                if cfg.model.name not in MODELS:
-                    known = ", ".join(MODELS.names())
-                    raise ConfigError(f"model.name: unknown model {cfg.model.name!r}; choose from {known}")
-                accepted = model_args(cfg.model.name)
-                bad = sorted(set(cfg.model.args) - set(accepted))
-                if bad:
-                    raise ConfigError(
-                        f"model.args: unknown argument(s) {', '.join(bad)} for {cfg.model.name}; "
-                        f"accepted: {', '.join(accepted)}"
-                    )
+                MODELS.get(cfg.model.name, where="model.name")
+                MODELS.check(cfg.model.name, cfg.model.args, bound=1, where="model.args")
             for name, settings in cfg.probes.items():
                 build_probe(name, settings)
+            if spec.checks:
+                from stresslab.runs.checks import check_before_run, parse_checks
+
+                check_before_run(parse_checks({**spec.checks, "baseline": None}), cfg.probes)
         except StresslabError as e:
             raise ConfigError(f"{where}: {e}") from None
     return configs

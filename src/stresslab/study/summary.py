@@ -11,20 +11,44 @@ import numpy as np
 import torch
 
 from stresslab.metrics.calibration import expected_calibration_error
+from stresslab.metrics.differences import holm, t_interval
+from stresslab.metrics.power import detectable_difference, detectable_flip_difference
 from stresslab.study import compare as C
-from stresslab.study.aggregate import METRICS, RunData, class_accuracy, run_value
+from stresslab.study.aggregate import METRICS, Metric, RunData, class_accuracy, run_value
 from stresslab.study.spec import StudySpec
 
 CURVES = ("train_loss", "val_loss", "train_acc", "val_acc")
+SPLIT_KEYS = ("dataset", "split_seed", "val_fraction", "train_subset", "test_subset")
 
 
-def _interval(values: list[float]) -> dict[str, Any]:
-    return asdict(C.t_interval(values))
+def _diff(
+    arm: dict[int, float | None], base: dict[int, float | None], m: Metric, unpaired_because: str
+) -> dict[str, Any]:
+    """``arm - base`` for one metric, the method and why, the minimum detectable difference
+    at 80% power for these seeds, and the verdict in words."""
+    d, why = C.seed_difference(arm, base, m.bounds, unpaired_because)
+    mdd = detectable_difference(d.sd, d.n)
+    return {
+        **asdict(d),
+        "within_noise": d.within_noise,
+        "why": why,
+        "detectable": mdd,
+        "words": C.describe(d, m.label, m.percent, m.higher_is_better, mdd),
+    }
 
 
-def _diff(a: list[float], b: list[float], label: str, percent: bool, higher: bool) -> dict[str, Any]:
-    d = C.welch(a, b)
-    return {**asdict(d), "within_noise": d.within_noise, "words": C.describe(d, label, percent, higher)}
+def unpaired_because(spec: StudySpec, arm: str) -> str:
+    """Why seed s of ``arm`` does not pair with seed s of the baseline ("" when it does):
+    an arm that changes the data split or the training subset sees other images."""
+    if not spec.seeds:
+        return ""
+    seed = spec.seeds[0]
+    mine, theirs = spec.config(arm, seed).data, spec.config(spec.compare_to, seed).data
+    changed = [k for k in SPLIT_KEYS if getattr(mine, k, None) != getattr(theirs, k, None)]
+    if changed:
+        keys = ", ".join(f"data.{k}" for k in changed)
+        return f"the arm changes {keys}, so its seed s does not share the baseline's data split"
+    return ""
 
 
 def summarize(
@@ -81,12 +105,12 @@ def summarize(
             vals = [v for v in values[m.key].values() if v is not None]
             rec["metrics"][m.key] = {
                 "values": {str(s): v for s, v in values[m.key].items()},
-                **_interval(vals),
+                **asdict(t_interval(vals, bounds=m.bounds)),
             }
             if arm != base and base in usable:
-                bvals = [v for v in (run_value(r, m, params) for r in usable[base].values()) if v is not None]
-                if vals and bvals:
-                    rec["vs_baseline"][m.key] = _diff(vals, bvals, m.label, m.percent, m.higher_is_better)
+                bvals = {s: run_value(r, m, params) for s, r in usable[base].items()}
+                if vals and any(v is not None for v in bvals.values()):
+                    rec["vs_baseline"][m.key] = _diff(values[m.key], bvals, m, unpaired_because(spec, arm))
         rec["ensemble"] = _ensemble(probs.get(arm, {}), labels)
         rec["overfitting"] = {
             "verdicts": {str(s): r.overfitting for s, r in seeds.items()},
@@ -103,7 +127,7 @@ def summarize(
     hard = np.logical_and.reduce([~c for c in every]) if every else np.zeros(0, bool)
     out["hard_core"] = {"indices": common[hard].tolist(), "n_runs": len(every)}
     out["churn"] = {arm: C.churn(list(correct[arm].values())) for arm in correct}
-    out["per_class"] = _per_class(usable, base, names, common)
+    out["per_class"] = _per_class(spec, usable, names, common)
     out["curves"] = {arm: _curves([r.history for r in seeds.values()]) for arm, seeds in usable.items()}
     if spec.grid_keys:
         out["grid"] = _grid(spec, arms_out, costs)
@@ -149,10 +173,14 @@ def _cases(
     mean_fixed = float(np.mean([p["fixed"] for p in pairs]))
     mean_broken = float(np.mean([p["broken"] for p in pairs]))
     significant = sum(p["mcnemar_p"] < 0.05 for p in pairs)
+    pooled = C.pooled_mcnemar([int(p["fixed"]) for p in pairs], [int(p["broken"]) for p in pairs])
+    rate = (pooled.fixed + pooled.broken) / (len(common) * len(pairs)) if len(common) else 0.0
+    detectable = detectable_flip_difference(rate, len(common), len(pairs))
     words = (
         f"{arm} fixes {mean_fixed:.1f} and breaks {mean_broken:.1f} test images per seed pair on average "
-        f"(McNemar p < 0.05 in {significant} of {len(pairs)} seed pairs); {int(fixed.sum())} are fixed and "
-        f"{int(broken.sum())} broken in every seed."
+        f"(McNemar p < 0.05 in {significant} of {len(pairs)} seed pairs; pooled over the seed pairs, "
+        f"{pooled.fixed} fixed against {pooled.broken} broken, stratified exact p = {pooled.p_value:.3g}); "
+        f"{int(fixed.sum())} are fixed and {int(broken.sum())} broken in every seed."
     )
     if noise is not None:
         fixes = "more than" if mean_fixed > noise else "no more than"
@@ -173,6 +201,7 @@ def _cases(
         },
         "mean_fixed": mean_fixed,
         "mean_broken": mean_broken,
+        "pooled": {**asdict(pooled), "discordant_rate": rate, "detectable": detectable},
         "noise_floor": noise,
         "words": words,
     }
@@ -217,24 +246,40 @@ def _cause_cases(
 
 
 def _per_class(
-    usable: dict[str, dict[int, RunData]], base: str, names: list[str], common: np.ndarray
+    spec: StudySpec, usable: dict[str, dict[int, RunData]], names: list[str], common: np.ndarray
 ) -> dict[str, Any]:
+    """Per-class accuracy per arm and, against the baseline, the per-class differences paired
+    by seed; ``within_noise`` uses Holm's correction over the classes (family-wise 5%)."""
+    base = spec.compare_to
     acc = {
-        arm: [class_accuracy(r.preds, common) for r in seeds.values() if r.preds is not None]
+        arm: {s: class_accuracy(r.preds, common) for s, r in seeds.items() if r.preds is not None}
         for arm, seeds in usable.items()
     }
     out: dict[str, Any] = {}
     for arm, rows in acc.items():
         if not rows:
             continue
-        table = []
-        for k, name in enumerate(names):
-            vals = [float(r[k]) for r in rows]
-            entry: dict[str, Any] = {"class": name, "mean": C.t_interval(vals).mean}
-            if arm != base and acc.get(base):
-                d = C.welch(vals, [float(r[k]) for r in acc[base]])
-                entry.update(diff=d.diff, lo=d.lo, hi=d.hi, within_noise=d.within_noise)
-            table.append(entry)
+        table: list[dict[str, Any]] = [
+            {"class": name, "mean": t_interval([float(r[k]) for r in rows.values()]).mean}
+            for k, name in enumerate(names)
+        ]
+        if arm != base and acc.get(base):
+            because = unpaired_because(spec, arm)
+            diffs = [
+                C.seed_difference(
+                    {s: float(r[k]) for s, r in rows.items()},
+                    {s: float(r[k]) for s, r in acc[base].items()},
+                    (0.0, 1.0),
+                    because,
+                )
+                for k in range(len(names))
+            ]
+            adjusted = holm([d.p_value for d, _ in diffs])
+            for entry, (d, why), p_holm in zip(table, diffs, adjusted, strict=True):
+                within = None if p_holm is None or d.lo is None else bool(p_holm >= 0.05)
+                entry.update(
+                    diff=d.diff, lo=d.lo, hi=d.hi, p=d.p_value, p_holm=p_holm, within_noise=within, why=why
+                )
         out[arm] = table
     return out
 

@@ -1,10 +1,11 @@
-"""The training loop, top to bottom.
+"""Supervised training: a classifier learns from a preloaded split, one epoch at a time.
 
 Data stays a preloaded uint8 tensor on the training device; each step slices a batch,
-scales it to [0, 1], augments it on the device (batched) and takes one optimizer step.
-Hyperparameters carry their units: ``lr`` is the peak learning rate per step (reached
-after ``warmup_epochs``), ``weight_decay`` is the L2 coefficient (decoupled for AdamW),
-``grad_clip`` is a max global L2 norm.
+scales it to [0, 1], augments it on the device (batched) and takes one optimizer step
+(the loop itself is :class:`~stresslab.train.trainer.Trainer`'s). Hyperparameters carry
+their units: ``lr`` is the peak learning rate per step (reached after ``warmup_epochs``),
+``weight_decay`` is the L2 coefficient (decoupled for AdamW), ``grad_clip`` is a max global
+L2 norm.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stresslab.data.base import Split, to_float
-from stresslab.errors import CheckpointError, TrainingDiverged
+from stresslab.errors import TrainingDiverged
 from stresslab.progress import ProgressReporter
+from stresslab.train.callbacks import (
+    Divergence,
+    EarlyStopping,
+    EpochTracker,
+    ProgressBar,
+    TrackEpochs,
+    WeightAveraging,
+)
 from stresslab.train.checkpoint import rng_states, save_checkpoint, set_rng_states
 from stresslab.train.config import TrainConfig
-from stresslab.train.divergence import loss_explosion, non_finite_message
-from stresslab.train.ema import WeightAverage
+from stresslab.train.divergence import non_finite_message
 from stresslab.train.precision import use_bf16
 from stresslab.train.schedule import lr_factor
+from stresslab.train.trainer import Best, Callback, StepOutput, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +110,8 @@ def train(
     resume: dict[str, Any] | None = None,
     progress: ProgressReporter | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    tracker: EpochTracker | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Train ``model`` in place on ``split.train_*``, validating on ``split.val_*`` each epoch.
 
@@ -108,205 +119,209 @@ def train(
     ``best.pt`` when validation accuracy improves; both atomically, never with
     non-finite weights. ``resume`` is a loaded ``last.pt``: training continues after its
     epoch with the same optimizer, schedule and RNG states, so on CPU the final weights
-    equal those of an uninterrupted run. On return the model holds the best-validation
-    weights (the last ones when there is no validation set).
+    equal those of an uninterrupted run. ``tracker`` and ``on_epoch`` see every epoch's
+    record once it is checkpointed; ``callbacks`` come before the built-in ones at every
+    hook. On return the model holds the best-validation weights (the last ones when there
+    is no validation set).
 
     Raises:
         TrainingDiverged: the loss became NaN/Inf (the message names epoch and step).
     """
-    from stresslab.data.augment import BatchAugment
-    from stresslab.data.erasing import RandomErasing
-    from stresslab.data.mixing import BatchMix
-
-    meta = dict(meta or {})
-    progress = progress or ProgressReporter(enabled=False)
-    use_cuda = device.type == "cuda"
-    amp = use_bf16(cfg.amp, device)
-    channels_last = cfg.channels_last == "on" or cfg.channels_last == "auto"
-
-    # Data: preloaded on the device, shuffled by a seeded generator each epoch.
-    train_x, train_y = split.train_x.to(device), split.train_y.to(device)
-    n = len(train_y)
-    if n == 0:
-        raise TrainingDiverged("the training set is empty")
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    shuffle_gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    augment = BatchAugment(
-        crop_padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip, rotation_deg=cfg.augment.rotation_deg
+    trainer = SupervisedTrainer(
+        model, split, cfg, device=device, seed=seed, checkpoint_dir=checkpoint_dir, meta=meta
     )
-    a = cfg.augment
-    erase = RandomErasing(a.erasing_prob, a.erasing_scale, a.erasing_ratio, a.erasing_value)
-    mix = BatchMix(split.info.num_classes, a.mixup_alpha, a.cutmix_alpha, a.cutmix_prob)
-    adv = cfg.adversarial
-    adv_gen = torch.Generator(device=device).manual_seed(seed + 2)
-    generators = {"shuffle": shuffle_gen, "augment": aug_gen, "adversarial": adv_gen}  # saved for resume
-
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg)
-    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule, cfg.final_lr_fraction)
-    )
-
-    result = TrainResult(precision="bfloat16 autocast" if amp else "float32")
-    # The score to beat starts below any score: validation accuracy, or minus the mean
-    # training loss when there is no validation set (which can be any negative number).
-    best_acc, bad_epochs, start_epoch = -math.inf, 0, 1
-    best_state: dict[str, Tensor] | None = None
-    saved_epoch: int | None = None  # the epoch in checkpoint_dir/last.pt written (or resumed) here
+    on_epochs = [f for f in (tracker.on_epoch if tracker is not None else None, on_epoch) if f is not None]
+    trainer.callbacks = [
+        *callbacks,
+        Divergence(_non_finite_error, num_classes=split.info.num_classes),
+        *([EarlyStopping(cfg.early_stopping_patience)] if cfg.early_stopping_patience is not None else []),
+        *[TrackEpochs(f) for f in on_epochs],
+        # Last, so the callbacks before it see the average at the end of an epoch.
+        *([WeightAveraging(model, cfg.ema_decay)] if cfg.ema_decay is not None else []),
+        ProgressBar(progress, "training"),
+    ]
     if resume is not None:
-        model.load_state_dict(resume["state_dict"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        if ema is not None:
-            if "ema" not in resume:
-                raise CheckpointError("the checkpoint to resume has no weight average (train.ema_decay)")
-            ema.load_state_dict(resume["ema"])
-        set_rng_states(resume["rng"], generators, use_cuda)
-        result.history = list(resume["history"])
-        best_acc, bad_epochs = float(resume["best_val_acc"]), int(resume["bad_epochs"])
-        result.best_epoch = int(resume["best_epoch"])
-        start_epoch = int(resume["epoch"]) + 1
-        saved_epoch = start_epoch - 1
-        if checkpoint_dir is not None and (checkpoint_dir / "best.pt").is_file():
+        trainer.resume(resume)
+    trainer.fit()
+    return TrainResult(
+        history=trainer.history,
+        best_epoch=trainer.best.epoch,
+        stopped_early=trainer.should_stop,
+        precision="bfloat16 autocast" if trainer.amp else "float32",
+        warnings=trainer.warnings,
+    )
+
+
+def _non_finite_error(trainer: Trainer, where: str) -> str:
+    return non_finite_message(where, trainer.checkpoint_dir, trainer.saved_epoch, trainer.best.epoch)
+
+
+class SupervisedTrainer(Trainer):
+    """Cross-entropy training of a classifier on a preloaded split (see :func:`train`).
+
+    Data stays on the device; each epoch draws a permutation from a generator seeded with
+    ``seed``; augmentation, erasing and mixing draw from one seeded with ``seed + 1``,
+    adversarial examples from one seeded with ``seed + 2``. The score that picks the best
+    epoch is the validation accuracy, or minus the mean training loss without a validation set.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        split: Split,
+        cfg: TrainConfig,
+        *,
+        device: torch.device,
+        seed: int,
+        checkpoint_dir: Path | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        from stresslab.data.augment import BatchAugment
+        from stresslab.data.erasing import RandomErasing
+        from stresslab.data.mixing import BatchMix
+
+        self.split, self.cfg, self.meta = split, cfg, dict(meta or {})
+        self.amp = use_bf16(cfg.amp, device)
+        self.channels_last = cfg.channels_last == "on" or cfg.channels_last == "auto"
+        self.train_x, self.train_y = split.train_x.to(device), split.train_y.to(device)
+        self.n = len(self.train_y)
+        if self.n == 0:
+            raise TrainingDiverged("the training set is empty")
+        steps_per_epoch = math.ceil(self.n / cfg.batch_size)
+        total_steps = steps_per_epoch * cfg.epochs
+        warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+        a = cfg.augment
+        self.augment = BatchAugment(crop_padding=a.crop_padding, hflip=a.hflip, rotation_deg=a.rotation_deg)
+        self.erase = RandomErasing(a.erasing_prob, a.erasing_scale, a.erasing_ratio, a.erasing_value)
+        self.mix = BatchMix(split.info.num_classes, a.mixup_alpha, a.cutmix_alpha, a.cutmix_prob)
+        self.generators = {  # saved for resume
+            "shuffle": torch.Generator().manual_seed(seed),
+            "augment": torch.Generator(device=device).manual_seed(seed + 1),
+            "adversarial": torch.Generator(device=device).manual_seed(seed + 2),
+        }
+        model.to(device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(model, cfg)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule, cfg.final_lr_fraction)
+        )
+        super().__init__(
+            model,
+            optimizer,
+            scheduler,
+            device=device,
+            epochs=cfg.epochs,
+            steps_per_epoch=steps_per_epoch,
+            checkpoint_dir=checkpoint_dir,
+            grad_clip=cfg.grad_clip,
+        )
+        self.has_val = len(split.val_y) > 0
+        self.perm = torch.empty(0, dtype=torch.long)
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue after the epoch of ``state`` (a loaded ``last.pt``)."""
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.call("on_load_checkpoint", state)
+        set_rng_states(state["rng"], self.generators, self.device.type == "cuda")
+        self.history = list(state["history"])
+        self.best = Best(float(state["best_val_acc"]), int(state["best_epoch"]), int(state["bad_epochs"]))
+        self.start_epoch = int(state["epoch"]) + 1
+        self.saved_epoch = self.start_epoch - 1
+        if self.checkpoint_dir is not None and (self.checkpoint_dir / "best.pt").is_file():
             from stresslab.models.weights import load_checkpoint
 
-            best_state = load_checkpoint(checkpoint_dir / "best.pt")["state_dict"]
-        log.info("resuming after epoch %d", start_epoch - 1)
+            self.best_state = load_checkpoint(self.checkpoint_dir / "best.pt")["state_dict"]
+        log.info("resuming after epoch %d", self.start_epoch - 1)
 
-    has_val = len(split.val_y) > 0
-    with progress("training", max(0, cfg.epochs - start_epoch + 1) * steps_per_epoch) as advance:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            model.train()
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=shuffle_gen).to(device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            for step in range(steps_per_epoch):
-                idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                xb, yb = to_float(train_x[idx]), train_y[idx]
-                if augment.enabled:
-                    xb = augment(xb, generator=aug_gen)
-                if adv is not None:
-                    xb = _mix_adversarial(model, xb, yb, adv, adv_gen)
-                # Erasing and mixing come last, so adversarial examples see clean labels.
-                targets: Tensor = yb
-                if erase.enabled:
-                    xb = erase(xb, generator=aug_gen)
-                if mix.enabled:
-                    xb, targets = mix(xb, yb, generator=aug_gen)  # soft targets (N, K)
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(xb)
-                    loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
-                if not torch.isfinite(loss):
-                    where = f"loss became {loss.item()} at epoch {epoch}, step {step + 1}/{steps_per_epoch}"
-                    raise TrainingDiverged(
-                        non_finite_message(where, checkpoint_dir, saved_epoch, result.best_epoch)
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                if ema is not None:
-                    ema.update(model)
-                loss_sum += loss.detach() * len(yb)
-                correct += (logits.argmax(1) == yb).sum()
-                advance(1)
-                if step % 20 == 0:
-                    advance.describe(f"epoch {epoch}/{cfg.epochs} loss {loss.item():.3f}")
-            if use_cuda:
-                torch.cuda.synchronize()
-            train_seconds = time.perf_counter() - t0
-            # With weight averaging, the average is what is validated, kept and probed.
-            raw_state = None
-            if ema is not None:
-                raw_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                ema.copy_to(model)
-            val_loss, val_acc = evaluate(
-                model, split.val_x, split.val_y, cfg.eval_batch_size, device, channels_last, amp
-            )
-            record = {
-                "epoch": epoch,
-                "train_loss": float(loss_sum) / n,
-                "train_acc": int(correct) / n,
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - t0,
-                "images_per_s": n / train_seconds,
-            }
-            result.history.append(record)
-            log.info(
-                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s",
-                epoch,
-                cfg.epochs,
-                record["train_loss"],
-                record["train_acc"],
-                val_loss,
-                val_acc,
-                record["images_per_s"],
-            )
-            advance.describe(f"epoch {epoch}/{cfg.epochs} val acc {val_acc:.4f}")
-            exploded = loss_explosion(result.history, split.info.num_classes)
-            if exploded and not result.warnings:
-                log.warning(exploded)
-                result.warnings.append(exploded)
+    def begin_epoch(self) -> None:
+        self.perm = torch.randperm(self.n, generator=self.generators["shuffle"]).to(self.device)
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
 
-            score = val_acc if has_val else -record["train_loss"]
-            improved = score > best_acc
-            if improved:
-                best_acc, bad_epochs, result.best_epoch = score, 0, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad_epochs += 1
-            if checkpoint_dir is not None:
-                rng = rng_states(generators, use_cuda)
-                if improved:
-                    save_checkpoint(
-                        checkpoint_dir / "best.pt", model, {**meta, "epoch": epoch, "history": result.history}
-                    )
-                save_checkpoint(
-                    checkpoint_dir / "last.pt",
-                    model,
-                    {
-                        **meta,
-                        **({"ema": ema.state_dict()} if ema is not None else {}),
-                        "epoch": epoch,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": rng,
-                        "history": result.history,
-                        "best_val_acc": best_acc,
-                        "best_epoch": result.best_epoch,
-                        "bad_epochs": bad_epochs,
-                    },
-                    state_dict=raw_state,
-                )
-                saved_epoch = epoch
-            if on_epoch is not None:
-                on_epoch(record)
-            if raw_state is not None:
-                model.load_state_dict(raw_state)
-            if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
-                log.info("early stopping at epoch %d (best epoch %d)", epoch, result.best_epoch)
-                result.stopped_early = True
-                break
+    def training_step(self, step: int) -> StepOutput:
+        aug_gen, adv = self.generators["augment"], self.cfg.adversarial
+        idx = self.perm[step * self.cfg.batch_size : (step + 1) * self.cfg.batch_size]
+        xb, yb = to_float(self.train_x[idx]), self.train_y[idx]
+        if self.augment.enabled:
+            xb = self.augment(xb, generator=aug_gen)
+        if adv is not None:
+            xb = _mix_adversarial(self.model, xb, yb, adv, self.generators["adversarial"])
+        # Erasing and mixing come last, so adversarial examples see clean labels.
+        targets: Tensor = yb
+        if self.erase.enabled:
+            xb = self.erase(xb, generator=aug_gen)
+        if self.mix.enabled:
+            xb, targets = self.mix(xb, yb, generator=aug_gen)  # soft targets (N, K)
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.model(xb)
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.label_smoothing)
+        return StepOutput(loss, logits, yb)
 
-    if best_state is not None and has_val:
-        model.load_state_dict(best_state)
-    elif ema is not None:
-        ema.copy_to(model)
-    model.to(memory_format=torch.contiguous_format)
-    return result
+    def count(self, out: StepOutput) -> None:
+        self.loss_sum += out.loss.detach() * len(out.labels)
+        self.correct += (out.logits.argmax(1) == out.labels).sum()
+
+    def validate(self, train_seconds: float) -> dict[str, float]:
+        cfg, split, device = self.cfg, self.split, self.device
+        val_loss, val_acc = evaluate(
+            self.model, split.val_x, split.val_y, cfg.eval_batch_size, device, self.channels_last, self.amp
+        )
+        record = {
+            "epoch": self.epoch,
+            "train_loss": float(self.loss_sum) / self.n,
+            "train_acc": int(self.correct) / self.n,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - self.epoch_started,
+            "images_per_s": self.n / train_seconds,
+        }
+        log.info(
+            "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s",
+            self.epoch,
+            cfg.epochs,
+            record["train_loss"],
+            record["train_acc"],
+            val_loss,
+            val_acc,
+            record["images_per_s"],
+        )
+        return record
+
+    def score(self, record: dict[str, float]) -> float:
+        return record["val_acc"] if self.has_val else -record["train_loss"]
+
+    def checkpoint(self) -> None:
+        """``best.pt`` when the epoch is the best so far, ``last.pt`` always."""
+        if self.checkpoint_dir is None:
+            return
+        rng = rng_states(self.generators, self.device.type == "cuda")
+        epoch_meta = {**self.meta, "epoch": self.epoch, "history": self.history}
+        if self.best.improved:
+            save_checkpoint(self.checkpoint_dir / "best.pt", self.model, epoch_meta)
+        resumable = {
+            **epoch_meta,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng,
+            "best_val_acc": self.best.score,
+            "best_epoch": self.best.epoch,
+            "bad_epochs": self.best.bad_epochs,
+        }
+        self.save_resumable(self.checkpoint_dir / "last.pt", resumable)
+
+    def finish(self) -> None:
+        """The model keeps the best validated weights (after weight averaging: the average)."""
+        if self.best_state is not None and self.has_val:
+            self.model.load_state_dict(self.best_state)
+        super().finish()
 
 
 def _mix_adversarial(model: nn.Module, x: Tensor, y: Tensor, adv: Any, gen: torch.Generator) -> Tensor:

@@ -15,7 +15,6 @@ result as on any model.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,17 +27,19 @@ from torch import nn
 
 from stresslab.data.base import Split, to_float
 from stresslab.data.simclr_augment import SimCLRAugment
-from stresslab.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from stresslab.errors import CheckpointError, ConfigError, DataError
 from stresslab.files import atomic_write_json
 from stresslab.models.weights import load_checkpoint
 from stresslab.progress import ProgressReporter
 from stresslab.scoped import inference_scope
-from stresslab.train.checkpoint import save_checkpoint
+from stresslab.train.callbacks import Divergence, ProgressBar, TrackEpochs
+from stresslab.train.checkpoint import rng_states, set_rng_states
 from stresslab.train.config import PretrainConfig, TrainConfig
 from stresslab.train.contrastive import ProjectionHead, nt_xent_logits
 from stresslab.train.freeze import dropout_off, frozen_encoder
 from stresslab.train.precision import use_bf16
 from stresslab.train.schedule import lr_factor
+from stresslab.train.trainer import StepOutput, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -86,131 +87,177 @@ def pretrain(
         ConfigError: the model has no ``features()``; DataError: fewer than 2 training images;
         TrainingDiverged: the loss became NaN/Inf.
     """
-    if not callable(getattr(model, "features", None)):
-        raise ConfigError("train.pretrain: SimCLR needs a model with features() (the embedding it trains)")
-    progress = progress or ProgressReporter(enabled=False)
-    augment = SimCLRAugment(**cfg.augment.model_dump())
-    train_x = split.train_x.to(device)
-    n = len(train_x)
-    if n < 2:
-        raise DataError(f"SimCLR needs at least 2 training images (negatives come from the batch), got {n}")
-    batch = min(cfg.batch_size, n)
-    steps_per_epoch = n // batch  # the last incomplete batch is dropped, as in SimCLR
-    total_steps = steps_per_epoch * cfg.epochs
-    shuffle_gen = torch.Generator().manual_seed(seed + 10)
-    aug_gen = torch.Generator(device=device).manual_seed(seed + 11)
-
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    with inference_scope(model), torch.no_grad():
-        dim = model.features(to_float(train_x[:2])).shape[1]  # type: ignore[operator]
-    projection = ProjectionHead(dim, cfg.projection_dim).to(device)
-    params = _encoder_params(model) + list(projection.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, 0, "cosine"))
-
-    result, start_epoch = PretrainResult(), 1
-    settings = cfg.model_dump(mode="json")
+    trainer = SimCLRTrainer(
+        model,
+        split,
+        cfg,
+        device=device,
+        seed=seed,
+        amp=amp,
+        channels_last=channels_last,
+        checkpoint_dir=checkpoint_dir,
+        meta=meta,
+    )
+    trainer.callbacks = [
+        Divergence(_non_finite_error),
+        *([TrackEpochs(on_epoch)] if on_epoch is not None else []),
+        ProgressBar(progress, "SimCLR pretraining", prefix="SimCLR "),
+    ]
     if resume is not None:
-        saved = resume["pretrain"]
-        if saved["config"] != settings:
-            raise CheckpointError(
-                f"{PRETRAIN_LAST} was written with other train.pretrain settings: {saved['config']}"
-            )
-        model.load_state_dict(resume["state_dict"])
-        projection.load_state_dict(saved["projection"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        shuffle_gen.set_state(saved["rng"]["shuffle"])
-        aug_gen.set_state(saved["rng"]["augment"].to(aug_gen.get_state().device))
-        torch.set_rng_state(saved["rng"]["torch"])
-        if device.type == "cuda" and "cuda" in saved["rng"]:
-            torch.cuda.set_rng_state(saved["rng"]["cuda"])
-        result.history = list(saved["history"])
-        start_epoch = int(saved["epoch"]) + 1
-        log.info("SimCLR: resuming after epoch %d of %d", start_epoch - 1, cfg.epochs)
-
+        trainer.resume(resume)
     # Dropout stays off in the encoder: two views of one image would otherwise be compared
     # through two different random masks. With custom_cnn's dropout (0.25 after each conv
     # stage, 0.5 on the embedding) on, 3 epochs on 3,000 Fashion-MNIST images paired 2.4% of
     # views with their partner (28% with dropout off) and gave 67.5% kNN accuracy (70.0%).
-    total = max(0, cfg.epochs - start_epoch + 1) * steps_per_epoch
-    with dropout_off(model), progress("SimCLR pretraining", total) as advance:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            model.train()
-            projection.train()
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=shuffle_gen).to(device)
-            loss_sum = torch.zeros((), device=device)
-            hits = torch.zeros((), device=device, dtype=torch.long)
-            for step in range(steps_per_epoch):
-                x = to_float(train_x[perm[step * batch : (step + 1) * batch]])
-                views = torch.cat([augment(x, aug_gen), augment(x, aug_gen)])  # (2B, C, H, W)
-                if channels_last:
-                    views = views.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    z = projection(model.features(views))  # type: ignore[operator]
-                logits, targets = nt_xent_logits(z[:batch], z[batch:], cfg.temperature)
-                loss = F.cross_entropy(logits, targets)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"SimCLR loss became {loss.item()} at epoch {epoch}, step {step + 1}/"
-                        f"{steps_per_epoch}; the last good checkpoint is kept. Try a lower train.pretrain.lr."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                loss_sum += loss.detach()
-                hits += (logits.detach().argmax(1) == targets).sum()
-                advance(1)
-                if step % 20 == 0:
-                    advance.describe(f"SimCLR epoch {epoch}/{cfg.epochs} loss {loss.item():.3f}")
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - t0
-            record = {
-                "epoch": epoch,
-                "loss": float(loss_sum) / steps_per_epoch,
-                "pair_acc": int(hits) / (2 * batch * steps_per_epoch),
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": seconds,
-                "images_per_s": batch * steps_per_epoch / seconds,
-            }
-            result.history.append(record)
-            log.info(
-                "SimCLR epoch %d/%d  loss %.4f  pair acc %.4f  %.0f img/s",
-                epoch,
-                cfg.epochs,
-                record["loss"],
-                record["pair_acc"],
-                record["images_per_s"],
+    with dropout_off(model):
+        trainer.fit()
+    return PretrainResult(history=trainer.history)
+
+
+def _non_finite_error(trainer: Trainer, where: str) -> str:
+    return f"SimCLR {where}; the last good checkpoint is kept. Try a lower train.pretrain.lr."
+
+
+class SimCLRTrainer(Trainer):
+    """SimCLR steps on the model's ``features()`` through a projection head (see :func:`pretrain`).
+
+    Each epoch draws a permutation from a generator seeded with ``seed + 10``; the views draw
+    from one seeded with ``seed + 11``. There is no validation set and no best epoch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        split: Split,
+        cfg: PretrainConfig,
+        *,
+        device: torch.device,
+        seed: int,
+        amp: bool = False,
+        channels_last: bool = False,
+        checkpoint_dir: Path | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        if not callable(getattr(model, "features", None)):
+            raise ConfigError(
+                "train.pretrain: SimCLR needs a model with features() (the embedding it trains)"
             )
-            if checkpoint_dir is not None:
-                rng = {
-                    "shuffle": shuffle_gen.get_state(),
-                    "augment": aug_gen.get_state().cpu(),
-                    "torch": torch.get_rng_state(),
-                }
-                if device.type == "cuda":
-                    rng["cuda"] = torch.cuda.get_rng_state()
-                state = {
-                    "method": cfg.method,
-                    "epoch": epoch,
-                    "complete": epoch == cfg.epochs,
-                    "config": settings,
-                    "projection": {k: v.detach().cpu() for k, v in projection.state_dict().items()},
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng,
-                    "history": result.history,
-                }
-                save_checkpoint(checkpoint_dir / PRETRAIN_LAST, model, {**(meta or {}), "pretrain": state})
-            if on_epoch is not None:
-                on_epoch(record)
-    model.to(memory_format=torch.contiguous_format)
-    return result
+        self.cfg, self.amp, self.channels_last, self.meta = cfg, amp, channels_last, dict(meta or {})
+        self.augment = SimCLRAugment(**cfg.augment.model_dump())
+        self.train_x = split.train_x.to(device)
+        self.n = len(self.train_x)
+        if self.n < 2:
+            raise DataError(
+                f"SimCLR needs at least 2 training images (negatives come from the batch), got {self.n}"
+            )
+        self.batch = min(cfg.batch_size, self.n)
+        steps_per_epoch = self.n // self.batch  # the last incomplete batch is dropped, as in SimCLR
+        total_steps = steps_per_epoch * cfg.epochs
+        self.generators = {
+            "shuffle": torch.Generator().manual_seed(seed + 10),
+            "augment": torch.Generator(device=device).manual_seed(seed + 11),
+        }
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        with inference_scope(model), torch.no_grad():
+            dim = model.features(to_float(self.train_x[:2])).shape[1]  # type: ignore[operator]
+        self.projection = ProjectionHead(dim, cfg.projection_dim).to(device)
+        params = _encoder_params(model) + list(self.projection.parameters())
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, total_steps, 0, "cosine")
+        )
+        super().__init__(
+            model,
+            optimizer,
+            scheduler,
+            device=device,
+            epochs=cfg.epochs,
+            steps_per_epoch=steps_per_epoch,
+            checkpoint_dir=checkpoint_dir,
+        )
+        self.settings = cfg.model_dump(mode="json")
+        self.perm = torch.empty(0, dtype=torch.long)
+        self.loss_sum = torch.zeros((), device=device)
+        self.hits = torch.zeros((), device=device, dtype=torch.long)
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue after the epoch of ``state`` (a loaded ``pretrain_last.pt`` of the same settings)."""
+        saved = state["pretrain"]
+        if saved["config"] != self.settings:
+            raise CheckpointError(
+                f"{PRETRAIN_LAST} was written with other train.pretrain settings: {saved['config']}"
+            )
+        self.model.load_state_dict(state["state_dict"])
+        self.projection.load_state_dict(saved["projection"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.call("on_load_checkpoint", state)
+        set_rng_states(saved["rng"], self.generators, self.device.type == "cuda")
+        self.history = list(saved["history"])
+        self.start_epoch = int(saved["epoch"]) + 1
+        self.saved_epoch = self.start_epoch - 1
+        log.info("SimCLR: resuming after epoch %d of %d", self.start_epoch - 1, self.cfg.epochs)
+
+    def begin_epoch(self) -> None:
+        self.projection.train()
+        self.perm = torch.randperm(self.n, generator=self.generators["shuffle"]).to(self.device)
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.hits = torch.zeros((), device=self.device, dtype=torch.long)
+
+    def training_step(self, step: int) -> StepOutput:
+        batch, aug_gen = self.batch, self.generators["augment"]
+        x = to_float(self.train_x[self.perm[step * batch : (step + 1) * batch]])
+        views = torch.cat([self.augment(x, aug_gen), self.augment(x, aug_gen)])  # (2B, C, H, W)
+        if self.channels_last:
+            views = views.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            z = self.projection(self.model.features(views))  # type: ignore[operator]
+        logits, targets = nt_xent_logits(z[:batch], z[batch:], self.cfg.temperature)
+        return StepOutput(F.cross_entropy(logits, targets), logits, targets)
+
+    def count(self, out: StepOutput) -> None:
+        self.loss_sum += out.loss.detach()
+        self.hits += (out.logits.detach().argmax(1) == out.labels).sum()
+
+    def validate(self, train_seconds: float) -> dict[str, float]:
+        """No validation: the record holds the epoch's mean loss and share of views paired."""
+        images = self.batch * self.steps_per_epoch
+        record = {
+            "epoch": self.epoch,
+            "loss": float(self.loss_sum) / self.steps_per_epoch,
+            "pair_acc": int(self.hits) / (2 * images),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": train_seconds,
+            "images_per_s": images / train_seconds,
+        }
+        log.info(
+            "SimCLR epoch %d/%d  loss %.4f  pair acc %.4f  %.0f img/s",
+            self.epoch,
+            self.cfg.epochs,
+            record["loss"],
+            record["pair_acc"],
+            record["images_per_s"],
+        )
+        return record
+
+    def checkpoint(self) -> None:
+        """``pretrain_last.pt``: the model plus everything a resume needs under ``pretrain``."""
+        if self.checkpoint_dir is None:
+            return
+        state = {
+            "method": self.cfg.method,
+            "epoch": self.epoch,
+            "complete": self.epoch == self.cfg.epochs,
+            "config": self.settings,
+            "projection": {k: v.detach().cpu() for k, v in self.projection.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_states(self.generators, self.device.type == "cuda"),
+            "history": self.history,
+        }
+        self.save_resumable(self.checkpoint_dir / PRETRAIN_LAST, {**self.meta, "pretrain": state})
 
 
 @contextmanager

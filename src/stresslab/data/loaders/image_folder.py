@@ -98,21 +98,7 @@ def load_image_folder(
     te_paths, te_labels = flat(test_files) if test_files is not None else ([], [])
     all_paths = tr_paths + te_paths
 
-    with ThreadPoolExecutor(_workers()) as pool:
-        headers = list(pool.map(read_header, all_paths))
-        good_train = [h for h in headers[: len(tr_paths)] if not isinstance(h, str)]
-        if image_size is not None:
-            size = (image_size, image_size)
-        elif good_train:
-            size = Counter(h[0] for h in good_train).most_common(1)[0][0]
-        else:
-            size = (1, 1)  # every training file is bad; the error below says so
-        n_channels = channels or (1 if good_train and all(h[1] for h in good_train) else 3)
-        todo = [i for i, h in enumerate(headers) if not isinstance(h, str)]
-        decoded = dict(
-            zip(todo, pool.map(lambda i: decode_image(all_paths[i], size, n_channels), todo), strict=True)
-        )
-
+    headers, decoded, size, n_channels = _decode_all(all_paths, len(tr_paths), image_size, channels)
     errors = [h for h in headers if isinstance(h, str)] + [d for d in decoded.values() if isinstance(d, str)]
     if errors and not skip_bad:
         raise DataError(
@@ -124,24 +110,13 @@ def load_image_folder(
     if skipped:
         logger.warning("skipped %d bad image file(s) under %s", len(skipped), root)
 
-    def stack(indices: range, labels: list[int]) -> tuple[Tensor, Tensor]:
-        keep = [i for i in indices if not isinstance(decoded.get(i, "bad"), str)]
-        arrays = [decoded[i] for i in keep]
-        if not arrays:
-            return torch.empty(0, n_channels, size[1], size[0], dtype=torch.uint8), torch.empty(
-                0, dtype=torch.long
-            )
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        y = torch.tensor([labels[i - indices.start] for i in keep], dtype=torch.long)
-        return x, y
-
-    train_x, train_y = stack(range(len(tr_paths)), tr_labels)
+    train_x, train_y = _stack(decoded, range(len(tr_paths)), tr_labels, n_channels, size)
     if len(train_y) == 0:
         raise DataError(f"no readable training images under {root / 'train'}")
     # Classes left with few or no training images are reported by load_split (Split.warnings).
     source = f"image folder {root} ({len(class_names)} classes, {size[0]}x{size[1]}, {n_channels} channel(s))"
     if test_files is not None:
-        test_x, test_y = stack(range(len(tr_paths), len(all_paths)), te_labels)
+        test_x, test_y = _stack(decoded, range(len(tr_paths), len(all_paths)), te_labels, n_channels, size)
     else:
         n_held = round(len(train_y) * HOLDOUT_FRACTION)
         held = stratified_sample(train_y, n_held, seed=HOLDOUT_SEED, keep_one_out=True)
@@ -154,3 +129,46 @@ def load_image_folder(
             "is held out as the test set"
         )
     return RawDataset(train_x, train_y, test_x, test_y, class_names, source=source, skipped=skipped)
+
+
+Header = tuple[tuple[int, int], bool] | str  # (size (W, H), grayscale), or why the file is bad
+Decoded = dict[int, np.ndarray | str]
+
+
+def _decode_all(
+    paths: list[Path], n_train: int, image_size: int | None, channels: int | None
+) -> tuple[list[Header], Decoded, tuple[int, int], int]:
+    """Read every header, pick the size (width, height) and channel count, decode every
+    readable file (threads). Returns the headers (a string: why a file is bad), the decoded
+    HxWxC uint8 arrays (or error strings) by position in ``paths``, the size and channels.
+    The first ``n_train`` paths are the training files the defaults are taken from."""
+    with ThreadPoolExecutor(_workers()) as pool:
+        headers = list(pool.map(read_header, paths))
+        good_train = [h for h in headers[:n_train] if not isinstance(h, str)]
+        if image_size is not None:
+            size = (image_size, image_size)
+        elif good_train:
+            size = Counter(h[0] for h in good_train).most_common(1)[0][0]
+        else:
+            size = (1, 1)  # every training file is bad; the caller's error says so
+        n_channels = channels or (1 if good_train and all(h[1] for h in good_train) else 3)
+        todo = [i for i, h in enumerate(headers) if not isinstance(h, str)]
+        decoded: Decoded = dict(
+            zip(todo, pool.map(lambda i: decode_image(paths[i], size, n_channels), todo), strict=True)
+        )
+    return headers, decoded, size, n_channels
+
+
+def _stack(
+    decoded: Decoded, indices: range, labels: list[int], n_channels: int, size: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
+    """The readable images among ``indices`` as uint8 (N, C, H, W) and their int64 labels
+    (``labels`` is indexed from ``indices.start``)."""
+    keep = [i for i in indices if not isinstance(decoded.get(i, "bad"), str)]
+    arrays = [decoded[i] for i in keep]
+    if not arrays:
+        empty = torch.empty(0, n_channels, size[1], size[0], dtype=torch.uint8)
+        return empty, torch.empty(0, dtype=torch.long)
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor([labels[i - indices.start] for i in keep], dtype=torch.long)
+    return x, y

@@ -14,7 +14,7 @@ from stresslab.attacks.base import Norm, check_epsilon
 from stresslab.metrics.confusion import confusion_counts
 from stresslab.probes.adversarial.checks import validity_checks
 from stresslab.probes.adversarial.numbers import probe_metrics
-from stresslab.probes.adversarial.plan import LEGACY_SETTINGS, AttackSpec, build_attacks, build_extra, doubled
+from stresslab.probes.adversarial.plan import RETIRED, AttackSpec, build_attacks, doubled
 from stresslab.probes.adversarial.present import figures, summary, tables
 from stresslab.probes.adversarial.sweep import AttackRun, Sweeper, SweepResult, sweep_units
 from stresslab.probes.adversarial.threats import ThreatModel, default_threat_models, eps_key, threat_model
@@ -48,8 +48,9 @@ class AdversarialProbe(Probe):
     defaults of :func:`default_threat_models`, and 0 and the reporting epsilon are always
     added to a sweep. The reporting epsilon ``epsilon`` (``l2_epsilon``) defaults to the
     largest value of a given sweep, else the dataset default. The flat ``steps``,
-    ``step_size``, ``restarts``, ``random_start``, ``early_stop`` and ``loss`` are
-    deprecated: they apply to every attack that takes them, below its own settings.
+    ``step_size``, ``restarts``, ``random_start``, ``early_stop`` and ``loss`` of earlier
+    versions are refused (:data:`~stresslab.probes.adversarial.plan.RETIRED`) with the
+    per-attack form to write instead.
 
     Attacks run on ``max_images`` test images (``ctx.sample``: seeded, class-stratified,
     shared with other probes; 0 or ``None``: all). Robust accuracy at ``epsilon``
@@ -77,6 +78,7 @@ class AdversarialProbe(Probe):
     headlines = (
         Headline("robust_accuracy", "robust accuracy (set by {robust_accuracy_set_by})", percent=True),
     )
+    retired = RETIRED
 
     def __init__(
         self,
@@ -94,18 +96,11 @@ class AdversarialProbe(Probe):
         tolerance: float = 0.0,
         gallery_images: int = 4,
         ssim_threshold: float = 0.95,
-        steps: int | None = None,
-        step_size: float | None = None,
-        random_start: bool | None = None,
-        restarts: int | None = None,
-        early_stop: bool | None = None,
-        loss: str | None = None,
     ) -> None:
-        legacy = dict(
-            zip(LEGACY_SETTINGS, (steps, step_size, restarts, random_start, early_stop, loss), strict=True)
+        self.attacks: dict[str, Attack] = build_attacks(attacks)
+        self.confusion_attack = (
+            self.attacks.get(CONFUSION_ATTACK) or build_attacks([CONFUSION_ATTACK])[CONFUSION_ATTACK]
         )
-        self.attacks: dict[str, Attack] = build_attacks(attacks, legacy)
-        self.confusion_attack = self.attacks.get(CONFUSION_ATTACK) or build_extra(CONFUSION_ATTACK, legacy)
         self.epsilons = None if epsilons is None else [check_epsilon(e) for e in epsilons]
         self.epsilon = _opt_eps(epsilon)
         self.l2_epsilons = None if l2_epsilons is None else [check_epsilon(e) for e in l2_epsilons]
@@ -267,7 +262,7 @@ class AdversarialProbe(Probe):
             name = f"{FALLBACK_ATTACK}_{norm}"
             covered = any(not a.uses_gradients for a in self.attacks.values() if a.norm == norm)
             if not covered and name in ATTACKS:
-                attacks[name] = ATTACKS.get(name)()
+                attacks[name] = ATTACKS.build(name)
                 added[name] = (
                     f"{zero_gradients} of {n} attacked images have an all-zero input gradient, "
                     "which gradient attacks cannot follow"

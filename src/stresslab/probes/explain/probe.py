@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from torch import Tensor, nn
+
 from stresslab.attributions.base import Attribution
 from stresslab.probes.base import Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.probes.explain.cases import HIGH_CONFIDENCE, CaseChoice, select_cases
@@ -20,13 +22,14 @@ from stresslab.probes.explain.concentration_present import concentration_figure,
 from stresslab.probes.explain.data_randomization import DataRandomizationSettings, data_randomization_test
 from stresslab.probes.explain.data_randomization_present import present_data_randomization
 from stresslab.probes.explain.figures import explain_figures
+from stresslab.probes.explain.layers import resolve_cam_layers
 from stresslab.probes.explain.present import present
 from stresslab.probes.explain.records import case_records, settings_record
 from stresslab.probes.explain.settings import (
     DEFAULT_METHODS,
+    RETIRED,
     ExplainSettings,
     MethodsSpec,
-    apply_legacy_keys,
     build_methods,
     method_specs,
 )
@@ -60,14 +63,14 @@ class ExplainProbe(Probe):
     correlation between its maps of the two models is at least ``threshold``. Background
     pixels are those within ``background_tolerance`` of the dataset's background value.
 
-    Deprecated flat settings (``layer``, ``occlusion_window``, ``occlusion_stride``,
-    ``occlusion_fill``, ``smoothgrad_samples``, ``smoothgrad_noise``, ``ig_steps``,
-    ``ig_baseline``) still work and log a warning naming the ``methods`` form.
+    The flat settings of earlier versions (``layer``, ``occlusion_window``, ...) are
+    :data:`~stresslab.probes.explain.settings.RETIRED`: a config that gives one is refused
+    with the ``methods`` form to write instead.
     """
 
     order = 30
-
     requires = ("failures",)
+    retired = RETIRED
 
     def __init__(
         self,
@@ -88,29 +91,8 @@ class ExplainProbe(Probe):
         background_tolerance: float = 0.05,
         cases_per_figure: int = 6,
         data_randomization: Mapping[str, Any] | None = None,
-        layer: str | None = None,
-        occlusion_window: int | None = None,
-        occlusion_stride: int | None = None,
-        occlusion_fill: str | float | None = None,
-        smoothgrad_samples: int | None = None,
-        smoothgrad_noise: float | None = None,
-        ig_steps: int | None = None,
-        ig_baseline: str | float | None = None,
     ) -> None:
         specs = method_specs(methods)
-        apply_legacy_keys(
-            specs,
-            {
-                "layer": layer,
-                "occlusion_window": occlusion_window,
-                "occlusion_stride": occlusion_stride,
-                "occlusion_fill": occlusion_fill,
-                "smoothgrad_samples": smoothgrad_samples,
-                "smoothgrad_noise": smoothgrad_noise,
-                "ig_steps": ig_steps,
-                "ig_baseline": ig_baseline,
-            },
-        )
         self.methods = build_methods(specs)
         self.data_randomization = DataRandomizationSettings.parse(data_randomization)
         self.settings = ExplainSettings(
@@ -129,6 +111,12 @@ class ExplainProbe(Probe):
             background_tolerance=background_tolerance,
             cases_per_figure=cases_per_figure,
         )
+
+    def check(self, model: nn.Module, sample: Tensor) -> None:
+        """Resolve each CAM method's layer in ``model`` (``conv3`` of a wrapped user module is
+        ``body.conv3``), replacing ``self.methods``; ConfigError naming the candidate layers
+        where a named layer does not exist or the model has no conv layer to explain."""
+        self.methods = resolve_cam_layers(self.methods, model, sample)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         s = self.settings

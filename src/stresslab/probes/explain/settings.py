@@ -3,7 +3,6 @@ the ``ATTRIBUTIONS`` registry) and the settings of the checks and the report."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,24 +10,21 @@ from typing import Any
 from stresslab.attributions.base import ATTRIBUTIONS, Attribution, check_fill
 from stresslab.errors import ConfigError
 
-log = logging.getLogger(__name__)
-
 MethodsSpec = Sequence[str] | Mapping[str, Mapping[str, Any] | None]
 """``[gradcam, saliency]`` (default settings) or ``{occlusion: {window: 8}, gradcam: {}}``."""
 
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "saliency", "smoothgrad", "occlusion")
 
-# Flat probe settings of earlier versions -> (method, its setting); method None means
-# every method that explains a conv layer.
-LEGACY_KEYS: dict[str, tuple[str | None, str]] = {
-    "layer": (None, "layer"),
-    "occlusion_window": ("occlusion", "window"),
-    "occlusion_stride": ("occlusion", "stride"),
-    "occlusion_fill": ("occlusion", "fill"),
-    "smoothgrad_samples": ("smoothgrad", "samples"),
-    "smoothgrad_noise": ("smoothgrad", "noise"),
-    "ig_steps": ("integrated_gradients", "steps"),
-    "ig_baseline": ("integrated_gradients", "baseline"),
+# Flat probe settings of earlier versions -> where each now goes (``build_probe`` names it).
+RETIRED: dict[str, str] = {
+    "layer": "methods: {{gradcam: {{layer: {value}}}}} (and gradcam_plus_plus, if listed)",
+    "occlusion_window": "methods: {{occlusion: {{window: {value}}}}}",
+    "occlusion_stride": "methods: {{occlusion: {{stride: {value}}}}}",
+    "occlusion_fill": "methods: {{occlusion: {{fill: {value}}}}}",
+    "smoothgrad_samples": "methods: {{smoothgrad: {{samples: {value}}}}}",
+    "smoothgrad_noise": "methods: {{smoothgrad: {{noise: {value}}}}}",
+    "ig_steps": "methods: {{integrated_gradients: {{steps: {value}}}}}",
+    "ig_baseline": "methods: {{integrated_gradients: {{baseline: {value}}}}}",
 }
 
 
@@ -99,47 +95,12 @@ def method_specs(methods: MethodsSpec) -> dict[str, dict[str, Any]]:
     return {str(name): {} for name in methods}
 
 
-def apply_legacy_keys(specs: dict[str, dict[str, Any]], legacy: Mapping[str, Any]) -> None:
-    """Move flat settings of earlier versions (``occlusion_window: 4``) into ``specs``
-    (``{occlusion: {window: 4}}``) with a deprecation warning naming the new form. A flat
-    key for a method that is not listed has no effect, as before."""
-    for key, value in legacy.items():
-        if value is None:
-            continue
-        method, option = LEGACY_KEYS[key]
-        new = f"{{{method or 'gradcam'}: {{{option}: {value!r}}}}}"
-        log.warning("probes.explain.%s is deprecated; write it as probes.explain.methods: %s", key, new)
-        for name, settings in specs.items():
-            if (method is None and ATTRIBUTIONS.get(name).needs_conv_layer) or name == method:
-                if option in settings and settings[option] != value:
-                    raise ConfigError(
-                        f"probes.explain.{key} ({value!r}) contradicts "
-                        f"probes.explain.methods.{name}.{option} ({settings[option]!r}); keep the latter"
-                    )
-                settings.setdefault(option, value)
-
-
 def build_methods(specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Attribution]:
-    """``ATTRIBUTIONS.get(name)(**settings)`` for each method; unknown names and settings are
+    """``ATTRIBUTIONS.build(name, **settings)`` for each method; unknown names and settings are
     ConfigErrors naming ``probes.explain.methods.<name>[.<key>]``."""
     if not specs:
         raise ConfigError("probes.explain: methods must name at least one method")
     out: dict[str, Attribution] = {}
     for name, settings in specs.items():
-        if name not in ATTRIBUTIONS:
-            raise ConfigError(
-                f"probes.explain.methods: unknown method {name!r}; "
-                f"choose from {', '.join(ATTRIBUTIONS.names())}"
-            )
-        cls = ATTRIBUTIONS.get(name)
-        for key in settings:
-            if key not in cls.options:
-                raise ConfigError(
-                    f"probes.explain.methods.{name}.{key}: unknown setting; "
-                    f"accepted: {', '.join(cls.options) or '(none)'}"
-                )
-        try:
-            out[name] = cls(**settings)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"probes.explain.methods.{name}: {e}") from e
+        out[name] = ATTRIBUTIONS.build(name, where=f"probes.explain.methods.{name}", **settings)
     return out

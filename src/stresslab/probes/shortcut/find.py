@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from stresslab.attributions.occlusion import Occlusion
+from stresslab.attributions.base import Attribution
 from stresslab.devices import model_device
 from stresslab.models.base import get_layer
 from stresslab.probes.shortcut.regions import Box, box_share, normalized, top_region
@@ -72,7 +72,7 @@ def class_region(maps: Tensor, top_fraction: float, max_fraction: float, min_ima
 
 def refine(
     coarse: Found,
-    occlusion: Occlusion,
+    occlusion: Attribution,
     model: nn.Module,
     x: Tensor,
     target: int,
@@ -85,8 +85,10 @@ def refine(
     cells of 4x4 pixels on a 28x28 image) with occlusion maps of images ``x`` (n, C, H, W)
     for class ``target``: the top region of their mean positive drop within the coarse box
     grown by its own height and width on every side. Returns ``coarse`` when occlusion finds
-    no positive drop there."""
-    occ = occlusion.maps(model, x, torch.full((len(x), 1), target), batch_size=batch_size).drop[:, 0]
+    no positive drop there. ``occlusion`` is a method with a confidence map (occlusion)."""
+    occ = occlusion.confidence_maps(model, x, torch.full((len(x), 1), target), batch_size=batch_size).drop[
+        :, 0
+    ]
     shares, _ = normalized(occ)
     if len(shares) == 0:
         return coarse

@@ -10,9 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from stresslab.attributions.base import Attribution
-from stresslab.attributions.gradcam import GradCam
-from stresslab.attributions.occlusion import Occlusion
+from stresslab.attributions.base import ATTRIBUTIONS, Attribution
 from stresslab.errors import ConfigError
 from stresslab.models.base import default_cam_layer
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
@@ -103,7 +101,8 @@ class ShortcutProbe(Probe):
     def _attribution(self, ctx: ProbeContext, warnings: list[str]) -> tuple[str, Attribution]:
         if self.method == "gradcam":
             try:
-                return "gradcam", GradCam(self.layer or default_cam_layer(ctx.model))
+                layer = self.layer or default_cam_layer(ctx.model)
+                return "gradcam", ATTRIBUTIONS.build("gradcam", where="probes.shortcut", layer=layer)
             except ConfigError as e:
                 warnings.append(f"shortcut: Grad-CAM cannot run on this model ({e}); used occlusion instead")
         return "occlusion", self._refiner(ctx)
@@ -111,21 +110,25 @@ class ShortcutProbe(Probe):
     def _coarse(self, ctx: ProbeContext, method: Attribution, x: Tensor) -> bool:
         """Whether ``method`` is Grad-CAM on a layer coarser than the image (e.g. 7x7 cells of
         4x4 pixels), whose boxes occlusion should refine."""
-        if not isinstance(method, GradCam) or not method.layer or self.refine_images <= 0 or not len(x):
+        layer = method.used_settings().get("layer")
+        if not method.needs_conv_layer or not layer or self.refine_images <= 0 or not len(x):
             return False
-        rh, rw = layer_resolution(ctx.model, method.layer, x[0])
+        rh, rw = layer_resolution(ctx.model, layer, x[0])
         return rh < ctx.info.height or rw < ctx.info.width
 
-    def _refiner(self, ctx: ProbeContext) -> Occlusion:
+    def _refiner(self, ctx: ProbeContext) -> Attribution:
+        """Occlusion with the probe's settings, fitted to the images by its ``prepare`` (the
+        dataset's mean; a window larger than the images shrunk to a quarter of their side)."""
         window, stride, fill = self.occlusion
-        side = min(ctx.info.height, ctx.info.width)
-        if window > side:
-            window, stride = max(1, side // 4), max(1, min(stride, side // 4))
-        return Occlusion(window, stride, fill, ctx.info.mean)
+        occlusion: Attribution = ATTRIBUTIONS.build(
+            "occlusion", where="probes.shortcut", window=window, stride=stride, fill=fill
+        )
+        return occlusion.prepare(ctx.model, ctx.info)[0]
 
     def _maps(self, method: Attribution, ctx: ProbeContext, x: Tensor, y: Tensor) -> Tensor:
-        if isinstance(method, Occlusion):
-            return method.maps(ctx.model, x, y[:, None], batch_size=max(ctx.batch_size, 256)).drop[:, 0]
+        if method.has_confidence_map:
+            maps = method.confidence_maps(ctx.model, x, y[:, None], batch_size=max(ctx.batch_size, 256))
+            return maps.drop[:, 0]
         return method.attribute(ctx.model, x, y, batch_size=ctx.batch_size)
 
     def run(self, ctx: ProbeContext) -> ProbeResult:

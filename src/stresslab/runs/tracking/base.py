@@ -12,8 +12,6 @@ import importlib
 import json
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -115,7 +113,7 @@ class Tracking:
                 self.trackers.remove(tracker)
 
     def on_epoch(self, record: dict[str, float]) -> None:
-        """Per-epoch callback for :func:`stresslab.train.loop.train`."""
+        """Per-epoch hook for training (:class:`stresslab.train.callbacks.EpochTracker`)."""
         self._each("logging an epoch", lambda t: t.log_epoch(record))
 
     def finish(self, run: RunDir, metrics: dict[str, float]) -> None:
