@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,8 @@ from stresslab.diagnosis import (
 from stresslab.diagnosis.evidence import collect
 from stresslab.diagnosis.image_stats import image_properties
 from stresslab.diagnosis.slices import embedding_slices, pair_slices
+
+from .cli_helpers import FAST, run_ok
 
 TH = Thresholds()
 
@@ -138,9 +142,9 @@ def test_a_probe_that_did_not_run_leaves_its_columns_empty() -> None:
     assert "label_issues" in d.missing["label_issue"] and "representation" in d.missing["knn_share_true"]
 
 
-def test_csv_columns_and_types(tmp_path: object) -> None:
+def test_csv_columns_and_types(tmp_path: Path) -> None:
     d = diagnose(_records(), _test_set())
-    path = tmp_path / "diagnosis.csv"  # type: ignore[operator]
+    path = tmp_path / "diagnosis.csv"
     write_csv(path, d.rows)
     with open(path, newline="") as f:
         got = list(csv.DictReader(f))
@@ -242,3 +246,23 @@ def test_ood_and_data_audit_offers_fill_their_columns() -> None:
     assert by_index[101]["quality_flags"] == ""  # grayscale is not an image-quality issue
     assert d.sources == {"ood_score": "knn", "quality_flags": "data_audit"}
     assert "ood_score" not in d.missing
+
+
+@pytest.mark.slow
+def test_a_run_writes_its_diagnosis_and_the_report_opens_with_it(tmp_path: Path, fmnist_root: str) -> None:
+    out = tmp_path / "run"
+    probes = "probes=[evaluation, failures, representation, label_issues]"
+    run_ok(["run", "--quiet", "--out", str(out), "--data-root", fmnist_root, "--set", probes, *FAST])
+    with open(out / "diagnosis.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    n_wrong = int(json.loads((out / "metrics.json").read_text())["failures.n_errors"])
+    assert len(rows) == n_wrong and all(r["cause"] in CAUSES for r in rows)
+    assert all(r["shortcut_present"] == "" and r["knn_share_true"] != "" for r in rows)
+    rec = json.loads((out / "results" / "diagnosis.json").read_text())
+    assert "the shortcut probe did not run" in rec["data"]["missing"]["shortcut_present"]
+    html = (out / "report.html").read_text()
+    assert html.index('id="diagnosis"') < html.index('id="probe-evaluation"')
+    summary = html[
+        html.index('<ul class="summary">') : html.index("</ul>", html.index('<ul class="summary">'))
+    ]
+    assert 1 <= summary.count("<li>") <= 10
