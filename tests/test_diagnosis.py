@@ -41,7 +41,9 @@ def row(**kw: object) -> dict[str, object]:
         ({"quality_flags": "low contrast", "ood_percentile": 100.0, "label_issue": True}, "image_quality"),
         ({"quality_flags": "", "ood_percentile": 99.5, "label_issue": True}, "out_of_distribution"),
         ({"ood_percentile": 99.0, "label_issue": True}, "label_error"),  # at the cut: not OOD
-        ({"label_issue": True, "knn_share_true": 0.5, "knn_share_pred": 0.5}, "label_error"),
+        ({"label_issue": True, "knn_share_true": 0.0, "knn_share_pred": 0.9}, "label_error"),
+        ({"label_issue": True, "knn_share_true": 0.5, "knn_share_pred": 0.5}, "ambiguous"),  # a look-alike
+        ({"label_issue": True, "knn_share_true": 0.1, "knn_share_pred": 0.9}, "model_error"),
         ({"label_issue": False, "knn_share_true": 0.2, "knn_share_pred": 0.6}, "ambiguous"),
         ({"knn_share_true": 0.1, "knn_share_pred": 0.9}, "model_error"),
         ({"knn_share_true": 0.1, "knn_share_pred": 0.9, "duplicate_label": "b"}, "ambiguous"),

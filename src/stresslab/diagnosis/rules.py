@@ -7,6 +7,10 @@ specific, physically measured evidence first: a shortcut region or a damaged ima
 why a model is confidently wrong about an image that may also look mislabeled to confident
 learning, and an image far from the training data is flagged by confident learning too.
 
+Label errors need two witnesses where both ran: confident learning's flag and no training
+neighbour with the given label (on faults planted in Fashion-MNIST, confident learning alone
+also flags many of a weaker model's ordinary errors).
+
 Thresholds come from the data: image-quality bounds and the OOD cut are percentiles of the
 correctly classified test images (see :mod:`stresslab.diagnosis.evidence`), label issues are
 confident learning's own per-class thresholds, near-duplicates use the representation
@@ -65,8 +69,11 @@ def is_out_of_distribution(row: Row, th: Thresholds) -> bool:
 
 
 def is_label_error(row: Row, th: Thresholds) -> bool:
-    """Confident learning flagged the test label as probably wrong."""
-    return row.get("label_issue") is True
+    """Confident learning flagged the test label as probably wrong and, where neighbours
+    were measured, none of the k nearest training images carries that label (an image whose
+    neighbours include its label is a look-alike, not a mislabeled one)."""
+    share = row.get("knn_share_true")
+    return row.get("label_issue") is True and not (_given(share) and float(share or 0.0) > 0.0)
 
 
 def is_ambiguous(row: Row, th: Thresholds) -> bool:
