@@ -7,18 +7,13 @@ layer Grad-CAM (Selvaraju et al., ICCV 2017) explains by default.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from stresslab.errors import ConfigError
-from stresslab.scoped import inference_scope
-
-# Modules that pass a map on unchanged or only resample it: never the CAM layer themselves.
-_PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
+from stresslab.models.layers import PASS_THROUGH as _PASS_THROUGH
+from stresslab.models.layers import record_layers
 
 
 @dataclass
@@ -79,31 +74,9 @@ def find_cam_layer(
     ``channels_last_output`` says the maps are (N, h, w, C). Names are prefixed with
     ``prefix``. The model's mode, parameters and gradients are left as they were.
     """
-    events: list[tuple[str, str, int, tuple[int, ...]]] = []  # (call | done, name, ndim, shape)
-
-    def pre(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-            first = args[0] if args and isinstance(args[0], Tensor) else None
-            events.append(("call", name, first.ndim if first is not None else -1, ()))
-
-        return hook
-
-    def post(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-            shape = tuple(out.shape) if isinstance(out, Tensor) else ()
-            events.append(("done", name, len(shape) if shape else -1, shape))
-
-        return hook
-
-    modules = {n: m for n, m in model.named_modules() if n}
-    handles = [m.register_forward_pre_hook(pre(n)) for n, m in modules.items()]
-    handles += [m.register_forward_hook(post(n)) for n, m in modules.items()]
-    try:
-        with inference_scope(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    recorded = record_layers(model, x)
+    modules = {e.name: e.module for e in recorded}
+    events = [(e.kind, e.name, e.ndim, e.shape) for e in recorded]
 
     def under_head(name: str) -> bool:
         return bool(head) and (name == head or name.startswith(head + "."))

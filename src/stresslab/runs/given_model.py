@@ -22,6 +22,7 @@ from stresslab.data.base import DatasetInfo
 from stresslab.errors import ConfigError
 from stresslab.models.base import Classifier, Normalize
 from stresslab.models.external import UserModel
+from stresslab.models.layers import record_layers
 from stresslab.probes.base import Probe
 from stresslab.scoped import inference_scope
 
@@ -117,24 +118,8 @@ def wrap(module: nn.Module, info: DatasetInfo, norm: Normalize | None) -> nn.Mod
 
 def spatial_layers(model: nn.Module, x: Tensor) -> list[str]:
     """Names of the layers whose output is (N, C, H, W) with H * W > 1, in the order they run."""
-    found: dict[str, None] = {}
-    handles = []
-    for name, mod in model.named_modules():
-        if not name or name == "normalize" or isinstance(mod, Normalize):
-            continue
-
-        def hook(m: nn.Module, inp: Any, out: Any, name: str = name) -> None:
-            if isinstance(out, Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
-                found.setdefault(name, None)
-
-        handles.append(mod.register_forward_hook(hook))
-    try:
-        with inference_scope(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return list(found)
+    events = record_layers(model, x, lambda name, m: name != "normalize" and not isinstance(m, Normalize))
+    return list(dict.fromkeys(e.name for e in events if e.is_spatial_map))
 
 
 def _candidates(model: nn.Module, x: Tensor, prefix: str, method: str) -> str:
