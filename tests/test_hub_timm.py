@@ -101,4 +101,5 @@ def test_a_run_of_a_timm_model_explains_with_the_found_layer(tmp_path: Path, fmn
     check = explained["data"]["settings"]["cam_layer_check"]["auto"]
     assert check["layer"] and check["share_nonconstant"] >= 0.95
     assert explained["data"]["settings"]["layer"] == check["layer"]
-    assert check["tried"][0]["layer"] == "body.layer4"
+    # layer4 is 1x1 on these images (uniform maps): the search starts at the deepest spatial map.
+    assert check["tried"][0]["layer"].startswith("body.layer3")
