@@ -7,6 +7,7 @@ from stresslab.probes import evaluation as _evaluation  # noqa: F401
 from stresslab.probes import explain as _explain  # noqa: F401
 from stresslab.probes import failures as _failures  # noqa: F401
 from stresslab.probes import label_issues as _label_issues  # noqa: F401
+from stresslab.probes import ood as _ood  # noqa: F401
 from stresslab.probes import representation as _representation  # noqa: F401
 from stresslab.probes import shortcut as _shortcut  # noqa: F401
 from stresslab.probes.base import (
