@@ -150,7 +150,8 @@ def load_user_set(name: str, spec: dict[str, Any]) -> Tensor:
     if not parts:
         raise ValueError(f"{where}: {dataset} at {root} has no images")
     if len(parts) == 2 and parts[0].shape[1:] != parts[1].shape[1:]:
-        parts[1] = convert_images(parts[1], size=tuple(parts[0].shape[2:]), channels=parts[0].shape[1])
+        h, w = parts[0].shape[2:]
+        parts[1] = convert_images(parts[1], size=(int(h), int(w)), channels=parts[0].shape[1])
     return torch.cat(parts)
 
 
