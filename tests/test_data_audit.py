@@ -135,7 +135,15 @@ def test_probe_end_to_end_flags_leaks_with_other_labels() -> None:
 
 def test_agrees_with_cleanvision_on_planted_issues(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("cleanvision")
-    from benchmarks.bench_data_audit import cleanvision_flags
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_data_audit.py"
+    spec = importlib.util.spec_from_file_location("bench_data_audit", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cleanvision_flags = bench.cleanvision_flags
 
     x = torch.cat([_noise(40, 7), torch.zeros(2, 1, 16, 16, dtype=torch.uint8)])
     x[5] = x[6]

@@ -115,7 +115,11 @@ class OodProbe(Probe):
         base = ctx.split.test_x[pos]
         out: dict[str, Tensor] = {}
         for name in self.builtin:
-            out[name] = builtin_set(name, base, len(base), ctx.generator(zlib.crc32(name.encode()) % 10_000))
+            gen = ctx.generator(zlib.crc32(name.encode()) % 10_000)
+            try:
+                out[name] = builtin_set(name, base, len(base), gen)
+            except ImportError as e:  # photos need scikit-image, an optional dependency
+                res.warnings.append(f"OOD set {name} skipped: {e} (pip install scikit-image).")
         for c in self.near:
             out[f"corrupted:{c}"] = builtin_set(f"corrupted:{c}", base, len(base), ctx.generator(17))
         for name, x in self.user_sets.items():
