@@ -64,24 +64,32 @@ def stresslab_flags(x: Tensor, near_threshold: float = 0.99) -> dict[str, np.nda
     }
 
 
+class PilImages(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """uint8 images (N, C, H, W) as ``(PIL image, 0)`` items (module level: worker processes
+    pickle it)."""
+
+    def __init__(self, x: Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        a = self.x[i].permute(1, 2, 0).numpy()
+        return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a), 0
+
+
 def cleanvision_flags(x: Tensor, workdir: Path | None = None, n_jobs: int = 1) -> dict[str, np.ndarray]:
     """Bool (N,) per issue in :data:`ISSUES` from CleanVision's ``Imagelab`` on the images.
 
     CleanVision's near duplicates exclude exact ones; here they include them, as stresslab's.
     """
     from cleanvision import Imagelab
-    from PIL import Image
-
-    class Images(torch.utils.data.Dataset):  # type: ignore[type-arg]
-        def __len__(self) -> int:
-            return len(x)
-
-        def __getitem__(self, i: int) -> tuple[Any, int]:
-            a = x[i].permute(1, 2, 0).numpy()
-            return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a), 0
 
     logging.getLogger("cleanvision").setLevel(logging.ERROR)
-    lab = Imagelab(torchvision_dataset=Images())
+    lab = Imagelab(torchvision_dataset=PilImages(x))
     lab.find_issues({k: {} for k in ISSUES}, n_jobs=n_jobs, verbose=False)
     df = lab.issues
     out = {k: df[f"is_{k}_issue"].to_numpy(dtype=bool) for k in ISSUES}
