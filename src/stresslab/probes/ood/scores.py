@@ -48,17 +48,24 @@ def energy(logits: Tensor, temperature: float = 1.0) -> Tensor:
 
 @dataclass
 class Gaussian:
-    """Class means ``means`` (K', D) of the classes seen in the fit, and the precision
-    (D, D) of their tied covariance (float64)."""
+    """Class means ``means`` (K', D) of the classes seen in the fit and ``whiten`` (D, D), a
+    factor ``A`` of the precision (``A A^T = Sigma^-1``), both float64, so the squared
+    Mahalanobis distance is ``||(z - mu) A||^2``."""
 
     means: Tensor
-    precision: Tensor
+    whiten: Tensor
+
+    @property
+    def precision(self) -> Tensor:
+        """The precision matrix (D, D) ``A A^T``."""
+        return self.whiten @ self.whiten.T
 
 
 def fit_gaussian(features: Tensor, labels: Tensor, ridge: float = 1e-6) -> Gaussian:
-    """Class means and the inverse of the tied covariance ``sum_c sum_i (z_i - mu_c)(z_i - mu_c)^T / N``
-    (plus ``ridge`` times the mean variance on the diagonal, so a rank-deficient covariance
-    stays invertible). Classes absent from ``labels`` have no mean and are left out.
+    """Class means and the tied covariance ``Sigma = (S + ridge I) / N`` from the scatter
+    matrix ``S = sum_c sum_i (z_i - mu_c)(z_i - mu_c)^T`` (the ridge on ``S``, as pytorch-ood
+    and Lee et al.'s code, keeps a rank-deficient covariance invertible). Classes absent from
+    ``labels`` have no mean and are left out.
 
     Args:
         features: float (N, D) training features.
@@ -68,24 +75,27 @@ def fit_gaussian(features: Tensor, labels: Tensor, ridge: float = 1e-6) -> Gauss
     classes = torch.unique(labels)
     means = torch.stack([z[labels == c].mean(dim=0) for c in classes])
     centered = z - means[torch.searchsorted(classes, labels)]
-    cov = centered.T @ centered / max(1, len(z))
-    scale = float(torch.diagonal(cov).mean()) or 1.0
-    cov += torch.eye(cov.shape[0], dtype=cov.dtype) * ridge * scale
-    return Gaussian(means=means, precision=torch.linalg.pinv(cov, hermitian=True))
+    scatter = centered.T @ centered
+    scatter += torch.eye(scatter.shape[0], dtype=scatter.dtype) * ridge
+    # Sigma^-1 = N S^-1 = N L^-T L^-1 for S = L L^T, so A = sqrt(N) L^-T.
+    chol = torch.linalg.cholesky(scatter)
+    eye = torch.eye(scatter.shape[0], dtype=scatter.dtype)
+    inv_l = torch.linalg.solve_triangular(chol, eye, upper=False)
+    return Gaussian(means=means, whiten=inv_l.T * max(1, len(z)) ** 0.5)
 
 
-def mahalanobis(features: Tensor, gaussian: Gaussian, chunk: int = 4096) -> Tensor:
-    """Smallest squared Mahalanobis distance (N,) to a class mean, >= 0."""
+def mahalanobis(features: Tensor, gaussian: Gaussian, chunk: int = 512) -> Tensor:
+    """Smallest squared Mahalanobis distance (N,) to a class mean, >= 0.
+
+    Whitened once (``u = z A``), the distance to each class is a direct sum of squares, with
+    none of the cancellation of ``z^T P z - 2 z^T P mu + mu^T P mu``.
+    """
+    m = gaussian.means @ gaussian.whiten
     out = []
-    p = gaussian.precision
     for i in range(0, len(features), chunk):
-        z = features[i : i + chunk].double()
-        # (z - mu)^T P (z - mu) = z^T P z - 2 z^T P mu + mu^T P mu, for every class at once
-        zp = z @ p
-        zz = (zp * z).sum(dim=1, keepdim=True)
-        mm = ((gaussian.means @ p) * gaussian.means).sum(dim=1)
-        d = zz - 2 * zp @ gaussian.means.T + mm
-        out.append(d.min(dim=1).values.clamp_min(0.0))
+        u = features[i : i + chunk].double() @ gaussian.whiten
+        d = ((u[:, None, :] - m[None]) ** 2).sum(dim=2)
+        out.append(d.min(dim=1).values)
     return torch.cat(out).float() if out else torch.empty(0)
 
 
