@@ -58,8 +58,8 @@ class OodProbe(Probe):
     def __init__(
         self,
         *,
-        n_images: int = 1000,
-        max_train: int | None = 5000,
+        n_images: int = 500,
+        max_train: int | None = 3000,
         k: int = 10,
         builtin: list[str] | tuple[str, ...] = FAR_SETS,
         near: list[str] | tuple[str, ...] = NEAR_CORRUPTIONS,

@@ -90,10 +90,13 @@ def mahalanobis(features: Tensor, gaussian: Gaussian, chunk: int = 512) -> Tenso
     Whitened once (``u = z A``), the distance to each class is a direct sum of squares, with
     none of the cancellation of ``z^T P z - 2 z^T P mu + mu^T P mu``.
     """
-    m = gaussian.means @ gaussian.whiten
+    # The fit is float64; the whitening product, the cost, runs in float32 (no cancellation
+    # follows: the distances are sums of squares of whitened differences).
+    a32 = gaussian.whiten.float()
+    m = (gaussian.means @ gaussian.whiten).float()
     out = []
     for i in range(0, len(features), chunk):
-        u = features[i : i + chunk].double() @ gaussian.whiten
+        u = features[i : i + chunk].float() @ a32
         d = ((u[:, None, :] - m[None]) ** 2).sum(dim=2)
         out.append(d.min(dim=1).values)
     return torch.cat(out).float() if out else torch.empty(0)
