@@ -65,8 +65,8 @@ class TrackingConfig(Strict):
 
 DEFAULT_PROBES = (
     "evaluation",
-    "data_audit",
     "failures",
+    "data_audit",
     "explain",
     "calibration",
     "adversarial",
