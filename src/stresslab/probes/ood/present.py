@@ -76,7 +76,8 @@ def failure_section(
 def histograms(
     res: ProbeResult, test: dict[str, Tensor], sets: dict[str, dict[str, Tensor]], names: list[str]
 ) -> None:
-    """A grid of histograms, one row per score, one column per set: test images vs the set."""
+    """A grid of histograms, one row per score in ``names`` (the probe draws the best OOD
+    score and MSP), one column per set: test images vs the set."""
     if not sets:
         return
     cols = list(sets)

@@ -178,7 +178,7 @@ class OodProbe(Probe):
         res.data["ood"] = rows
         present.tables(res, rows, finite, names)
         present.failure_section(res, test_scores, p.correct, best_fail, finite)
-        present.histograms(res, test_scores, set_scores, names)
+        present.histograms(res, test_scores, set_scores, list(dict.fromkeys((best_ood, "msp"))))
         present.gallery(res, ctx, test_scores[best_ood], best_ood, self.gallery_size)
         res.offer = OodScores(
             index=[int(i) for i in p.index.tolist()],
