@@ -24,8 +24,8 @@ from stresslab.probes.explain.concentration_present import concentration_figure,
 from stresslab.probes.explain.data_randomization import DataRandomizationSettings, data_randomization_test
 from stresslab.probes.explain.data_randomization_present import present_data_randomization
 from stresslab.probes.explain.figures import explain_figures
-from stresslab.probes.explain.layer import fit_cam_layers
-from stresslab.probes.explain.layers import resolve_cam_layers
+from stresslab.probes.explain.layer_check import fit_cam_layers
+from stresslab.probes.explain.layer_names import resolve_cam_layers
 from stresslab.probes.explain.present import present
 from stresslab.probes.explain.records import case_records, settings_record
 from stresslab.probes.explain.settings import (
