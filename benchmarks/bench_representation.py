@@ -33,8 +33,8 @@ import torch
 from stresslab.data import load_split
 from stresslab.data.base import Split
 from stresslab.devices import pick_device
+from stresslab.metrics.neighbors import cosine_topk
 from stresslab.models import build_model
-from stresslab.probes.representation.neighbors import cosine_topk
 from stresslab.train.config import PretrainConfig
 from stresslab.train.contrastive import nt_xent_loss
 from stresslab.train.pretrain import pretrain

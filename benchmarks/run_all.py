@@ -21,6 +21,8 @@ BENCHMARKS = [
     "bench_attacks.py",
     "bench_corruptions.py",
     "bench_representation.py",
+    "bench_ood.py",
+    "bench_data_audit.py",
     "bench_api.py",
     "bench_planted_faults.py",
 ]

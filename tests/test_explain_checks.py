@@ -54,3 +54,33 @@ def test_background_difference_p() -> None:
     assert p is not None
     assert math.isclose(p, mannwhitneyu([0.1, 0.5, 0.7], [0.2, 0.3], alternative="two-sided").pvalue)
     assert difference_p(a, torch.tensor([math.nan])) is None
+
+
+def test_gain_ci_matches_the_normal_interval_on_a_large_sample() -> None:
+    from stresslab.probes.explain.checks import mean_ci
+
+    g = torch.Generator().manual_seed(0)
+    values = 0.1 + 0.2 * torch.randn(400, generator=g, dtype=torch.float64)
+    ci = mean_ci(values)
+    assert ci is not None
+    mean, half = float(values.mean()), 1.96 * float(values.std()) / 400**0.5
+    # By hand: mean +- 1.96 sd / sqrt(n); the bootstrap agrees within a tenth of the width.
+    assert abs(ci[0] - (mean - half)) < 0.1 * half and abs(ci[1] - (mean + half)) < 0.1 * half
+    assert mean_ci(torch.zeros(10, dtype=torch.float64)) is None
+    assert mean_ci(torch.tensor([1.0, 2.0])) is None
+
+
+def test_methods_are_ranked_faithful_first_then_by_gain() -> None:
+    from stresslab.probes.explain.checks import Checks, Faithfulness, MethodChecks, Sanity
+
+    def method(faithful: bool, gain: float | None) -> MethodChecks:
+        f = Faithfulness(1, 2, 0.01 if faithful else 0.5, faithful, "", gain, None)
+        return MethodChecks(None, None, f, Sanity(0.1, True, 0), None)
+
+    checks = Checks(
+        None,
+        None,
+        {"a": method(False, 0.3), "b": method(True, 0.1), "c": method(False, None), "d": method(True, 0.2)},
+        None,
+    )
+    assert checks.ranking == ["d", "b", "a", "c"]

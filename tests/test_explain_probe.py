@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stresslab.attributions import ATTRIBUTIONS
+from stresslab.attributions.occlusion import Occlusion
 from stresslab.data.base import DatasetInfo, Split, to_float
 from stresslab.errors import ConfigError
 from stresslab.models.base import Classifier
@@ -135,7 +136,10 @@ def test_methods_are_built_from_the_registry_in_either_form() -> None:
     default = ExplainProbe()
     assert list(default.methods) == ["gradcam", "saliency", "smoothgrad", "occlusion"]
     assert default.methods["smoothgrad"].used_settings() == {"samples": 20, "noise": 0.15}
-    assert default.methods["occlusion"].used_settings() == {"window": 8, "stride": 2, "fill": "gray"}
+    # Window and stride are shares of the image until prepared for a dataset: 8 and 2 on 28x28.
+    occlusion = default.methods["occlusion"]
+    assert occlusion.used_settings() == {"window": None, "stride": None, "fill": "gray"}
+    assert isinstance(occlusion, Occlusion) and occlusion.sizes(28, 28) == (8, 2)
 
 
 def test_the_flat_settings_of_earlier_versions_are_refused_naming_the_methods_form() -> None:
@@ -235,15 +239,17 @@ def test_oversized_occlusion_window_is_shrunk_with_a_warning() -> None:
         min_error_confidence=0.0,
         curve_steps=4,
         random_maps=1,
+        quality_images=0,  # the checks on the one case: no correct case to compare with
     ).run(_ctx(_split()))
     assert any("occlusion window 20" in w and "used 3x3" in w for w in res.warnings)
     assert math.isfinite(res.metrics["occlusion.deletion_auc"])
     # The record holds the window actually used (12 // 4 = 3), not the configured one.
     used = res.data["settings"]["method_settings"]["occlusion"]
-    assert used == {"window": 3, "stride": 2, "fill": "gray"}
+    # The stride is its share of the 12-pixel side: round(12 / 14) = 1.
+    assert used == {"window": 3, "stride": 1, "fill": "gray"}
     assert res.data["settings"]["occlusion"] == used
     grid = res.data["cases"][0]["occlusion_grid_pred"]
-    assert len(grid) == math.ceil((12 - 3) / 2) + 1
+    assert len(grid) == math.ceil((12 - 3) / 1) + 1
     # No correct case: its background share is undefined, so absent rather than 0.
     assert "background_share_correct" not in res.metrics
     assert "occlusion.background_share_correct" not in res.metrics
@@ -318,9 +324,10 @@ def test_undefined_values_are_left_out_not_written_as_numbers() -> None:
     assert all(row[1:7] == [None] * 6 for row in concentration.rows)
     assert not any("concentration" in k for k in res.metrics)
     assert any("map entropy with the prediction entropy is undefined" in w for w in res.warnings)
-    assert all(row[5] is None for row in quality.rows)
+    # Gain 0 exactly, with no interval (no spread); the p-value and rank correlation undefined.
+    assert all(row[5] == "+0.000" and row[6] is None and row[7] is None for row in quality.rows)
     assert all(
-        row[6] == "fail: faithfulness test undefined, randomization test undefined" for row in quality.rows
+        row[8] == "fail: faithfulness test undefined, randomization test undefined" for row in quality.rows
     )
     assert "undefined" in quality.caption
     assert all(row[1] is None and row[2] is None for row in shares.rows)
@@ -340,4 +347,6 @@ def test_shipped_configs_and_quick_preset_use_the_methods_form() -> None:
     assert len(built) >= 4  # a flat setting of earlier versions would raise in build_probe
     for probe in built:
         assert isinstance(probe, ExplainProbe)
-        assert probe.methods["occlusion"].used_settings() == {"window": 8, "stride": 2, "fill": "gray"}
+        occlusion = probe.methods["occlusion"]
+        assert isinstance(occlusion, Occlusion) and occlusion.sizes(28, 28) == (8, 2)
+        assert occlusion.fill == "gray"

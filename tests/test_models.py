@@ -127,7 +127,7 @@ def test_fast_cnn_shape_cost_and_explanation_layer() -> None:
     assert fast.head.in_features == 96 * 4 * 4
     x = torch.rand(3, 1, 28, 28)
     assert fast.features(x).shape == (3, 1536)
-    assert fast.cam_layer == "body.block3.convs"
+    assert fast.cam_layer == "body.block3"  # after its ReLU: see fast_cnn
     # Pool first: each stage's last BatchNorm and ReLU run after the pool, on a quarter of the
     # values; the parameters are the same as in the usual order.
     stage = fast.body.block3
@@ -147,7 +147,7 @@ def test_fast_cnn_shape_cost_and_explanation_layer() -> None:
         y = torch.randn(2, 96, 7, 7)
         assert torch.allclose(stage.post(stage.pool(y)), stage.pool(stage.post(y)))
     stage.train()
-    assert spatial_output(fast, fast.cam_layer, x).shape == (3, 96, 7, 7)
+    assert spatial_output(fast, fast.cam_layer, x).shape == (3, 96, 4, 4)
     # Multiply-accumulates per image, by hand: 3x3 convs at 28, 28, 14, 14, 7, 7 pixels a side.
     by_hand = 9 * (28 * 28 * (1 * 16 + 16 * 16) + 14 * 14 * (16 * 48 + 48 * 48) + 7 * 7 * (48 * 96 + 96 * 96))
     by_hand += 1536 * 10

@@ -19,12 +19,12 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from stresslab.data.base import Split
+from stresslab.metrics.duplicates import exact_duplicates, near_duplicates
+from stresslab.metrics.neighbors import cosine_topk, knn_classify, knn_vote
 from stresslab.probes import build_probe
 from stresslab.probes.base import ProbeContext
 from stresslab.probes.predictions import Predictions
 from stresslab.probes.representation.clusters import cluster_report, purity
-from stresslab.probes.representation.duplicates import exact_duplicates, near_duplicates
-from stresslab.probes.representation.neighbors import cosine_topk, knn_classify, knn_vote
 from stresslab.train.loop import train
 
 from .conftest import TinyNet, make_split

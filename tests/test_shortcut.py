@@ -4,6 +4,7 @@ trained here on a planted pattern, on clean data and on a class-coloured backgro
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -205,9 +206,13 @@ def test_background_reliance_is_found_where_the_background_is_not_plain() -> Non
 
 
 def test_a_model_without_convolutions_falls_back_to_occlusion_with_a_warning() -> None:
-    res = ShortcutProbe(**FAST).run(_context(Mlp))
+    res = ShortcutProbe(**{**FAST, "method": "gradcam"}).run(_context(Mlp))
     assert any("Grad-CAM cannot run" in w and "occlusion" in w for w in res.warnings)
     assert res.data["settings"]["method"] == "occlusion"
+    # Asked to choose, it finds no layer to explain and says so in the summary.
+    auto = ShortcutProbe(**FAST).run(_context(Mlp))
+    assert auto.data["settings"]["method"] == "occlusion"
+    assert any("regions from occlusion alone" in s for s in auto.summary)
     assert res.metrics["n_regions_tested"] > 0
     assert all(math.isfinite(v) for v in res.metrics.values())
 
@@ -238,3 +243,25 @@ def test_occlusion_refines_a_box_misplaced_by_a_coarse_map() -> None:
         coarse, Occlusion(2, 1, "zero"), model, x, 0, top_fraction=0.06, max_fraction=0.2, batch_size=64
     )
     assert found.refined and found.box.iou(Box(0, 0, 4, 4)) >= 0.5, found.box
+
+
+def test_auto_takes_regions_from_the_explain_probes_most_faithful_method() -> None:
+    from types import SimpleNamespace
+
+    from stresslab.probes.base import ProbeResult
+    from stresslab.probes.shortcut.probe import ShortcutProbe
+
+    def ctx_with(ranking: list[str], faithful: set[str]) -> Any:
+        res = ProbeResult()
+        res.data["ranking"] = ranking
+        res.data["settings"] = {"method_settings": {"gradcam": {"layer": "body.block3"}}}
+        res.metrics.update({f"{n}.faithful": float(n in faithful) for n in ranking})
+        return SimpleNamespace(results={"explain": res})
+
+    probe = ShortcutProbe()
+    notes: list[str] = []
+    assert probe._auto(ctx_with(["gradcam", "occlusion"], {"gradcam"}), notes) == ("gradcam", "body.block3")
+    both = {"occlusion", "gradcam"}
+    assert probe._auto(ctx_with(["occlusion", "gradcam"], both), notes) == ("occlusion", "")
+    assert probe._auto(ctx_with(["saliency", "gradcam"], set()), notes) == ("occlusion", "")
+    assert "no method beat random" in notes[-1]

@@ -36,7 +36,14 @@ class Occlusion(Attribution):
     ``stride`` pixels. Maps are signed: negative where covering a pixel raises the
     probability. All (image, position) pairs go through the model in large batches.
     ``mean`` is the dataset's per-channel mean for a ``mean`` fill (set by :meth:`prepare`).
+
+    ``window`` and ``stride`` default to a share of the image's shorter side
+    (``WINDOW_SHARE`` = 2/7 and ``STRIDE_SHARE`` = 1/14: 8 and 2 pixels on 28x28 images,
+    2 and 1 on 8x8, 64 and 16 on 224x224), so a window never covers the whole image.
     """
+
+    WINDOW_SHARE: ClassVar[float] = 2 / 7
+    STRIDE_SHARE: ClassVar[float] = 1 / 14
 
     label: ClassVar[str] = "occlusion"
     options: ClassVar[tuple[str, ...]] = ("window", "stride", "fill")
@@ -46,12 +53,16 @@ class Occlusion(Attribution):
 
     def __init__(
         self,
-        window: int = 8,
-        stride: int = 2,
+        window: int | None = None,
+        stride: int | None = None,
         fill: str | float = "gray",
         mean: Sequence[float] | None = None,
     ) -> None:
-        if window < 1 or stride < 1 or stride > window:
+        if (window is not None and window < 1) or (stride is not None and stride < 1):
+            raise ValueError(
+                f"occlusion needs window >= 1 and stride >= 1; got window {window}, stride {stride}"
+            )
+        if window is not None and stride is not None and stride > window:
             raise ValueError(f"occlusion needs 1 <= stride <= window; got window {window}, stride {stride}")
         check_fill(fill)
         self.window = window
@@ -59,18 +70,33 @@ class Occlusion(Attribution):
         self.fill = fill
         self.mean = mean
 
+    @classmethod
+    def default_sizes(cls, height: int, width: int) -> tuple[int, int]:
+        """Default (window, stride) in pixels for images of ``height`` x ``width``: the shares
+        ``WINDOW_SHARE`` and ``STRIDE_SHARE`` of the shorter side, rounded, at least 1."""
+        side = min(height, width)
+        window = max(1, round(side * cls.WINDOW_SHARE))
+        return window, min(window, max(1, round(side * cls.STRIDE_SHARE)))
+
+    def sizes(self, height: int, width: int) -> tuple[int, int]:
+        """(window, stride) used on images of this size: the given ones, else the defaults."""
+        window, stride = self.default_sizes(height, width)
+        window = self.window if self.window is not None else window
+        return window, min(window, self.stride if self.stride is not None else stride)
+
     def positions(self, height: int, width: int) -> int:
         """Number of window positions on an image of this size."""
-        if self.window > min(height, width):
-            raise ValueError(f"occlusion window {self.window} is larger than the image ({height}x{width})")
-        return len(window_starts(height, self.window, self.stride)) * len(
-            window_starts(width, self.window, self.stride)
-        )
+        window, stride = self.sizes(height, width)
+        if window > min(height, width):
+            raise ValueError(f"occlusion window {window} is larger than the image ({height}x{width})")
+        return len(window_starts(height, window, stride)) * len(window_starts(width, window, stride))
 
     def prepare(self, model: nn.Module, info: DatasetInfo) -> tuple[Attribution, list[str]]:
-        """Take the dataset's channel mean; a window larger than the images shrinks to a
-        quarter of their shorter side (the stride to at most the window), with a warning."""
-        window, stride = self.window, self.stride
+        """Take the dataset's channel mean and fix the window and stride: unset ones take
+        their share of the image (:meth:`default_sizes`); a window larger than the images
+        shrinks to a quarter of their shorter side (the stride to at most the window), with
+        a warning."""
+        window, stride = self.sizes(info.height, info.width)
         warnings: list[str] = []
         if window > min(info.height, info.width):
             window = max(1, min(info.height, info.width) // 4)
@@ -122,13 +148,14 @@ class Occlusion(Attribution):
     def _maps(self, model: nn.Module, x: Tensor, targets: Tensor, batch_size: int) -> OcclusionMaps:
         n, c, h, w = x.shape
         t = targets.shape[1]
-        rows = torch.tensor(window_starts(h, self.window, self.stride), device=x.device)
-        cols = torch.tensor(window_starts(w, self.window, self.stride), device=x.device)
+        window, stride = self.sizes(h, w)
+        rows = torch.tensor(window_starts(h, window, stride), device=x.device)
+        cols = torch.tensor(window_starts(w, window, stride), device=x.device)
         n_pos = len(rows) * len(cols)
         # Window membership per position along each axis; a patch is their outer product.
         ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
-        in_rows = (ar_h >= rows[:, None]) & (ar_h < rows[:, None] + self.window)  # (R, H)
-        in_cols = (ar_w >= cols[:, None]) & (ar_w < cols[:, None] + self.window)  # (S, W)
+        in_rows = (ar_h >= rows[:, None]) & (ar_h < rows[:, None] + window)  # (R, H)
+        in_cols = (ar_w >= cols[:, None]) & (ar_w < cols[:, None] + window)  # (S, W)
         pos_r = torch.arange(n_pos, device=x.device) // len(cols)
         pos_c = torch.arange(n_pos, device=x.device) % len(cols)
         fill = fill_value(self.fill, c, self.mean).to(x.device)
@@ -151,8 +178,8 @@ class Occlusion(Attribution):
         # Spread each position's drop over its window and average by coverage: a transposed
         # convolution with a ones kernel, cropped where the last windows overhang the edge.
         diff = (base[:, :, None, None] - grid).view(n * t, 1, len(rows), len(cols))
-        ones = torch.ones(1, 1, self.window, self.window, device=x.device)
-        total = F.conv_transpose2d(diff, ones, stride=self.stride)[..., :h, :w]
-        count = F.conv_transpose2d(torch.ones_like(diff[:1]), ones, stride=self.stride)[..., :h, :w]
+        ones = torch.ones(1, 1, window, window, device=x.device)
+        total = F.conv_transpose2d(diff, ones, stride=stride)[..., :h, :w]
+        count = F.conv_transpose2d(torch.ones_like(diff[:1]), ones, stride=stride)[..., :h, :w]
         drop = (total / count).view(n, t, h, w)
         return OcclusionMaps(base=base, grid=grid, drop=drop)

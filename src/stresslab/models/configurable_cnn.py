@@ -52,7 +52,7 @@ class ConvStage(nn.Module):
     ``pool_first`` (max-pool only) moves the last conv's BatchNorm and ReLU after the pool
     (``post``), as airbench orders its blocks: they then touch a quarter of the values, which
     makes training about 1.3x faster on a CPU where they are memory-bound. ``convs`` then ends
-    with that conv's raw output.
+    with that conv's raw output, so the stage itself (after ``post``) is the layer to explain.
     """
 
     def __init__(
@@ -167,7 +167,12 @@ class ConvNet(Classifier):
         self.body = nn.Sequential(layers)
         self.head = nn.Linear(dim, info.num_classes)
         self.feature_dim = dim
-        self.cam_layer = f"body.block{len(filters)}.convs"
+        # The last stage's output after its activation: with ``pool_first`` the stage's
+        # ``convs`` end with a raw conv output, whose class activation is negative everywhere
+        # on most images of a trained model (constant Grad-CAM maps), so the whole stage is
+        # explained (after its pool, BatchNorm and ReLU) instead.
+        last = f"body.block{len(filters)}"
+        self.cam_layer = last if pool_first else f"{last}.convs"
         self.image_size: tuple[int, int] | None = None if global_pool else (info.height, info.width)
 
     def features(self, x: Tensor) -> Tensor:

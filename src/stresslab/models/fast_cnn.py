@@ -34,10 +34,13 @@ def fast_cnn(
     epoch (see the README's "Why this default").
 
     ``features()`` is the flattened last map (96 x 4 x 4 = 1,536 values on 28x28 inputs; the
-    hidden layer when ``fc`` > 0) and ``cam_layer`` the last stage's convolutions
-    (``body.block3.convs``, 7x7 on 28x28 inputs: with ``pool_first``, the last conv's output
-    before its BatchNorm), the deepest map that is still spatial. Built for one image size,
-    like ``custom_cnn``.
+    hidden layer when ``fc`` > 0) and ``cam_layer`` the last stage's output after its ReLU
+    (``body.block3``, 4x4 on 28x28 inputs; ``body.block3.convs`` without ``pool_first``).
+    With ``pool_first`` the last conv's raw output (7x7, before its BatchNorm and ReLU) gives
+    a class activation that is negative everywhere on most images of a trained model, so
+    its Grad-CAM maps are constant; the stage's output after the ReLU has non-constant maps
+    on every image the README's measurement tried. Built for one image size, like
+    ``custom_cnn``.
     """
     return ConvNet(
         info,

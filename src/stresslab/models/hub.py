@@ -24,8 +24,8 @@ from stresslab.data.base import DatasetInfo
 from stresslab.errors import CheckpointError, ConfigError
 from stresslab.models.base import check_outputs
 from stresslab.models.hub_model import HubModel
+from stresslab.models.layers import record_layers
 from stresslab.models.spatial import find_cam_layer
-from stresslab.scoped import inference_scope
 
 log = logging.getLogger(__name__)
 
@@ -169,19 +169,11 @@ def _load_file(model: nn.Module, path: str, head: str) -> None:
 def _input_convs(model: nn.Module, x: Tensor) -> list[nn.Conv2d]:
     """The Conv2d layers that read the input image ``x`` itself (the first one called when no
     layer receives ``x`` unchanged)."""
-    called: list[tuple[nn.Conv2d, bool]] = []
-
-    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-        assert isinstance(module, nn.Conv2d)
-        called.append((module, bool(args) and args[0] is x))
-
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with inference_scope(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    called = [
+        (e.module, e.reads_input)
+        for e in record_layers(model, x, lambda _, m: isinstance(m, nn.Conv2d))
+        if e.kind == "call" and isinstance(e.module, nn.Conv2d)
+    ]
     direct = list(dict.fromkeys(m for m, is_input in called if is_input))
     return direct or [m for m, _ in called[:1]]
 

@@ -7,18 +7,13 @@ layer Grad-CAM (Selvaraju et al., ICCV 2017) explains by default.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from stresslab.errors import ConfigError
-from stresslab.scoped import inference_scope
-
-# Modules that pass a map on unchanged or only resample it: never the CAM layer themselves.
-_PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
+from stresslab.models.layers import PASS_THROUGH as _PASS_THROUGH
+from stresslab.models.layers import record_layers
 
 
 @dataclass
@@ -80,7 +75,7 @@ def find_cam_layer(
     ``prefix``. The model's mode, parameters and gradients are left as they were.
     """
     modules = {n: m for n, m in model.named_modules() if n}
-    events = _forward_events(model, modules, x)
+    events = _forward_events(model, x)
     end = _pooling_start(events, modules, head)
     done = [(name, ndim, shape) for kind, name, ndim, shape in events[:end] if kind == "done"]
     maps = [(name, shape) for name, ndim, shape in done if ndim == 4 and not _skipped(modules[name])]
@@ -107,36 +102,11 @@ def find_cam_layer(
 Event = tuple[str, str, int, tuple[int, ...]]  # (call | done, module name, ndim, output shape)
 
 
-def _forward_events(model: nn.Module, modules: dict[str, nn.Module], x: Tensor) -> list[Event]:
-    """Every forward call of ``modules`` (named submodules of ``model``) as it starts
-    (``call``, with the ndim of its first input) and finishes (``done``, with its output's
-    ndim and shape; -1 and () for a non-tensor), in order, from one pass of ``x`` in eval
-    mode without gradients; the hooks are removed afterwards."""
-    events: list[Event] = []
-
-    def pre(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-            first = args[0] if args and isinstance(args[0], Tensor) else None
-            events.append(("call", name, first.ndim if first is not None else -1, ()))
-
-        return hook
-
-    def post(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-            shape = tuple(out.shape) if isinstance(out, Tensor) else ()
-            events.append(("done", name, len(shape) if shape else -1, shape))
-
-        return hook
-
-    handles = [m.register_forward_pre_hook(pre(n)) for n, m in modules.items()]
-    handles += [m.register_forward_hook(post(n)) for n, m in modules.items()]
-    try:
-        with inference_scope(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return events
+def _forward_events(model: nn.Module, x: Tensor) -> list[Event]:
+    """Every forward call of ``model``'s named submodules as it starts (``call``, with the
+    ndim of its first input) and finishes (``done``, with its output's ndim and shape; -1
+    and () for a non-tensor), in order, from one pass of ``x`` (:func:`record_layers`)."""
+    return [(e.kind, e.name, e.ndim, e.shape) for e in record_layers(model, x)]
 
 
 def _pooling_start(events: list[Event], modules: dict[str, nn.Module], head: str) -> int:

@@ -26,8 +26,8 @@ from stresslab.metrics.bootstrap import (
     macro_f1_from_sums,
 )
 from stresslab.runs.directory import RunDir
-from stresslab.runs.report import load_results
 from stresslab.runs.saved_predictions import FILENAME, load_predictions
+from stresslab.runs.storage import load_results
 from stresslab.settings import Strict
 
 NOT_STATED = "not stated (set it in the config's `card:` section)"

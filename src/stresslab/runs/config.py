@@ -71,11 +71,13 @@ class TrackingConfig(Strict):
 DEFAULT_PROBES = (
     "evaluation",
     "failures",
+    "data_audit",
     "explain",
     "calibration",
     "adversarial",
     "corruption",
     "representation",
+    "ood",
     "label_issues",
     "shortcut",
 )
@@ -165,6 +167,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "adversarial": {"max_images": 300},
             "corruption": {"max_images": 300, "severities": [1, 3, 5]},
             "representation": {"max_train": 3000, "max_test": 1000, "map_points": 500},
+            "ood": {"n_images": 200, "max_train": 1000},
+            "data_audit": {"max_train": 3000, "max_test": 1000},
             "label_issues": {},
             "shortcut": {"max_images": 500, "n_transplant": 200, "refine_images": 8},
         },

@@ -21,8 +21,7 @@ from stresslab.runs import config as config_mod
 from stresslab.runs.checks import load_outcome
 from stresslab.runs.config import RunConfig
 from stresslab.runs.directory import RunDir
-from stresslab.runs.report import load_results
-from stresslab.runs.storage import load_result
+from stresslab.runs.storage import load_result, load_results
 
 __all__ = ["Run", "Section"]
 

@@ -10,12 +10,7 @@ import yaml
 from stresslab.files import atomic_write_json, atomic_write_text, read_json, read_yaml
 from stresslab.report.render import data_uri, flat_metrics, headline_cards, render_template
 from stresslab.runs.directory import RunDir
-
-
-def load_results(run: RunDir) -> dict[str, dict[str, Any]]:
-    """Saved probe records in report order: each probe's declared ``order``, then name."""
-    found = {p.stem: read_json(p) for p in run.results.glob("*.json") if not p.name.endswith(".failed.json")}
-    return dict(sorted(found.items(), key=lambda kv: (kv[1].get("order", 100), kv[0])))
+from stresslab.runs.storage import load_results
 
 
 DIAGNOSIS = "diagnosis"

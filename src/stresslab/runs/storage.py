@@ -61,3 +61,9 @@ def load_result(path: str | Path) -> ProbeResult:
     if offered is not None and probe in PROBES and PROBES.get(probe).offers is not None:
         res.offer = PROBES.get(probe).offers(**offered)  # type: ignore[misc]
     return res
+
+
+def load_results(run: RunDir) -> dict[str, dict[str, Any]]:
+    """Saved probe records in report order: each probe's declared ``order``, then name."""
+    found = {p.stem: read_json(p) for p in run.results.glob("*.json") if not p.name.endswith(".failed.json")}
+    return dict(sorted(found.items(), key=lambda kv: (kv[1].get("order", 100), kv[0])))

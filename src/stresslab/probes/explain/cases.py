@@ -15,6 +15,7 @@ HIGH_CONFIDENCE = "high-confidence error"
 UNCERTAIN = "uncertain"
 CORRECT = "correct"
 CHOSEN = "chosen"
+SAMPLE = "sample"
 
 #: Without n_correct_per_class or n_correct: one correct case per class up to this many
 #: classes, else this many in all, spread over the classes (100 classes do not give 100).
@@ -160,3 +161,10 @@ def select_cases(ctx: ProbeContext, choice: CaseChoice) -> tuple[list[Case], Fai
             picked = round_robin(pools, total, seen)
         cases.extend(_case(p, position, CORRECT) for position in picked)
     return cases, offered, []
+
+
+def sample_cases(ctx: ProbeContext, n: int) -> list[Case]:
+    """The seeded class-stratified sample of ``n`` test images (``ctx.sample``, shared with the
+    other probes that sample), as cases of kind ``SAMPLE``, in test-set order."""
+    p = ctx.predictions
+    return [_case(p, int(pos), SAMPLE) for pos in ctx.sample(n, "explain")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,6 +33,8 @@ class Faithfulness:
     one-sided Wilcoxon signed-rank p-value that the gain is positive, ``None`` when the
     test is undefined (``why``). ``faithful``: ``p_value < alpha``. A verdict from the
     mean AUCs alone would call a difference of 0.01 on a handful of images "faithful".
+    ``gain``: the mean gain (the effect size, in AUC units: 0 = no better than random, up
+    to 2), with ``ci``, its 95% BCa bootstrap confidence interval (``None`` when undefined).
     """
 
     wins: int
@@ -39,6 +42,8 @@ class Faithfulness:
     p_value: float | None
     faithful: bool
     why: str = ""
+    gain: float | None = None
+    ci: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,33 @@ class Checks:
     methods: dict[str, MethodChecks]
     background: BackgroundTest | None
 
+    @property
+    def ranking(self) -> list[str]:
+        """Method names, most faithful first: faithful ones before the others, then by mean
+        gain over random (undefined last); ties keep the configured order."""
+
+        def key(name: str) -> tuple[bool, float]:
+            f = self.methods[name].faithfulness
+            return (not f.faithful, -(f.gain if f.gain is not None else -math.inf))
+
+        return sorted(self.methods, key=key)
+
+
+def mean_ci(values: Tensor, level: float = 0.95, resamples: int = 2000) -> tuple[float, float] | None:
+    """The ``level`` BCa bootstrap confidence interval of the mean of ``values`` (n,) (finite
+    entries; scipy's ``bootstrap``, seeded, so reproducible); ``None`` with fewer than 3
+    values or when every value is equal (no spread to resample)."""
+    from scipy.stats import bootstrap
+
+    v = values[torch.isfinite(values)].double().numpy()
+    if len(v) < 3 or float(v.max() - v.min()) == 0.0:
+        return None
+    res = bootstrap(
+        (v,), np.mean, confidence_level=level, n_resamples=resamples, method="BCa", random_state=0
+    )
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
 
 def faithfulness_test(curves: Curves, random: Curves, alpha: float) -> Faithfulness:
     """The paired gain test of ``curves`` against ``random`` (see :class:`Faithfulness`)."""
@@ -107,12 +139,14 @@ def faithfulness_test(curves: Curves, random: Curves, alpha: float) -> Faithfuln
     wins = int((gain > 0).sum())
     if len(gain) == 0:
         return Faithfulness(wins, 0, None, False, "no image has a finite gain over random maps")
+    mean, ci = float(gain.double().mean()), mean_ci(gain)
     if not bool((gain != 0).any()):
-        return Faithfulness(wins, len(gain), None, False, "every image's gain over random maps is zero")
+        why = "every image's gain over random maps is zero"
+        return Faithfulness(wins, len(gain), None, False, why, mean, ci)
     p = float(wilcoxon(gain.double().numpy(), alternative="greater").pvalue)
     if not math.isfinite(p):
-        return Faithfulness(wins, len(gain), None, False, "the signed-rank test is undefined")
-    return Faithfulness(wins, len(gain), p, p < alpha)
+        return Faithfulness(wins, len(gain), None, False, "the signed-rank test is undefined", mean, ci)
+    return Faithfulness(wins, len(gain), p, p < alpha, "", mean, ci)
 
 
 def sanity_check(spearman: Tensor, threshold: float) -> Sanity:

@@ -4,7 +4,7 @@ background share), gathered in one typed :class:`Explained` record."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -202,3 +202,10 @@ def compute(
             area = mask.flatten(1).float().mean(dim=1)
         advance(1)
     return Explained(cases, class_names(ctx), x, results, random, area)
+
+
+def reordered(explained: Explained, order: list[str]) -> Explained:
+    """``explained`` with its methods in ``order`` (e.g. most faithful first, for galleries)."""
+    methods = {name: explained.methods[name] for name in order if name in explained.methods}
+    methods.update({k: v for k, v in explained.methods.items() if k not in methods})
+    return replace(explained, methods=methods)

@@ -10,7 +10,7 @@ from typing import Any
 
 from stresslab.probes.base import ProbeResult, Table
 from stresslab.probes.explain.cases import CHOSEN, CORRECT, HIGH_CONFIDENCE, UNCERTAIN
-from stresslab.probes.explain.checks import Checks, MethodChecks, finite_mean
+from stresslab.probes.explain.checks import Checks, Faithfulness, MethodChecks, finite_mean
 from stresslab.probes.explain.compute import Explained
 from stresslab.probes.explain.settings import ExplainSettings
 
@@ -76,7 +76,7 @@ def method_notes(
     test = f"p = {f.p_value:.3g}" if f.p_value is not None else f"undefined: {f.why}"
     res.summary.append(
         f"{label} maps are {better} faithful than random: they beat random maps on "
-        f"{f.wins} of {n} images (one-sided Wilcoxon signed-rank {test}; "
+        f"{f.wins} of {f.n} images, mean gain {gain_text(f)} (one-sided Wilcoxon signed-rank {test}; "
         f"deletion AUC {words(c.deletion_auc)} vs {words(checks.random_deletion_auc)}, "
         f"insertion AUC {words(c.insertion_auc)} vs {words(checks.random_insertion_auc)}; "
         "lower deletion and higher insertion are better)."
@@ -90,8 +90,46 @@ def method_notes(
         )
 
 
-def present(res: ProbeResult, explained: Explained, checks: Checks, settings: ExplainSettings) -> None:
-    """Write the metrics, tables, summary and warnings of ``explained`` into ``res``."""
+def gain_text(f: Faithfulness) -> str:
+    """The mean gain over random with its 95% CI, for a sentence or a cell."""
+    if f.gain is None:
+        return "undefined"
+    ci = f" (95% CI {f.ci[0]:+.3f} to {f.ci[1]:+.3f})" if f.ci is not None else ""
+    return f"{f.gain:+.3f}{ci}"
+
+
+def ranking_note(res: ProbeResult, explained: Explained, checks: Checks) -> None:
+    """The methods ranked by faithfulness, and a plain sentence when none beats random."""
+    order = checks.ranking
+    labels = [explained.methods[name].method.label for name in order]
+    faithful = [name for name in order if checks.methods[name].faithfulness.faithful]
+    res.data["ranking"] = order
+    for rank, name in enumerate(order, start=1):
+        res.metrics[f"{name}.faithfulness_rank"] = float(rank)
+    if not faithful:
+        res.summary.append(
+            "No method beats random pixel orders on deletion and insertion here: none of these maps "
+            "is shown to point at what the model uses, so read them as pictures, not evidence."
+        )
+    else:
+        res.summary.append(
+            "Methods ranked by faithfulness (mean gain over random; the galleries follow this order): "
+            + ", ".join(labels)
+            + "."
+        )
+
+
+def present(
+    res: ProbeResult,
+    explained: Explained,
+    checks: Checks,
+    settings: ExplainSettings,
+    quality: Explained | None = None,
+) -> None:
+    """Write the metrics, tables, summary and warnings into ``res``: ``explained`` are the
+    cases shown, ``quality`` the images the ``checks`` were measured on (the cases when
+    ``None``)."""
+    quality = explained if quality is None else quality
     kinds = [c.kind for c in explained.cases]
     n = len(kinds)
     if CHOSEN in kinds:
@@ -106,12 +144,20 @@ def present(res: ProbeResult, explained: Explained, checks: Checks, settings: Ex
             f"Explained {n} test images: {kinds.count(HIGH_CONFIDENCE)} high-confidence errors, "
             f"{kinds.count(UNCERTAIN)} uncertain predictions and {kinds.count(CORRECT)} correct predictions."
         )
+    if quality is not explained:
+        res.summary.append(
+            f"The quality checks below ran on a separate seeded sample of {len(quality.cases)} test "
+            "images (shared with the other probes that sample), not only on these cases."
+        )
+    n = len(quality.cases)
+    ranking_note(res, explained, checks)
     r_del, r_ins = checks.random_deletion_auc, checks.random_insertion_auc
     put(res.metrics, "random.deletion_auc", r_del)
     put(res.metrics, "random.insertion_auc", r_ins)
     rows: list[list[Any]] = []
     bg_rows: list[list[Any]] = []
-    for name, c in checks.methods.items():
+    for name in checks.ranking:
+        c = checks.methods[name]
         label = explained.methods[name].method.label
         put(res.metrics, f"{name}.deletion_auc", c.deletion_auc)
         put(res.metrics, f"{name}.insertion_auc", c.insertion_auc)
@@ -119,6 +165,10 @@ def present(res: ProbeResult, explained: Explained, checks: Checks, settings: Ex
         res.metrics[f"{name}.faithful"] = float(c.faithfulness.faithful)
         put(res.metrics, f"{name}.faithfulness_p", c.faithfulness.p_value)
         res.metrics[f"{name}.faithfulness_wins"] = c.faithfulness.wins
+        put(res.metrics, f"{name}.faithfulness_gain", c.faithfulness.gain)
+        if c.faithfulness.ci is not None:
+            res.metrics[f"{name}.faithfulness_gain_ci_low"] = c.faithfulness.ci[0]
+            res.metrics[f"{name}.faithfulness_gain_ci_high"] = c.faithfulness.ci[1]
         res.metrics[f"{name}.sanity_pass"] = float(c.sanity.passed)
         method_notes(res, label, c, checks, n, settings)
         rows.append(
@@ -128,6 +178,8 @@ def present(res: ProbeResult, explained: Explained, checks: Checks, settings: Ex
                 fmt(r_del),
                 fmt(c.insertion_auc),
                 fmt(r_ins),
+                gain_text(c.faithfulness),
+                fmt(c.faithfulness.p_value),
                 fmt(c.sanity.spearman),
                 verdict(c),
             ]
@@ -142,7 +194,10 @@ def present(res: ProbeResult, explained: Explained, checks: Checks, settings: Ex
         "(Petsiuk et al., 2018); random = random pixel order. Rank correlation: Spearman between "
         f"maps of the trained model and of a copy with re-initialized weights "
         f"({settings.randomization}; "
-        f"Adebayo et al., 2018); >= {settings.randomization_threshold} fails."
+        f"Adebayo et al., 2018); >= {settings.randomization_threshold} fails. Gain: per image, "
+        "(random - method) deletion AUC + (method - random) insertion AUC, averaged, with a 95% BCa "
+        "bootstrap interval; p: one-sided Wilcoxon signed-rank test that the gain is positive. "
+        "Rows: most faithful first."
     )
     res.tables.append(
         Table(
@@ -153,6 +208,8 @@ def present(res: ProbeResult, explained: Explained, checks: Checks, settings: Ex
                 "random deletion AUC",
                 "insertion AUC",
                 "random insertion AUC",
+                "gain over random (95% CI)",
+                "p (one-sided)",
                 "randomization rank corr.",
                 "verdict",
             ],
@@ -160,7 +217,7 @@ def present(res: ProbeResult, explained: Explained, checks: Checks, settings: Ex
             caption=caption + (" " + DASH_NOTE if _has_none(rows) else ""),
         )
     )
-    background(res, explained, checks, settings, bg_rows)
+    background(res, quality, checks, settings, bg_rows)
 
 
 def _has_none(rows: list[list[Any]]) -> bool:

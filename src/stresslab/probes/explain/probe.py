@@ -10,19 +10,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from stresslab.attributions.base import Attribution
+from stresslab.data.base import to_float
 from stresslab.probes.base import Probe, ProbeContext, ProbeResult, register_probe
-from stresslab.probes.explain.cases import HIGH_CONFIDENCE, CaseChoice, select_cases
+from stresslab.probes.explain.cases import HIGH_CONFIDENCE, CaseChoice, sample_cases, select_cases
 from stresslab.probes.explain.checks import run_checks
-from stresslab.probes.explain.compute import compute, prepare_methods
+from stresslab.probes.explain.compute import compute, prepare_methods, reordered
 from stresslab.probes.explain.concentration import concentration
 from stresslab.probes.explain.concentration_present import concentration_figure, present_concentration
 from stresslab.probes.explain.data_randomization import DataRandomizationSettings, data_randomization_test
 from stresslab.probes.explain.data_randomization_present import present_data_randomization
 from stresslab.probes.explain.figures import explain_figures
-from stresslab.probes.explain.layers import resolve_cam_layers
+from stresslab.probes.explain.layer_check import fit_cam_layers
+from stresslab.probes.explain.layer_names import resolve_cam_layers
 from stresslab.probes.explain.present import present
 from stresslab.probes.explain.records import case_records, settings_record
 from stresslab.probes.explain.settings import (
@@ -33,6 +36,9 @@ from stresslab.probes.explain.settings import (
     build_methods,
     method_specs,
 )
+
+LAYER_IMAGES = 128
+"""Images the CAM layer is checked on (the first of the quality sample)."""
 
 
 @register_probe("explain")
@@ -63,6 +69,13 @@ class ExplainProbe(Probe):
     correlation between its maps of the two models is at least ``threshold``. Background
     pixels are those within ``background_tolerance`` of the dataset's background value.
 
+    The verdicts (faithfulness, randomization, background share, concentration tests) are
+    measured on a separate seeded sample of ``quality_images`` test images (``ctx.sample``;
+    0: on the explained cases only), with the mean gain over random and its 95% confidence
+    interval beside each p-value; the galleries show the cases, most faithful method first.
+    A CAM method with no ``layer`` explains the layer that gives non-constant maps on
+    at least 95% of the first 128 sample images (the model's ``cam_layer`` when it does).
+
     The flat settings of earlier versions (``layer``, ``occlusion_window``, ...) are
     :data:`~stresslab.probes.explain.settings.RETIRED`: a config that gives one is refused
     with the ``methods`` form to write instead.
@@ -90,6 +103,7 @@ class ExplainProbe(Probe):
         faithfulness_alpha: float = 0.05,
         background_tolerance: float = 0.05,
         cases_per_figure: int = 6,
+        quality_images: int = 256,
         data_randomization: Mapping[str, Any] | None = None,
     ) -> None:
         specs = method_specs(methods)
@@ -110,6 +124,7 @@ class ExplainProbe(Probe):
             faithfulness_alpha=faithfulness_alpha,
             background_tolerance=background_tolerance,
             cases_per_figure=cases_per_figure,
+            quality_images=quality_images,
         )
 
     def check(self, model: nn.Module, sample: Tensor) -> None:
@@ -151,20 +166,31 @@ class ExplainProbe(Probe):
         methods, notes = prepare_methods(ctx, self.methods)
         res.warnings.extend(notes)
         res.warnings.extend(self._baseline_notes(ctx, methods))
+        sample = sample_cases(ctx, s.quality_images) if s.quality_images else []
+        layer_x = to_float(ctx.split.test_x[torch.tensor([c.position for c in (sample or cases)])])
+        named = {name for name, m in self.methods.items() if getattr(m, "layer", None)}
+        methods, layer_notes = fit_cam_layers(ctx, methods, layer_x[:LAYER_IMAGES], named)
+        res.summary.extend(layer_notes.summary)
+        res.warnings.extend(layer_notes.warnings)
         explained = compute(ctx, cases, methods, s)
-        checks = run_checks(explained, s)
-        present(res, explained, checks, s)
-        found = concentration(explained)
-        present_concentration(res, explained, found, s.faithfulness_alpha)
+        quality = compute(ctx, sample, methods, s) if sample else explained
+        checks = run_checks(quality, s)
+        present(res, explained, checks, s, quality)
+        explained, quality = reordered(explained, checks.ranking), reordered(quality, checks.ranking)
+        found = concentration(quality)
+        present_concentration(res, quality, found, s.faithfulness_alpha)
         explain_figures(res, explained, checks, s.cases_per_figure)
-        res.figures["concentration_vs_uncertainty"] = concentration_figure(explained, found)
+        res.figures["concentration_vs_uncertainty"] = concentration_figure(quality, found)
         res.captions["concentration_vs_uncertainty"] = (
             "Is a map more diffuse when the prediction is uncertain? Each explained case's map entropy "
             "(top) and top-10% mass share (bottom) against the prediction's entropy, per method; "
             "Spearman's rho and p in the titles."
         )
-        res.data["cases"] = case_records(explained, found)
+        res.data["cases"] = case_records(explained, concentration(explained) if sample else found)
         res.data["settings"] = settings_record(explained, s, from_failures=offered is not None)
+        res.data["settings"]["cam_layer_check"] = layer_notes.record
+        res.data["settings"]["quality_images"] = len(quality.cases)
+        res.data["settings"]["ranking"] = checks.ranking
         if self.data_randomization is not None:
             if ctx.train_config is None:
                 res.warnings.append(

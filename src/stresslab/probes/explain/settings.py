@@ -46,6 +46,7 @@ class ExplainSettings:
     faithfulness_alpha: float = 0.05
     background_tolerance: float = 0.05
     cases_per_figure: int = 6
+    quality_images: int = 256
 
     def __post_init__(self) -> None:
         counts = (
@@ -67,6 +68,10 @@ class ExplainSettings:
                     "indices must be a non-empty list of official test-set indices (integers >= 0); "
                     f"got {list(self.indices)!r}"
                 )
+        if self.quality_images < 0:
+            raise ValueError(
+                f"quality_images must be >= 0 (0: the explained cases only), got {self.quality_images}"
+            )
         if self.curve_steps < 2 or self.random_maps < 1 or self.cases_per_figure < 1:
             raise ValueError("curve_steps >= 2, random_maps >= 1 and cases_per_figure >= 1 are required")
         if self.randomization not in ("full", "top"):

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from stresslab.data.base import to_float
+from stresslab.metrics.duplicates import DuplicatePair, accuracy_split, pixel_mae
 from stresslab.probes.base import ProbeContext, ProbeResult, Table
-from stresslab.probes.representation.duplicates import DuplicatePair, accuracy_split, pixel_mae
 from stresslab.probes.representation.figures import pair_gallery
 from stresslab.probes.representation.present import pct
 

@@ -9,17 +9,17 @@ import torch
 
 from stresslab.data.sampling import stratified_sample
 from stresslab.metrics.confusion import confusion_counts, top_confused_pairs
+from stresslab.metrics.duplicates import exact_duplicates, near_duplicates
+from stresslab.metrics.neighbors import cosine_topk, knn_vote
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.probes.failures import FailureCases, failure_cases
 from stresslab.probes.predictions import Predictions
 from stresslab.probes.representation import present
 from stresslab.probes.representation.clusters import cluster_report
 from stresslab.probes.representation.duplicate_report import duplicate_section
-from stresslab.probes.representation.duplicates import exact_duplicates, near_duplicates
 from stresslab.probes.representation.embedding_map import tsne_map
 from stresslab.probes.representation.failure_neighbours import failure_records, shares
 from stresslab.probes.representation.linear import linear_probe
-from stresslab.probes.representation.neighbors import cosine_topk, knn_vote
 
 log = logging.getLogger(__name__)
 

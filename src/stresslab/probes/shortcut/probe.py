@@ -11,8 +11,10 @@ import torch
 from torch import Tensor
 
 from stresslab.attributions.base import ATTRIBUTIONS, Attribution
+from stresslab.data.base import to_float
 from stresslab.errors import ConfigError
 from stresslab.models.base import default_cam_layer
+from stresslab.models.layers import choose_cam_layer
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.probes.shortcut import images as imgs
 from stresslab.probes.shortcut.find import class_region, layer_resolution, refine
@@ -23,9 +25,17 @@ from stresslab.probes.shortcut.transplant import background_test, transplant_tes
 log = logging.getLogger(__name__)
 
 
+def _declared_layer(model: Any) -> str:
+    try:
+        return str(getattr(model, "cam_layer", "") or "")
+    except ConfigError:  # a hub model whose layer search found none
+        return ""
+
+
 @register_probe("shortcut")
 class ShortcutProbe(Probe):
-    """Per class, the mean attribution (``method``: gradcam or occlusion) of correctly
+    """Per class, the mean attribution (``method``: gradcam, occlusion, or ``auto``: the
+    explain probe's most faithful of the two, see :meth:`_auto`) of correctly
     classified images of each of ``sources`` (test: a shared sample of ``max_images``;
     train: a seeded sample of as many), and the box around its top ``top_fraction`` of
     pixels (at most ``max_region_fraction`` of the image); a Grad-CAM box, as coarse as its
@@ -49,7 +59,7 @@ class ShortcutProbe(Probe):
     def __init__(
         self,
         *,
-        method: str = "gradcam",
+        method: str = "auto",
         layer: str = "",
         occlusion_window: int = 4,
         occlusion_stride: int = 2,
@@ -72,8 +82,8 @@ class ShortcutProbe(Probe):
         n_examples: int = 4,
         max_kind_images: int = 2000,
     ) -> None:
-        if method not in ("gradcam", "occlusion"):
-            raise ValueError(f"method must be gradcam or occlusion; got {method!r}")
+        if method not in ("auto", "gradcam", "occlusion"):
+            raise ValueError(f"method must be auto, gradcam or occlusion; got {method!r}")
         if not sources or any(s not in ("test", "train") for s in sources):
             raise ValueError(f"sources must name some of test, train; got {sources!r}")
         if not 0.0 < top_fraction <= max_region_fraction <= 1.0:
@@ -98,10 +108,45 @@ class ShortcutProbe(Probe):
         self.background_quantile = background_quantile
         self.n_examples, self.max_kind_images = n_examples, max_kind_images
 
-    def _attribution(self, ctx: ProbeContext, warnings: list[str]) -> tuple[str, Attribution]:
-        if self.method == "gradcam":
+    def _auto(self, ctx: ProbeContext, notes: list[str]) -> tuple[str, str]:
+        """(method, layer) for ``method="auto"``: Grad-CAM when the explain probe of this run
+        ranked a CAM method most faithful (on the layer it used), occlusion when it ranked
+        another method first or none beat random; without the explain probe, Grad-CAM on
+        the layer that gives non-constant maps on 95% of 128 sample images, else occlusion."""
+        explain = ctx.results.get("explain")
+        ranking = explain.data.get("ranking") if explain is not None else None
+        if explain is not None and isinstance(ranking, list):
+            faithful = [n for n in ranking if explain.metrics.get(f"{n}.faithful") == 1.0]
+            used = explain.data.get("settings", {}).get("method_settings", {})
+            if faithful and faithful[0] in ("gradcam", "gradcam_plus_plus"):
+                notes.append(
+                    f"regions from Grad-CAM, the explain probe's most faithful method ({faithful[0]})"
+                )
+                return "gradcam", str(used.get(faithful[0], {}).get("layer") or "")
+            why = f"its most faithful method is {faithful[0]}" if faithful else "no method beat random there"
+            notes.append(f"regions from occlusion: the explain probe ranked the methods and {why}")
+            return "occlusion", ""
+        x = to_float(ctx.split.test_x[ctx.sample(128, "shortcut.layer")])
+        choice = choose_cam_layer(ctx.model, x, prefer=_declared_layer(ctx.model))
+        if choice.layer:
+            notes.append(f"regions from Grad-CAM on {choice.layer}: {choice.reason}")
+            return "gradcam", choice.layer
+        notes.append(f"regions from occlusion alone: {choice.reason}")
+        return "occlusion", ""
+
+    def _attribution(
+        self, ctx: ProbeContext, warnings: list[str], notes: list[str]
+    ) -> tuple[str, Attribution]:
+        """The method the regions come from; why (for ``auto``) is appended to ``notes``."""
+        method, layer = self.method, self.layer
+        if method == "auto":
+            found: list[str] = []
+            method, chosen = self._auto(ctx, found)
+            layer = layer or chosen
+            notes.append("Shortcut search: " + "; ".join(found) + ".")
+        if method == "gradcam":
             try:
-                layer = self.layer or default_cam_layer(ctx.model)
+                layer = layer or default_cam_layer(ctx.model)
                 return "gradcam", ATTRIBUTIONS.build("gradcam", where="probes.shortcut", layer=layer)
             except ConfigError as e:
                 warnings.append(f"shortcut: Grad-CAM cannot run on this model ({e}); used occlusion instead")
@@ -134,7 +179,7 @@ class ShortcutProbe(Probe):
     def run(self, ctx: ProbeContext) -> ProbeResult:
         res = ProbeResult()
         names = list(ctx.info.class_names)
-        method_name, method = self._attribution(ctx, res.warnings)
+        method_name, method = self._attribution(ctx, res.warnings, res.summary)
         recipients = imgs.correct_test_images(ctx, self.max_images)
         sets = {"test": recipients} if "test" in self.sources else {}
         if "train" in self.sources:

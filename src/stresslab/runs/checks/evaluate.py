@@ -14,7 +14,7 @@ from stresslab.report.render import flat_metrics
 from stresslab.runs.checks.baseline import compare_to_baseline
 from stresslab.runs.checks.spec import ChecksConfig, Condition
 from stresslab.runs.directory import RunDir
-from stresslab.runs.report import load_results
+from stresslab.runs.storage import load_results
 
 CLASS_FIELDS = ("support", "accuracy", "precision", "recall", "f1")
 

@@ -9,16 +9,14 @@ that names the layers with a spatial output the user could name instead.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from stresslab.attributions.base import Attribution
 from stresslab.errors import ConfigError
 from stresslab.models.base import Normalize
 from stresslab.models.external import UserModel
-from stresslab.scoped import inference_scope
+from stresslab.models.layers import record_layers
 
 
 def spatial_layers(model: nn.Module, x: Tensor) -> list[str]:
@@ -27,24 +25,8 @@ def spatial_layers(model: nn.Module, x: Tensor) -> list[str]:
     One forward pass of ``x`` (N, C, H, W) in [0, 1] without gradients, in eval mode; the
     model's mode is restored and every hook removed afterwards.
     """
-    found: dict[str, None] = {}
-    handles = []
-    for name, mod in model.named_modules():
-        if not name or name == "normalize" or isinstance(mod, Normalize):
-            continue
-
-        def hook(m: nn.Module, inp: Any, out: Any, name: str = name) -> None:
-            if isinstance(out, Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
-                found.setdefault(name, None)
-
-        handles.append(mod.register_forward_hook(hook))
-    try:
-        with inference_scope(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return list(found)
+    events = record_layers(model, x, lambda name, m: name != "normalize" and not isinstance(m, Normalize))
+    return list(dict.fromkeys(e.name for e in events if e.is_spatial_map))
 
 
 def _candidates(model: nn.Module, x: Tensor, prefix: str, method: str) -> str:

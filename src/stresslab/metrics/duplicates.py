@@ -1,7 +1,8 @@
-"""Train/test duplicates: exact pixel copies by hash, near-copies by feature similarity.
+"""Duplicates: exact pixel copies by hash, near-copies by cosine similarity of vectors (model
+features in the representation probe, pixel signatures in the data audit).
 
-A test image that also sits in the training set measures memory, not generalization, so it
-inflates test accuracy; the probe lists each pair and the accuracy with and without them.
+The one implementation of duplicate search: across two sets (a test image that also sits in
+the training set measures memory, not generalization) and within one set.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+
+from stresslab.metrics.neighbors import cosine_topk
 
 
 def image_hashes(images: Tensor) -> list[bytes]:
@@ -55,6 +58,32 @@ def exact_duplicates(train_x: Tensor, test_x: Tensor) -> list[DuplicatePair]:
         for j, h in enumerate(image_hashes(test_x))
         if h in first
     ]
+
+
+def exact_groups(images: Tensor) -> list[list[int]]:
+    """Groups (each of >= 2 positions, ascending; groups by first position) of uint8 images
+    (N, C, H, W) with equal pixels."""
+    groups: dict[bytes, list[int]] = {}
+    for i, h in enumerate(image_hashes(images)):
+        groups.setdefault(h, []).append(i)
+    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def nearest(queries: Tensor, keys: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Cosine similarity (Q,) and position (Q,) of each query's most similar key; with
+    ``keys=None`` the keys are the queries and a row's own position is skipped (within one
+    set). Vectors float (Q, D) and (N, D); a set of one row has no other row (similarity -2,
+    position -1)."""
+    if keys is not None:
+        sim, idx = cosine_topk(queries, keys, 1)
+        if sim.shape[1] == 0:
+            return torch.full((len(queries),), -2.0), torch.full((len(queries),), -1, dtype=torch.long)
+        return sim[:, 0], idx[:, 0]
+    sim, idx = cosine_topk(queries, queries, 2)
+    if sim.shape[1] < 2:
+        return torch.full((len(queries),), -2.0), torch.full((len(queries),), -1, dtype=torch.long)
+    own = idx[:, 0] == torch.arange(len(queries))
+    return torch.where(own, sim[:, 1], sim[:, 0]), torch.where(own, idx[:, 1], idx[:, 0])
 
 
 def near_duplicates(
