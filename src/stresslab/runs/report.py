@@ -12,7 +12,6 @@ from stresslab.report.render import data_uri, flat_metrics, headline_cards, rend
 from stresslab.runs.directory import RunDir
 from stresslab.runs.storage import load_results
 
-
 DIAGNOSIS = "diagnosis"
 MAX_SUMMARY = 10
 
