@@ -40,6 +40,7 @@ def embedding_slices(
     n_clusters: int | None = None,
     alpha: float = 0.05,
     seed: int = 0,
+    max_fit: int = 2000,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Weak clusters of the test set in embedding space.
 
@@ -48,6 +49,7 @@ def embedding_slices(
         properties: name -> (N,) per-image properties describing each slice (means).
         n_clusters: default ``2 * K`` capped at N // 20 (at least 2).
         alpha: family-wise significance level (Bonferroni over the clusters).
+        max_fit: k-means is fitted on a seeded sample of at most this many images.
 
     Returns:
         The kept slices (``cluster``, ``n``, ``errors``, ``error_rate``, ``ratio``,
@@ -56,11 +58,19 @@ def embedding_slices(
     """
     n = len(wrong)
     k = n_clusters or max(2, min(2 * len(class_names), n // 20))
-    settings: dict[str, Any] = {"n_clusters": k, "alpha": alpha, "min_ratio": 2.0}
+    settings: dict[str, Any] = {
+        "n_clusters": k,
+        "alpha": alpha,
+        "min_ratio": 2.0,
+        "fitted_on": min(n, max_fit),
+    }
     if n < 2 * k or not wrong.any() or embeddings.ndim != 2 or embeddings.shape[1] == 0:
         settings["skipped"] = "too few test images or errors, or no embeddings"
         return [], settings
-    assign = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(embeddings.astype(np.float32))
+    x = embeddings.astype(np.float32)
+    # Fitted on a seeded sample, then every image assigned: the cost stays small on large sets.
+    fit_on = np.random.default_rng(seed).choice(n, min(n, max_fit), replace=False)
+    assign = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x[fit_on]).predict(x)
     rate = float(wrong.mean())
     settings["overall_error_rate"] = rate
     out = []
