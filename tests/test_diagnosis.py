@@ -268,3 +268,19 @@ def test_a_run_writes_its_diagnosis_and_the_report_opens_with_it(tmp_path: Path,
         html.index('<ul class="summary">') : html.index("</ul>", html.index('<ul class="summary">'))
     ]
     assert 1 <= summary.count("<li>") <= 10
+
+
+def test_the_run_hands_the_diagnosis_each_probes_offer() -> None:
+    from dataclasses import dataclass
+
+    from stresslab.probes.base import Offer, ProbeResult
+    from stresslab.runs.diagnosis_step import records
+
+    @dataclass
+    class Scores(Offer):
+        index: list[int]
+
+    results = {"ood": ProbeResult(offer=Scores([3])), "broken": ProbeResult(), "evaluation": ProbeResult()}
+    got = records(results, failed=["broken"])
+    assert got["ood"]["offer"] == {"index": [3]} and got["evaluation"]["offer"] is None
+    assert "broken" not in got

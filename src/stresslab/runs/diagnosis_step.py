@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 from stresslab.diagnosis import TestSet, diagnose, to_result, write_csv
@@ -18,9 +19,17 @@ NAME = "diagnosis"
 
 
 def records(results: dict[str, ProbeResult], failed: list[str]) -> dict[str, dict[str, Any]]:
-    """The probes' results as the dicts they are saved as (``data``, ``metrics``); failed
-    probes are left out, so their evidence is reported missing."""
-    return {name: {"data": r.data, "metrics": r.metrics} for name, r in results.items() if name not in failed}
+    """The probes' results as the dicts they are saved as (``data``, ``metrics``, ``offer``);
+    failed probes are left out, so their evidence is reported missing."""
+    return {
+        name: {
+            "data": r.data,
+            "metrics": r.metrics,
+            "offer": asdict(r.offer) if r.offer is not None else None,  # type: ignore[call-overload]
+        }
+        for name, r in results.items()
+        if name not in failed
+    }
 
 
 def test_set(ctx: ProbeContext) -> TestSet:
