@@ -116,6 +116,48 @@ def score(rows: list[dict[str, str]], planted: dict[str, list[int]]) -> list[dic
     return out
 
 
+def rediagnose(run_dir: Path) -> Path:
+    """Diagnose a finished run again from its saved records (the rules as they are now; no
+    embeddings, so no weak slices); returns the rewritten ``diagnosis.csv``."""
+    from stresslab.diagnosis import TestSet, diagnose, write_csv
+    from stresslab.runs.directory import RunDir
+    from stresslab.runs.prepare import load_data
+    from stresslab.runs.saved_predictions import load_predictions
+    from stresslab.runs.storage import load_results
+
+    run = RunDir.open(run_dir)
+    split = load_data(config_mod.resolve(run.config))
+    sp = load_predictions(run.predictions)
+    test = TestSet(
+        sp.probs,
+        sp.labels,
+        sp.index,
+        sp.class_names,
+        images=split.test_x.numpy(),
+        train_images=split.train_x.numpy(),
+        train_labels=split.train_y.numpy(),
+        background=split.info.background,
+    )
+    t0 = time.perf_counter()
+    d = diagnose({k: v for k, v in load_results(run).items() if k != "diagnosis"}, test)
+    print(f"diagnosed again in {time.perf_counter() - t0:.2f} s; evidence from {d.sources}")
+    write_csv(run.diagnosis, d.rows)
+    return run.diagnosis
+
+
+def _report(path: Path, planted: dict[str, list[int]]) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    print("| planted kind | planted | misclassified | diagnosed as it | recall | precision |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for s in score(rows, planted):
+        print(
+            f"| {s['kind']} | {s['planted']} | {s['misclassified']} | {s['diagnosed']} | "
+            f"{s['recall']:.2f} | {s['precision']:.2f} |"
+        )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="12,000 training images, 3 epochs")
@@ -124,10 +166,16 @@ def main() -> None:
     ap.add_argument("--pattern-share", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="run directory (default: a temporary one)")
+    ap.add_argument(
+        "--rescore", type=Path, default=None, help="diagnose this finished run again and score it"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="bench_diagnosis_"))
     planted = plant(args, tmp / "planted.npz")
+    if args.rescore is not None:
+        _report(rediagnose(args.rescore), planted)
+        return
     probes = ["evaluation", "failures", "label_issues", "representation", "shortcut"]
     probes += [p for p in ("ood", "data_audit") if p in PROBES.names()]
     over: dict[str, object] = {"data.dataset": "npz", "data.root": str(tmp / "planted.npz"), "probes": probes}
@@ -138,18 +186,10 @@ def main() -> None:
     outcome = execute(cfg, out=args.out or tmp / "run", show_progress=False)
     wall = time.perf_counter() - t0
     run = outcome.run_dir
-    with open(run.diagnosis, newline="") as f:
-        rows = list(csv.DictReader(f))
+    _report(run.diagnosis, planted)
     diag_seconds = json.loads(run.result_json("diagnosis").read_text())["seconds"]
     accuracy = outcome.metrics.get("evaluation.accuracy", float("nan"))
     print(f"probes: {', '.join(probes)}; test accuracy {accuracy:.4f}")
-    print("| planted kind | planted | misclassified | diagnosed as it | recall | precision |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for s in score(rows, planted):
-        print(
-            f"| {s['kind']} | {s['planted']} | {s['misclassified']} | {s['diagnosed']} | "
-            f"{s['recall']:.2f} | {s['precision']:.2f} |"
-        )
     share = 100 * diag_seconds / wall
     print(f"diagnosis: {diag_seconds:.2f} s of a {wall:.0f} s run ({share:.1f}%); run: {run.path}")
 

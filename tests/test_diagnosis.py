@@ -229,7 +229,7 @@ def test_ood_and_data_audit_offers_fill_their_columns() -> None:
     t = _test_set()
     n = len(t.labels)
     knn = [0.1 * (i % 10) for i in range(n)]  # correct images' scores: 0.0 .. 0.9
-    knn[7] = 5.0  # failure 107 far from everything
+    knn[4] = 5.0  # failure 104 far from everything
     records = {
         "ood": {"offer": {"index": t.index.tolist(), "scores": {"msp": [0.0] * n, "knn": knn}}},
         "data_audit": {
@@ -238,15 +238,16 @@ def test_ood_and_data_audit_offers_fill_their_columns() -> None:
     }
     d = diagnose(records, t)
     by_index = {r["index"]: r for r in d.rows}
-    assert by_index[107]["ood_score"] == 5.0 and by_index[107]["ood_percentile"] == 100.0
-    assert by_index[107]["cause"] == "out_of_distribution"  # its darkness is not a data_audit flag
+    assert by_index[104]["ood_score"] == 5.0 and by_index[104]["ood_percentile"] == 100.0
+    assert by_index[104]["cause"] == "out_of_distribution"  # data_audit's flag is evidence only
+    assert by_index[107]["cause"] == "image_quality"  # the black image, by its own properties
     correct_scores = np.sort(np.array(knn)[t.correct])
     assert by_index[101]["ood_percentile"] == pytest.approx(
         100 * np.searchsorted(correct_scores, 0.1) / len(correct_scores)
     )
-    assert by_index[104]["quality_flags"] == "blurry" and by_index[104]["cause"] == "image_quality"
-    assert by_index[101]["quality_flags"] == ""  # grayscale is not an image-quality issue
-    assert d.sources == {"ood_score": "knn", "quality_flags": "data_audit"}
+    assert by_index[104]["audit_flags"] == "blurry" and by_index[104]["quality_flags"] == ""
+    assert by_index[101]["audit_flags"] == ""  # grayscale is not an image-quality issue
+    assert d.sources == {"ood_score": "knn"}
     assert "ood_score" not in d.missing
 
 
