@@ -99,9 +99,9 @@ def test_the_card_has_every_section_and_metrics_json_numbers(run: Path) -> None:
     assert float(lo.rstrip("%")) / 100 < acc < float(hi.rstrip("%")) / 100
     assert "Intended use: sorting insect photos" in md and "License: MIT" in md
     assert "Out-of-scope use: not stated" in md
-    n_conf = metrics["failures.n_high_confidence_errors"]
-    assert f"{int(n_conf)} test images are misclassified with confidence >= 0.9" in md
-    assert "The most confused pairs of classes" in md
+    # The run's diagnosis gives the known failure modes (its first summary lines).
+    diagnosis = json.loads((run / "results" / "diagnosis.json").read_text())
+    assert diagnosis["summary"][0] in md
     assert "No checks ran" in md
 
 
