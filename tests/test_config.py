@@ -43,7 +43,7 @@ def test_preset_file_and_overrides_layer_in_order(tmp_path: Path) -> None:
 
 def test_the_probes_named_are_the_probes_that_run(tmp_path: Path) -> None:
     quick = c.resolve(preset="quick").probes
-    assert len(quick) == 9 and quick["explain"]["n_high_confidence"] == 4
+    assert set(quick) == set(c.DEFAULT_PROBES) and quick["explain"]["n_high_confidence"] == 4
     # --set probes=..., as a list or as a mapping: exactly those probes, with those settings.
     for value in ("[evaluation, adversarial]", "{evaluation: {}, adversarial: {}}"):
         cfg = c.resolve(preset="quick", overrides=[f"probes={value}"])

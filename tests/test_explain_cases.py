@@ -118,6 +118,7 @@ def test_probe_reports_concentration_per_method() -> None:
         n_high_confidence=3,
         n_uncertain=3,
         min_error_confidence=0.0,
+        quality_images=0,  # the statistics on the explained cases themselves
         **FAST,
     ).run(_ctx(_split()))
     for m in ("gradcam", "saliency"):
