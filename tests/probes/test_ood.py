@@ -144,7 +144,7 @@ def test_probe_end_to_end_with_a_user_set(tmp_path) -> None:  # type: ignore[no-
 
 
 def test_model_without_features_gets_logit_scores_and_a_warning() -> None:
-    from tests.test_representation import NoFeatures
+    from tests.probes.test_representation import NoFeatures
 
     split = make_split(n_test=30)
     res = build_probe("ood", {"n_images": 10, "builtin": ["uniform_noise"], "near": []}).run(
