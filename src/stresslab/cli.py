@@ -1,4 +1,5 @@
-"""Command line: ``stresslab run | study | report | check | card | list``; thin layers over the library."""
+"""Command line: ``stresslab run | study | report | check | card | suggest | list``; thin layers
+over the library."""
 
 from __future__ import annotations
 
@@ -262,6 +263,27 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run or study director
         _fail(e)
         return
     typer.echo(f"report: {run_.report}")
+
+
+@app.command()
+def suggest(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory with a diagnosis")],
+    out: Annotated[
+        Path | None, typer.Option(help="study file (default RUN_DIR/suggested_study.yaml)")
+    ] = None,
+) -> None:
+    """Write the study whose arms target the run's top failure causes."""
+    _setup_logging(False, True)
+    from stresslab.study.suggested import write_suggested_study
+
+    try:
+        path, reasons = write_suggested_study(run_dir, out)
+    except StresslabError as e:
+        _fail(e)
+        return
+    for line in reasons:
+        typer.echo(line)
+    typer.echo(f"study: {path} (run it with `stresslab study {path}`)")
 
 
 def registries() -> dict[str, list[str]]:

@@ -141,7 +141,8 @@ def test_the_report_works_in_a_browser(tmp_path: Path) -> None:
     assert out["errors"] == []
     assert not [line for line in log.splitlines() if "CONSOLE" in line and "Uncaught" in line]
     assert out["images"] >= 3 and out["broken"] == []
-    assert out["links"] == ["#summary", "#probe-evaluation", "#probe-failures", "#model-card", "#setup"]
+    links = ["#summary", "#diagnosis", "#probe-evaluation", "#probe-failures", "#model-card", "#setup"]
+    assert out["links"] == links
     assert out["dangling"] == []
 
     def conf(values: list[str]) -> list[float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,8 @@ def load_split(
     channels: int | None = None,
     skip_bad: bool = False,
     download: bool = False,
+    drop_train_indices: Sequence[int] = (),
+    relabel: Mapping[int, int] | None = None,
 ) -> Split:
     """Load a registered dataset and split it into train / validation / test.
 
@@ -110,6 +113,8 @@ def load_split(
             are listed in ``Split.skipped``. Only for datasets whose loader takes it.
         download: let the loader download the dataset where it is missing (needs a network).
             Only for datasets whose loader takes it.
+        drop_train_indices, relabel: official training indices to leave out, and official
+            training index -> new class; applied after the split and subsets (kept as they were).
 
     Returns:
         A :class:`Split` of uint8 images (N, C, H, W) and int64 labels, with ``*_index``
@@ -135,6 +140,7 @@ def load_split(
     train_index, val_index, test_index, notes = _split_indices(
         raw.train_y, raw.test_y, val_fraction, split_seed, train_subset, test_subset
     )
+    raw, train_index, val_index = _edited(raw, train_index, val_index, drop_train_indices, relabel, notes)
 
     size = (image_size, image_size) if image_size is not None else None
     train_x, val_x, test_x = _converted(raw, (train_index, val_index, test_index), size, channels)
@@ -158,6 +164,48 @@ def load_split(
         val_coarse=coarse[1],
         test_coarse=coarse[2],
     )
+
+
+def _edited(
+    raw: RawDataset,
+    train_index: Tensor,
+    val_index: Tensor,
+    drop: Sequence[int],
+    relabel: Mapping[int, int] | None,
+    notes: list[str],
+) -> tuple[RawDataset, Tensor, Tensor]:
+    """The training and validation positions without ``drop`` (official training indices)
+    and the dataset with ``relabel`` (official training index -> class) applied; notes each."""
+    if len(drop):
+        out = _checked_indices(drop, len(raw.train_y), "data.drop_train_indices")
+        train_index = train_index[~torch.isin(train_index, out)]
+        val_index = val_index[~torch.isin(val_index, out)]
+        notes.append(f"{len(out)} training images left out (data.drop_train_indices)")
+    if relabel:
+        raw = dataclasses.replace(raw, train_y=_relabeled(raw.train_y, relabel, len(raw.class_names)))
+        notes.append(f"{len(relabel)} training labels changed (data.relabel)")
+    return raw, train_index, val_index
+
+
+def _checked_indices(indices: Sequence[int], n: int, field: str) -> Tensor:
+    """``indices`` as a unique int64 tensor; ConfigError naming ``field`` for one outside 0..n-1."""
+    out = torch.as_tensor(list(indices), dtype=torch.long).unique()
+    bad = out[(out < 0) | (out >= n)]
+    if len(bad):
+        raise ConfigError(f"{field}: index {int(bad[0])} is outside the training set (0..{n - 1})")
+    return out
+
+
+def _relabeled(y: Tensor, relabel: Mapping[int, int], num_classes: int) -> Tensor:
+    """A copy of the official training labels ``y`` with ``relabel`` (index -> class) applied."""
+    idx = _checked_indices(list(relabel), len(y), "data.relabel")
+    new = torch.as_tensor([relabel[int(i)] for i in idx], dtype=torch.long)
+    bad = new[(new < 0) | (new >= num_classes)]
+    if len(bad):
+        raise ConfigError(f"data.relabel: class {int(bad[0])} is not one of the {num_classes} classes")
+    out = y.clone()
+    out[idx] = new
+    return out
 
 
 def _check_arguments(

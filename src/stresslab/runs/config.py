@@ -33,6 +33,10 @@ class DataConfig(Strict):
     image_size: int | None = Field(None, ge=8)
     channels: Literal[1, 3] | None = None
     skip_bad: bool = False
+    # Official training-set indices to leave out, and official training index -> new class
+    # (e.g. the labels label_issues flags in cross_val mode; see `stresslab suggest`).
+    drop_train_indices: list[int] = Field(default_factory=list)
+    relabel: dict[int, int] = Field(default_factory=dict)
 
 
 class ModelConfig(Strict):

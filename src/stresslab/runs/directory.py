@@ -90,6 +90,7 @@ class RunDir:
         RUN_DIR/results/<probe>.json   results/<probe>/<figure>.png
         RUN_DIR/metrics.json           report.html   run.lock   DONE | FAILED
         RUN_DIR/predictions.npz        per-image test predictions (stresslab.runs.saved_predictions)
+        RUN_DIR/diagnosis.csv          one row per test failure: its cause and evidence
 
     ``DONE`` marks a complete run, which is never replaced. ``FAILED`` (JSON: ``stage``,
     ``error``, ``traceback``, ``time``) marks a run that stopped on an error: ``--resume``
@@ -115,6 +116,7 @@ class RunDir:
     done = property(lambda self: self.path / "DONE")
     failed = property(lambda self: self.path / "FAILED")
     predictions = property(lambda self: self.path / "predictions.npz")
+    diagnosis = property(lambda self: self.path / "diagnosis.csv")
 
     def final_weights(self) -> Path:
         """The checkpoint the run's probes used: ``training.json``'s ``final_weights``

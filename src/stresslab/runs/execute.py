@@ -27,6 +27,7 @@ from stresslab.probes.predictions import Predictions
 from stresslab.progress import ProgressReporter
 from stresslab.runs import config as config_mod
 from stresslab.runs.config import RunConfig
+from stresslab.runs.diagnosis_step import run_diagnosis
 from stresslab.runs.directory import RunDir, default_run_path, environment
 from stresslab.runs.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
 from stresslab.runs.saved_predictions import save_predictions
@@ -214,6 +215,8 @@ def _execute(
         ctx.results[name] = probe_result
         log.info("probe %s: done in %.1f s", name, seconds)
 
+    stage.name = "diagnosis"
+    run_diagnosis(run, ctx, outcome.failed_probes)
     stage.name = "checks"
     _checks(cfg, run, outcome)
     stage.name = "report"

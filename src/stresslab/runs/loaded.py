@@ -77,6 +77,8 @@ class Run:
         results: probe name -> :class:`~stresslab.probes.ProbeResult` (metrics, tables,
             warnings, summary, data; figures stay PNG files, listed in
             ``data["figure_files"]``), in report order.
+        diagnosis: the diagnosis of the failures (``data["rows"]``: one per failure with
+            its cause and evidence; see :mod:`stresslab.diagnosis`), or None.
         history: per-epoch training records (``epoch``, ``train_loss``, ``val_acc``, ...);
             empty when nothing was trained.
         warnings: warnings about the run itself (training divergence, the data).
@@ -96,7 +98,9 @@ class Run:
         self.path = run.path
         self.config: RunConfig = config_mod.resolve(run.config)
         records = load_results(run)  # in report order
-        self.results: dict[str, ProbeResult] = {name: load_result(run.result_json(name)) for name in records}
+        loaded = {name: load_result(run.result_json(name)) for name in records}
+        self.diagnosis: ProbeResult | None = loaded.pop("diagnosis", None)
+        self.results: dict[str, ProbeResult] = loaded
         self.metrics: dict[str, float] = (
             dict(read_json(run.metrics)) if run.metrics.is_file() else flat_metrics(records)
         )

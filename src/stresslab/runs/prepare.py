@@ -111,6 +111,8 @@ def load_data(cfg: RunConfig) -> Split:
         channels=d.channels,
         skip_bad=d.skip_bad,
         download=d.download,
+        drop_train_indices=d.drop_train_indices,
+        relabel=d.relabel,
     )
 
 

@@ -12,10 +12,25 @@ from stresslab.report.render import data_uri, flat_metrics, headline_cards, rend
 from stresslab.runs.directory import RunDir
 from stresslab.runs.storage import load_results
 
+DIAGNOSIS = "diagnosis"
+MAX_SUMMARY = 10
+
+
+def _section(run: RunDir, name: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """One saved record as the report shows it: figures as data URIs, metric rows."""
+    figures = []
+    for f in rec.get("figures", []):
+        path = run.results / f["file"]
+        if path.is_file():
+            figures.append({"src": data_uri(path), "caption": f.get("caption", ""), "name": f["file"]})
+    metric_rows = [[f"{name}.{k}", v] for k, v in rec.get("metrics", {}).items()]
+    return {"name": name, "rec": rec, "figures": figures, "metric_rows": metric_rows}
+
 
 def report_context(run: RunDir) -> dict[str, Any]:
     """Everything the report shows, read from the run directory: title, config, environment,
-    summary cards, warnings (the run's own first), one entry per probe section (its saved
+    summary cards, warnings (the run's own first), the diagnosis (which opens the report and
+    gives the summary of at most 10 lines, when it ran), one entry per probe section (its saved
     record and figures as data URIs), failed probes and whether the run is complete. The
     report template and the notebook view (:mod:`stresslab.runs.inline`) both render it."""
     results = load_results(run)
@@ -25,15 +40,14 @@ def report_context(run: RunDir) -> dict[str, Any]:
         cfg = read_yaml(run.config)
     env_rec = read_json(run.env) if run.env.is_file() else {}
     failed = {name: read_json(run.failure_file(name)).get("error", "") for name in run.failed_probes()}
-    sections: list[dict[str, Any]] = []
-    for name, rec in results.items():
-        figures = []
-        for f in rec.get("figures", []):
-            path = run.results / f["file"]
-            if path.is_file():
-                figures.append({"src": data_uri(path), "caption": f.get("caption", ""), "name": f["file"]})
-        metric_rows = [[f"{name}.{k}", v] for k, v in rec.get("metrics", {}).items()]
-        sections.append({"name": name, "rec": rec, "figures": figures, "metric_rows": metric_rows})
+    sections = [_section(run, name, rec) for name, rec in results.items()]
+    # The diagnosis opens the report and gives its summary; the probes' lines stay in their sections.
+    diagnosis = next((s for s in sections if s["name"] == DIAGNOSIS), None)
+    sections = [s for s in sections if s["name"] != DIAGNOSIS]
+    if diagnosis is not None:
+        summary = [(DIAGNOSIS, line) for line in diagnosis["rec"].get("summary", [])]
+    else:
+        summary = [(s["name"], line) for s in sections for line in s["rec"].get("summary", [])]
     # Run-level warnings (training divergence, the data split) come before the probes' own.
     run_warnings = read_json(run.run_warnings) if run.run_warnings.is_file() else []
     warnings = [(str(w.get("source", "run")), str(w.get("message", ""))) for w in run_warnings]
@@ -46,7 +60,8 @@ def report_context(run: RunDir) -> dict[str, Any]:
         "cfg_yaml": yaml.safe_dump(cfg, sort_keys=False),
         "env": env_rec,
         "headlines": headline_cards(results, metrics),
-        "summary": [(s["name"], line) for s in sections for line in s["rec"].get("summary", [])],
+        "summary": summary[:MAX_SUMMARY],
+        "diagnosis": diagnosis,
         "warnings": warnings,
         "sections": sections,
         "failed": failed,

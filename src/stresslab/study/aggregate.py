@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stresslab.diagnosis import read_causes
 from stresslab.files import read_json
 from stresslab.metrics.calibration import expected_calibration_error
 from stresslab.runs.directory import RunDir
@@ -66,6 +67,7 @@ class RunData:
     overfitting_onset: int | None = None
     overfitting: int | None = None
     failed_probes: list[str] = field(default_factory=list)
+    causes: dict[int, str] = field(default_factory=dict)  # test index -> cause (diagnosis.csv)
 
     @property
     def usable(self) -> bool:
@@ -96,6 +98,8 @@ def read_run(sdir: StudyDir, arm: str, seed: int) -> RunData:
             flag = rec.get("metrics", {}).get("overfitting")
             rd.overfitting = None if flag is None else int(flag)
         rd.failed_probes = run.failed_probes()
+        if run.diagnosis.is_file():
+            rd.causes = read_causes(run.diagnosis)
         if rd.state != DONE and not rd.failed_probes and rd.state != "failed":
             rd.state = "partial"
     return rd

@@ -7,8 +7,9 @@ Every function takes plain arrays and returns plain numbers, so each can be chec
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,7 @@ __all__ = [
     "Difference",
     "Interval",
     "align",
+    "cause_transitions",
     "churn",
     "describe",
     "mcnemar_exact",
@@ -121,6 +123,41 @@ def transitions(correct_a: np.ndarray, correct_b: np.ndarray) -> Transitions:
     if a.shape != b.shape:
         raise ValueError(f"correctness vectors differ in shape: {a.shape} vs {b.shape}")
     return Transitions(~a & b, a & ~b, ~a & ~b)
+
+
+def cause_transitions(
+    correct_a: np.ndarray,
+    correct_b: np.ndarray,
+    common: np.ndarray,
+    causes_a: Mapping[int, str],
+    causes_b: Mapping[int, str],
+) -> dict[str, dict[str, Any]]:
+    """Fixed / broken / still wrong per cause, from two aligned correctness vectors (N,)
+    bool over the test indices ``common`` and each run's diagnosis (test index -> cause).
+
+    For each cause: ``n``, the failures of ``a`` with that cause; ``fixed`` and
+    ``still_wrong``, those right / still wrong in ``b``; ``broken``, images right in ``a``
+    and wrong in ``b`` that ``b``'s diagnosis gives that cause; ``mcnemar_p`` of fixed vs
+    broken (:func:`mcnemar_exact`). Causes in sorted order; failures without a diagnosed
+    cause count under ``"undiagnosed"``.
+    """
+    t = transitions(correct_a, correct_b)
+    idx = [int(i) for i in common]
+    out: dict[str, dict[str, Any]] = {}
+
+    def bump(cause: str, key: str) -> None:
+        rec = out.setdefault(cause, {"n": 0, "fixed": 0, "broken": 0, "still_wrong": 0})
+        rec[key] += 1
+
+    for k in np.flatnonzero(~np.asarray(correct_a, bool)):
+        cause = causes_a.get(idx[k], "undiagnosed")
+        bump(cause, "n")
+        bump(cause, "fixed" if t.fixed[k] else "still_wrong")
+    for k in np.flatnonzero(t.broken):
+        bump(causes_b.get(idx[k], "undiagnosed"), "broken")
+    for rec in out.values():
+        rec["mcnemar_p"] = mcnemar_exact(rec["fixed"], rec["broken"])
+    return dict(sorted(out.items()))
 
 
 def churn(correct: Sequence[np.ndarray]) -> float | None:

@@ -119,6 +119,10 @@ def summarize(
         arms_out[arm] = rec
     out["arms"] = arms_out
     out["cases"] = {arm: _cases(correct, p_true, base, arm, common) for arm in usable if arm != base}
+    causes = {arm: {s: r.causes for s, r in seeds.items()} for arm, seeds in usable.items()}
+    out["cause_cases"] = {
+        arm: _cause_cases(correct, causes, base, arm, common) for arm in usable if arm != base
+    }
     every = [c for seeds in correct.values() for c in seeds.values()]
     hard = np.logical_and.reduce([~c for c in every]) if every else np.zeros(0, bool)
     out["hard_core"] = {"indices": common[hard].tolist(), "n_runs": len(every)}
@@ -201,6 +205,44 @@ def _cases(
         "noise_floor": noise,
         "words": words,
     }
+
+
+def _cause_cases(
+    correct: dict[str, dict[int, np.ndarray]],
+    causes: dict[str, dict[int, dict[int, str]]],
+    base: str,
+    arm: str,
+    common: np.ndarray,
+) -> dict[str, Any]:
+    """Fixed / broken / still wrong per cause slice of the baseline's failures (its runs'
+    ``diagnosis.csv``), per seed pair and as means over the seed pairs with a diagnosis."""
+    seeds = [
+        s
+        for s in sorted(set(correct.get(base, {})) & set(correct.get(arm, {})))
+        if causes[base].get(s) and causes[arm].get(s) is not None
+    ]
+    per_seed = {
+        s: C.cause_transitions(correct[base][s], correct[arm][s], common, causes[base][s], causes[arm][s])
+        for s in seeds
+    }
+    rows = []
+    for cause in sorted({c for rec in per_seed.values() for c in rec}):
+        recs = [
+            per_seed[s].get(cause, {"n": 0, "fixed": 0, "broken": 0, "still_wrong": 0, "mcnemar_p": 1.0})
+            for s in seeds
+        ]
+        mean = {k: float(np.mean([r[k] for r in recs])) for k in ("n", "fixed", "broken", "still_wrong")}
+        p_values = [float(r["mcnemar_p"]) for r in recs]
+        significant = sum(p < 0.05 for p in p_values)
+        words = (
+            f"of the {mean['n']:.1f} {cause} failures of {base}, {arm} fixed {mean['fixed']:.1f} and broke "
+            f"{mean['broken']:.1f} (McNemar p < 0.05 in {significant} of {len(seeds)} seed pairs; "
+            f"p = {', '.join(f'{p:.2g}' for p in p_values)})"
+        )
+        rows.append(
+            {"cause": cause, **mean, "mcnemar_p": p_values, "significant": significant, "words": words}
+        )
+    return {"seeds": seeds, "causes": rows}
 
 
 def _per_class(

@@ -1,0 +1,359 @@
+"""One adapter per probe: its saved record -> per-image evidence columns.
+
+Every column is an array over the run's test positions (rows of ``predictions.npz``;
+``index[pos]`` is the official test-set index). A value a probe did not measure is empty
+(``None`` or NaN), never invented. Each adapter takes a probe's saved record (the dict in
+``results/<probe>.json``: ``data``, ``metrics``, ``offer``) and returns the columns it can
+fill; :func:`collect` runs those whose probe ran and notes which evidence is missing.
+
+Corruption and adversarial records hold accuracies per severity and epsilon (and the
+adversarial probe's robust/not-robust at its chosen epsilon), not the smallest strength
+that flips each image, and a misclassified image has no correct prediction left to flip:
+they give no per-failure column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stresslab.diagnosis.image_stats import PROPERTIES, image_properties
+
+
+@dataclass(frozen=True)
+class Column:
+    """One evidence column: its ``name``, value ``kind`` (int, float, bool, str), the
+    ``source`` probe ("predictions" or "images" for what the run itself holds) and what it means."""
+
+    name: str
+    kind: str
+    source: str
+    text: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column(
+        "label_issue",
+        "bool",
+        "label_issues",
+        "the test label was flagged as probably wrong (confident learning)",
+    ),
+    Column("label_quality", "float", "label_issues", "label quality score of a flagged label, in [0, 1]"),
+    Column("suggested_label", "str", "label_issues", "the label confident learning suggests instead"),
+    Column(
+        "knn_share_true",
+        "float",
+        "representation",
+        "share of the k nearest training images with the true label",
+    ),
+    Column(
+        "knn_share_pred",
+        "float",
+        "representation",
+        "share of the k nearest training images with the predicted label",
+    ),
+    Column(
+        "nearest_train_index",
+        "int",
+        "representation",
+        "official training index of the nearest training image",
+    ),
+    Column(
+        "duplicate_label",
+        "str",
+        "representation",
+        "label of a training near-duplicate whose label differs from the true one",
+    ),
+    Column("ood_score", "float", "ood", "out-of-distribution score (energy where recorded)"),
+    Column(
+        "ood_percentile",
+        "float",
+        "ood",
+        "percentile of the OOD score among correctly classified test images, 0-100",
+    ),
+    Column(
+        "shortcut_present", "bool", "shortcut", "a proven shortcut region of the predicted class is present"
+    ),
+    Column(
+        "background_attribution",
+        "float",
+        "explain",
+        "share of the attribution on plain background, in [0, 1]",
+    ),
+    Column("brightness", "float", "images", "mean pixel value, in [0, 1]"),
+    Column("contrast", "float", "images", "standard deviation of the pixel values, in [0, 1]"),
+    Column("sharpness", "float", "images", "mean absolute Laplacian, in [0, 4] (low: blurred)"),
+    Column("object_area", "float", "images", "share of pixels off the plain background, in [0, 1]"),
+    Column(
+        "quality_flags", "str", "images", "properties outside the range of the correctly classified images"
+    ),
+    Column("audit_flags", "str", "data_audit", "image-quality issues data_audit flagged (its test sample)"),
+)
+
+BY_NAME = {c.name: c for c in COLUMNS}
+
+
+@dataclass
+class TestSet:
+    """What the run holds about its test images: ``probs`` (N, K) softmax probabilities,
+    ``labels`` and ``index`` (N,) int (official test indices), ``class_names`` (K),
+    optionally ``images`` uint8 (N, C, H, W), ``embeddings`` (N, D), the training images
+    ``train_images`` uint8 (M, C, H, W) with ``train_labels`` (M,), and the plain
+    ``background`` value in [0, 1] where the dataset has one."""
+
+    __test__ = False  # not a pytest class
+
+    probs: np.ndarray
+    labels: np.ndarray
+    index: np.ndarray
+    class_names: tuple[str, ...]
+    images: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    train_images: np.ndarray | None = None
+    train_labels: np.ndarray | None = None
+    background: float | None = None
+
+    @property
+    def preds(self) -> np.ndarray:
+        return np.asarray(self.probs.argmax(axis=1), dtype=np.int64)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return np.asarray(self.preds == self.labels)
+
+    def positions(self) -> dict[int, int]:
+        """Official test index -> position."""
+        return {int(i): p for p, i in enumerate(self.index.tolist())}
+
+
+@dataclass
+class Evidence:
+    """Evidence columns (name -> (N,) object array, ``None`` where empty), the thresholds
+    measured on the way (name -> value), per column left empty why, and per column filled
+    from a choice of sources which one (``notes``)."""
+
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # column -> where its values came from
+
+    def column(self, name: str, n: int) -> np.ndarray:
+        if name not in self.columns:
+            self.columns[name] = np.full(n, None, dtype=object)
+        return self.columns[name]
+
+
+Adapter = Callable[[Mapping[str, Any], TestSet, Evidence], None]
+
+
+def label_issues(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``label_issues``: flagged test labels (every searched image gets True or False)."""
+    test = rec.get("data", {}).get("test")
+    if not test:
+        ev.missing["label_issue"] = "label_issues did not search the test set"
+        return
+    n, pos = len(t.labels), t.positions()
+    flag = ev.column("label_issue", n)
+    flag[:] = False
+    quality, suggested = ev.column("label_quality", n), ev.column("suggested_label", n)
+    for r in test.get("issues", []):
+        p = pos.get(int(r["index"]))
+        if p is not None:
+            flag[p] = True
+            quality[p] = float(r["score"])
+            suggested[p] = t.class_names[int(r["suggested"])]
+
+
+def representation(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``representation``: neighbour label shares and near-duplicates of every failure.
+
+    A near-duplicate is the nearest training image when its cosine similarity is at least
+    the probe's ``near_duplicate_threshold``; its label is kept when it differs from the true one.
+    """
+    data = rec.get("data", {})
+    failures = data.get("failures")
+    if failures is None:
+        ev.missing["knn_share_true"] = "representation recorded no neighbours (no embeddings)"
+        return
+    near = float(data.get("settings", {}).get("near_duplicate_threshold", 0.99))
+    ev.thresholds["near_duplicate_similarity"] = near
+    k = len(failures[0]["neighbour_labels"]) if failures else 0
+    if k:
+        ev.thresholds["neighbours_k"] = k
+    n, pos = len(t.labels), t.positions()
+    cols = {
+        c: ev.column(c, n)
+        for c in ("knn_share_true", "knn_share_pred", "nearest_train_index", "duplicate_label")
+    }
+    for r in failures:
+        p = pos.get(int(r["index"]))
+        if p is None:
+            continue
+        cols["knn_share_true"][p] = float(r["share_true"])
+        cols["knn_share_pred"][p] = float(r["share_pred"])
+        if r["neighbour_train_index"]:
+            cols["nearest_train_index"][p] = int(r["neighbour_train_index"][0])
+            first = int(r["neighbour_labels"][0])
+            if 1.0 - float(r["neighbour_distances"][0]) >= near and first != int(r["true"]):
+                cols["duplicate_label"][p] = t.class_names[first]
+
+
+def shortcut(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``shortcut``: whether a proven shortcut region of the predicted class holds that
+    class's pattern (the median training patch there, within the probe's ``match_tolerance``
+    in mean absolute pixel difference on [0, 1])."""
+    data = rec.get("data", {})
+    if t.images is None or t.train_images is None or t.train_labels is None:
+        ev.missing["shortcut_present"] = "the test or training images were not available"
+        return
+    n = len(t.labels)
+    present = ev.column("shortcut_present", n)
+    present[:] = False
+    tol = float(data.get("settings", {}).get("match_tolerance", 0.1))
+    ev.thresholds["shortcut_match_tolerance"] = tol
+    preds = t.preds
+    for s in data.get("shortcuts", []):
+        cls, b = int(s["class"]), s["box"]
+        rows, cols = slice(b["top"], b["top"] + b["height"]), slice(b["left"], b["left"] + b["width"])
+        donors = t.train_images[t.train_labels == cls][:, :, rows, cols].astype(np.float32) / 255.0
+        if not len(donors):
+            continue
+        reference = np.median(donors, axis=0)
+        patches = t.images[:, :, rows, cols].astype(np.float32) / 255.0
+        match = np.abs(patches - reference).reshape(n, -1).mean(axis=1) <= tol
+        present[match & (preds == cls)] = True
+
+
+def explain(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``explain``: share of the first method's attribution on plain background, for the
+    explained cases that recorded it."""
+    cases = rec.get("data", {}).get("cases", [])
+    methods = rec.get("data", {}).get("settings", {}).get("methods", [])
+    n, pos = len(t.labels), t.positions()
+    col = ev.column("background_attribution", n)
+    for c in cases:
+        p = pos.get(int(c["index"]))
+        for m in methods:
+            share = (c.get(m) or {}).get("background_share")
+            if p is not None and isinstance(share, (int, float)) and math.isfinite(share):
+                col[p] = float(share)
+                break
+
+
+#: Energy first (Liu et al. 2020): on handwritten digits planted among Fashion-MNIST's test
+#: images it separated them from the model's ordinary errors best (AUROC 0.93 against kNN
+#: 0.91, Mahalanobis 0.90, MSP 0.86; benchmarks/bench_diagnosis.py --quick).
+OOD_PREFERENCE = ("energy", "knn", "mahalanobis", "max_logit", "msp")
+
+
+def ood(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``ood`` (its ``OodScores`` offer): the score (first of :data:`OOD_PREFERENCE` that
+    it recorded) and its percentile among the correctly classified test images it scored."""
+    offer = rec.get("offer") or {}
+    scores = offer.get("scores") or {}
+    name = next((s for s in OOD_PREFERENCE if s in scores), None)
+    if name is None:
+        ev.missing["ood_score"] = "the ood probe recorded no per-image scores"
+        return
+    n, pos = len(t.labels), t.positions()
+    rows = [
+        (pos[int(i)], float(v))
+        for i, v in zip(offer.get("index", []), scores[name], strict=False)
+        if int(i) in pos
+    ]
+    if not rows:
+        return
+    where = np.array([r[0] for r in rows])
+    values = np.array([r[1] for r in rows])
+    ref = np.sort(values[t.correct[where] & np.isfinite(values)])
+    score, pct = ev.column("ood_score", n), ev.column("ood_percentile", n)
+    for p, v in zip(where.tolist(), values.tolist(), strict=True):
+        score[p] = v
+        if len(ref):
+            pct[p] = 100.0 * float(np.searchsorted(ref, v, side="left")) / len(ref)
+    ev.notes["ood_score"] = name
+
+
+#: data_audit issues that are about image quality (not duplicates or colour mode).
+QUALITY_ISSUES = ("dark", "light", "low_contrast", "low_information", "blurry")
+
+
+def data_audit(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``data_audit`` (its ``AuditFlags`` offer): the image-quality issues it flagged on each
+    test image of its sample, fenced on the training images' own distribution (Tukey fences).
+
+    Kept as evidence beside ``quality_flags``, which decides: on the planted faults its
+    far-out fences missed half the damaged images and flagged half the images of no class
+    as blurry (recall 0.50, precision 0.45 against 1.00 and 0.76 for the percentile flags).
+    """
+    offer = rec.get("offer") or {}
+    issues = offer.get("issues")
+    if issues is None:
+        return
+    n, pos = len(t.labels), t.positions()
+    flags = ev.column("audit_flags", n)
+    flags[:] = ""
+    for issue in QUALITY_ISSUES:
+        for i in issues.get(issue, []):
+            p = pos.get(int(i))
+            if p is not None:
+                flags[p] = issue if not flags[p] else f"{flags[p]}; {issue}"
+    for k, v in (offer.get("thresholds") or {}).items():
+        ev.thresholds[f"data_audit_{k}"] = float(v)
+
+
+ADAPTERS: dict[str, tuple[Adapter, tuple[str, ...]]] = {
+    "ood": (ood, ("ood_score", "ood_percentile")),
+    "data_audit": (data_audit, ("audit_flags",)),
+    "label_issues": (label_issues, ("label_issue", "label_quality", "suggested_label")),
+    "representation": (
+        representation,
+        ("knn_share_true", "knn_share_pred", "nearest_train_index", "duplicate_label"),
+    ),
+    "shortcut": (shortcut, ("shortcut_present",)),
+    "explain": (explain, ("background_attribution",)),
+}
+
+
+def quality(t: TestSet, ev: Evidence, tail: float) -> None:
+    """Image properties of every test image and the flags of those outside the central
+    ``100 - 2 * tail`` percent of the correctly classified images' range."""
+    if t.images is None:
+        ev.missing["quality_flags"] = "the test images were not available"
+        return
+    props = image_properties(t.images, t.background)
+    n, ok = len(t.labels), t.correct
+    flags = ev.column("quality_flags", n)
+    for name in PROPERTIES:
+        values = props[name]
+        col = ev.column(name, n)
+        finite = np.isfinite(values)
+        col[finite] = values[finite]
+        ref = values[ok & finite]
+        if name == "object_area" or len(ref) < 20:
+            continue  # object area describes slices; too few correct images give no range
+        lo, hi = np.percentile(ref, [tail, 100 - tail])
+        ev.thresholds[f"{name}_low"], ev.thresholds[f"{name}_high"] = float(lo), float(hi)
+        for p in np.flatnonzero(finite & ((values < lo) | (values > hi))):
+            word = f"{'low' if values[p] < lo else 'high'} {name}"
+            flags[p] = word if flags[p] is None else f"{flags[p]}; {word}"
+    if len(t.labels):
+        flags[np.array([f is None for f in flags])] = ""
+
+
+def collect(records: Mapping[str, Mapping[str, Any]], t: TestSet, *, quality_tail: float = 0.5) -> Evidence:
+    """Every adapter whose probe has a record in ``records`` (probe name -> saved record);
+    the columns of probes that did not run stay empty and are named in ``missing``."""
+    ev = Evidence()
+    for probe, (adapter, names) in ADAPTERS.items():
+        if probe in records:
+            adapter(records[probe], t, ev)
+        else:
+            for name in names:
+                ev.missing.setdefault(name, f"the {probe} probe did not run")
+    quality(t, ev, quality_tail)
+    return ev
