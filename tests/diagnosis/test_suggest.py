@@ -10,8 +10,7 @@ import yaml
 from stresslab.diagnosis.suggest import suggest_study
 from stresslab.runs import config as config_mod
 from stresslab.study.spec import load_study
-
-from .cli_helpers import invoke
+from tests.cli_helpers import invoke
 
 
 def _run_dir(tmp_path: Path, counts: dict[str, int], train_issues: list[int]) -> Path:

@@ -22,8 +22,7 @@ from stresslab.diagnosis import (
 from stresslab.diagnosis.evidence import collect
 from stresslab.diagnosis.image_stats import image_properties
 from stresslab.diagnosis.slices import embedding_slices, pair_slices
-
-from .cli_helpers import FAST, run_ok
+from tests.cli_helpers import FAST, run_ok
 
 TH = Thresholds()
 

@@ -10,8 +10,7 @@ import torch
 from stresslab.data import load_split
 from stresslab.errors import ConfigError
 from stresslab.runs import config as config_mod
-
-from .data_factories import write_npz
+from tests.data_factories import write_npz
 
 
 def test_drop_and_relabel_keep_the_split_otherwise(tmp_path: Path) -> None:
