@@ -74,7 +74,7 @@ def tiny_model(split: Split) -> TinyNet:
 @pytest.fixture(scope="session")
 def fmnist_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small Fashion-MNIST root in the real IDX .gz format (1200 train, 400 test images)."""
-    from .data_factories import write_fashion_mnist
+    from tests.data_factories import write_fashion_mnist
 
     root = tmp_path_factory.mktemp("fmnist")
     write_fashion_mnist(root, n_train=1200, n_test=400, seed=0)

@@ -7,7 +7,7 @@ the class, over dim noise), so end-to-end tests can train a tiny model on them.
 
 Typical use in another test::
 
-    from .data_factories import tiny_fashion_mnist
+    from tests.data_factories import tiny_fashion_mnist
     root = tiny_fashion_mnist(tmp_path)          # IDX .gz files, 60 train / 20 test
     split = load_split("fashion_mnist", root=str(root))
 """

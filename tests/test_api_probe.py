@@ -19,9 +19,8 @@ from stresslab.data import load_split
 from stresslab.data.base import Split
 from stresslab.errors import StresslabError
 from stresslab.models import Classifier, build_model
-
-from .cli_helpers import run_ok
-from .data_factories import class_images
+from tests.cli_helpers import run_ok
+from tests.data_factories import class_images
 
 ARGS = {"widths": [4, 8], "fc": 16}
 PROBES = ["evaluation", "failures", "calibration"]

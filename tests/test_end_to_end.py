@@ -14,8 +14,7 @@ from stresslab.data import load_split
 from stresslab.data.base import to_float
 from stresslab.models import build_model
 from stresslab.models.weights import load_checkpoint
-
-from .cli_helpers import FAST, run_ok
+from tests.cli_helpers import FAST, run_ok
 
 
 def _run(args: list[str]) -> str:
@@ -41,6 +40,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory, fmnist_root: str) -> Pat
     return out
 
 
+@pytest.mark.slow
 def test_quick_run_writes_everything(quick_run: Path) -> None:
     for f in [
         "report.html",
@@ -156,6 +156,7 @@ def test_resume_continues_an_interrupted_run(quick_run: Path, tmp_path: Path) ->
     )
 
 
+@pytest.mark.slow
 def test_resume_without_a_validation_set(tmp_path: Path, fmnist_root: str) -> None:
     out = tmp_path / "noval"
     args = ["--set", "data.val_fraction=0", "--set", "probes=[evaluation]", *FAST]
@@ -207,6 +208,7 @@ def test_hostile_class_names_are_escaped(tmp_path: Path) -> None:
     assert "a&amp;b" in html
 
 
+@pytest.mark.slow
 def test_every_registered_probe_runs_in_one_quick_run(tmp_path: Path, fmnist_root: str) -> None:
     from stresslab.probes import PROBES
 

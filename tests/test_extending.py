@@ -18,8 +18,7 @@ from stresslab.probes import Headline, Probe, ProbeContext, ProbeResult, Table, 
 from stresslab.runs import config as config_mod
 from stresslab.runs import prepare as prepare_mod
 from stresslab.runs.execute import execute
-
-from .cli_helpers import registries_restored, run_ok
+from tests.cli_helpers import registries_restored, run_ok
 
 
 def _dark(x: torch.Tensor, quantile: float) -> torch.Tensor:

@@ -21,8 +21,7 @@ from stresslab.errors import ConfigError
 from stresslab.models import MODELS
 from stresslab.plugins import load_plugins
 from stresslab.probes import PROBES
-
-from .cli_helpers import invoke, registries_restored, run_ok
+from tests.cli_helpers import invoke, registries_restored, run_ok
 
 # One module registering one of each kind of part, as a user's package would.
 PLUGIN = """

@@ -14,8 +14,7 @@ import stresslab
 from stresslab import ATTACKS, ATTRIBUTIONS, CORRUPTIONS, DATASETS, MODELS, PROBES
 from stresslab.data import load_split
 from stresslab.models import build_model
-
-from .cli_helpers import registries_restored
+from tests.cli_helpers import registries_restored
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
@@ -26,6 +25,7 @@ def python_blocks() -> list[str]:
     return BLOCK.findall(README.read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_every_python_block_of_the_readme_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = python_blocks()
     assert len(blocks) >= 5, "the README's extending examples are python blocks"

@@ -146,6 +146,11 @@ class OodProbe(Probe):
             res.metrics[f"failure_auroc.{s}"] = v
         if finite:
             res.metrics["failure_auroc_best"] = finite[best_fail]
+        else:
+            res.warnings.append(
+                "ood: failure detection is undefined: the model has no errors, or no correct "
+                "predictions, on the test set (failure_auroc left out)"
+            )
 
         # Out-of-distribution sets, scored with the same detectors.
         rows: dict[str, dict[str, dict[str, float]]] = {}
