@@ -113,6 +113,8 @@ def load_data(cfg: RunConfig) -> Split:
         download=d.download,
         drop_train_indices=d.drop_train_indices,
         relabel=d.relabel,
+        class_names=d.class_names,
+        crop_pct=d.crop_pct,
     )
 
 
