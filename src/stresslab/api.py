@@ -30,10 +30,11 @@ from stresslab.runs import config as config_mod
 from stresslab.runs.config import PRESETS, RunConfig
 from stresslab.runs.directory import RunDir
 from stresslab.runs.execute import RunOutcome, execute, execute_prepared
+from stresslab.runs.from_checkpoint import checkpoint_base
 from stresslab.runs.given_model import as_module, normalize_layer, output_classes, wrap
 from stresslab.runs.inputs import as_pair, check_label_range
 from stresslab.runs.loaded import Run
-from stresslab.runs.prepare import Prepared, check_probes, probe_order
+from stresslab.runs.prepare import Prepared, check_probes, probe_order, skip_without_training
 
 __all__ = ["IN_MEMORY", "load", "probe", "run"]
 
@@ -62,7 +63,10 @@ def run(
         overrides: ``["train.epochs=3", ...]`` (values parsed as YAML, like ``--set``) or
             ``{"train.epochs": 3, ...}``, applied over ``config``.
         out: the run directory (default ``runs/<name>-<UTC time>``).
-        checkpoint: stress-test this saved model; no training.
+        checkpoint: stress-test this saved model; no training. Without ``config``, a
+            stresslab checkpoint brings its own model, and an image folder given as
+            ``data.root`` (``test/<class>/`` or ``<class>/`` folders alone will do) is matched
+            to its class names by name (see :mod:`stresslab.runs.from_checkpoint`).
         resume: continue this interrupted run directory with its own config (then give
             none of the above).
         progress: show rich progress bars (terminal or notebook).
@@ -86,7 +90,11 @@ def run(
             )
         return _finished(execute(RunConfig(), resume=resume, show_progress=progress))
     source = config_mod.to_dict(config) if isinstance(config, RunConfig) else config
-    cfg = config_mod.resolve(source, preset, overrides)
+    base = None
+    if checkpoint is not None and source is None:  # the checkpoint says what it is
+        root = config_mod.resolve(None, preset, overrides).data.root
+        base = checkpoint_base(checkpoint, root)
+    cfg = config_mod.resolve(source, preset, overrides, base=base)
     return _finished(execute(cfg, out=out, checkpoint=checkpoint, show_progress=progress))
 
 
@@ -319,10 +327,11 @@ def probe(
         names = _checked_class_names(module, norm, sample, class_names, y, parts)
         split = _split((x, y), parts, names, None if background is None else float(background))
         wrapped = wrap(module, split.info, norm).to(dev)
+        skipped = skip_without_training(built, split)
         check_probes(built, wrapped, sample)
         if target is None:
             keep = tempfile.TemporaryDirectory(prefix="stresslab-probe-")
             target = Path(keep.name)
-        prep = Prepared(cfg, built, dev, split, wrapped, meta={}, ready=True)
+        prep = Prepared(cfg, built, dev, split, wrapped, meta={}, ready=True, skipped=skipped)
         execute_prepared(prep, target, show_progress=progress)
     return Run(target, keep_alive=keep)

@@ -156,7 +156,8 @@ def load_split(
 
     size = (image_size, image_size) if image_size is not None else None
     train_x, val_x, test_x = _converted(raw, (train_index, val_index, test_index), size, channels)
-    info, warnings = _dataset_info(dataset, raw, train_x if len(train_x) else test_x, notes, (train_index, test_index))
+    stats_x = train_x if len(train_x) else test_x  # a test folder alone: the test images'
+    info, warnings = _dataset_info(dataset, raw, stats_x, notes, (train_index, test_index))
     indices = (train_index, val_index, test_index)
     info, coarse = _superclasses(dataset, raw, info, indices) if has_coarse else (info, (None, None, None))
     return Split(
@@ -302,7 +303,8 @@ def _dataset_info(
     official sets) do not cover, and a constant channel (whose std is then set to 1.0)."""
     train_index, test_index = kept
     if len(train_index):
-        warnings = coverage_warnings(raw.train_y[train_index], raw.test_y[test_index], raw.class_names, dataset)
+        train_y, test_y = raw.train_y[train_index], raw.test_y[test_index]
+        warnings = coverage_warnings(train_y, test_y, raw.class_names, dataset)
     else:  # a test set alone, for a trained model: nothing to compare the test classes with
         notes.append("no training images: the channel statistics are the test images'")
         warnings = []

@@ -202,7 +202,11 @@ Decoded = dict[int, np.ndarray | str]
 
 
 def _decode_all(
-    paths: list[Path], n_train: int, image_size: int | None, channels: int | None, crop_pct: float | None = None
+    paths: list[Path],
+    n_train: int,
+    image_size: int | None,
+    channels: int | None,
+    crop_pct: float | None = None,
 ) -> tuple[list[Header], Decoded, tuple[int, int], int]:
     """Read every header, pick the size (width, height) and channel count, decode every
     readable file (threads). Returns the headers (a string: why a file is bad), the decoded
@@ -219,9 +223,11 @@ def _decode_all(
             size = (1, 1)  # every training file is bad; the caller's error says so
         n_channels = channels or (1 if good_train and all(h[1] for h in good_train) else 3)
         todo = [i for i, h in enumerate(headers) if not isinstance(h, str)]
-        decoded: Decoded = dict(
-            zip(todo, pool.map(lambda i: decode_image(paths[i], size, n_channels, crop_pct), todo), strict=True)
-        )
+
+        def decode(i: int) -> np.ndarray | str:
+            return decode_image(paths[i], size, n_channels, crop_pct)
+
+        decoded: Decoded = dict(zip(todo, pool.map(decode, todo), strict=True))
     return headers, decoded, size, n_channels
 
 
