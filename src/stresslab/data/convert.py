@@ -71,11 +71,12 @@ def resize_center_crop(img: Image.Image, size: tuple[int, int], crop_pct: float)
     and torchvision's ``ImageClassification`` (resize 256, crop 224: ``crop_pct`` 0.875)."""
     short = max(min(size), int(min(size) / crop_pct))
     w, h = img.size
-    scale = short / min(w, h)
-    new = (max(size[0], round(w * scale)), max(size[1], round(h * scale)))
+    # torchvision's Resize(short) and CenterCrop(size) arithmetic, so the two agree pixel for pixel.
+    new = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    new = (max(size[0], new[0]), max(size[1], new[1]))
     if new != img.size:
         img = img.resize(new, Image.Resampling.BICUBIC)
-    left, top = (new[0] - size[0]) // 2, (new[1] - size[1]) // 2
+    left, top = int(round((new[0] - size[0]) / 2.0)), int(round((new[1] - size[1]) / 2.0))
     return img.crop((left, top, left + size[0], top + size[1]))
 
 
