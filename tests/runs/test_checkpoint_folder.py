@@ -203,3 +203,23 @@ def test_a_timm_checkpoint_probed_on_a_test_folder(tmp_path: Path) -> None:
     assert np.load(tmp_path / "run" / "predictions.npz")["probs"].shape == (4, 3)
     cfg = yaml.safe_load((tmp_path / "run" / "config.resolved.yaml").read_text())
     assert cfg["data"]["crop_pct"] == 0.875 and cfg["model"]["name"] == "timm:resnet10t"
+
+
+def test_probe_takes_a_test_folder_matched_to_its_class_names(tmp_path: Path) -> None:
+    data = _test_folder(tmp_path / "photos", {"bag": 200, "t-shirt_top": 20}, per_class=3)
+    info = DatasetInfo("x", tuple(CLASSES), 3, 10, 10, (0.4,) * 3, (0.2,) * 3)
+    torch.manual_seed(0)
+    model = build_model("custom_cnn", info, ARGS)
+    run = stresslab.probe(
+        model,
+        data,
+        class_names=CLASSES,
+        probes=["evaluation", "representation"],
+        image_size=10,
+        crop_pct=0.9,
+        device="cpu",
+    )
+    preds = np.load(run.path / "predictions.npz")
+    assert preds["labels"].tolist() == [2, 2, 2, 0, 0, 0]  # bag = 2, t-shirt/top = 0
+    assert set(run.results) == {"evaluation"}
+    assert any(w.startswith("probe representation skipped") for w in run.warnings)

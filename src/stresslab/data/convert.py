@@ -76,7 +76,7 @@ def resize_center_crop(img: Image.Image, size: tuple[int, int], crop_pct: float)
     new = (max(size[0], new[0]), max(size[1], new[1]))
     if new != img.size:
         img = img.resize(new, Image.Resampling.BICUBIC)
-    left, top = int(round((new[0] - size[0]) / 2.0)), int(round((new[1] - size[1]) / 2.0))
+    left, top = round((new[0] - size[0]) / 2.0), round((new[1] - size[1]) / 2.0)
     return img.crop((left, top, left + size[0], top + size[1]))
 
 
