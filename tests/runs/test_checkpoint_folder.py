@@ -132,6 +132,12 @@ def test_cross_validated_label_issues_are_skipped_holdout_runs(tmp_path: Path) -
         out=tmp_path / "run",
     )
     assert set(run.results) == {"evaluation"}
+    # The model's third class has no folder: absent, not 0% accurate, and out of the averages.
+    table = next(t for t in run.results["evaluation"].tables if t.title.startswith("Per-class"))
+    rows = {r[0]: r for r in table.rows}
+    assert rows["t-shirt/top (absent)"][1:3] == [0, None] and rows["t-shirt/top (absent)"][4:] == [None, None]
+    assert rows["bag"][1] == 4 and isinstance(rows["bag"][2], float)
+    assert "classes absent from the test set" in " ".join(run.results["evaluation"].warnings)
     reasons = " | ".join(run.warnings)
     assert "probe label_issues skipped: mode cross_val trains models on folds" in reasons
     assert "probe ood skipped" in reasons and "probe shortcut skipped" in reasons
