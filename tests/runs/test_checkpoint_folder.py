@@ -229,3 +229,49 @@ def test_probe_takes_a_test_folder_matched_to_its_class_names(tmp_path: Path) ->
     assert preds["labels"].tolist() == [2, 2, 2, 0, 0, 0]  # bag = 2, t-shirt/top = 0
     assert set(run.results) == {"evaluation"}
     assert any(w.startswith("probe representation skipped") for w in run.warnings)
+
+
+@pytest.mark.slow
+def test_a_timm_model_with_its_own_weights_is_probed_on_the_inputs_it_expects(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    from torchvision.transforms import v2
+
+    from stresslab.runs.config import RunConfig
+    from stresslab.runs.prepare import prepare
+
+    torch.manual_seed(0)
+    ref = timm.create_model("resnet10t", pretrained=False, num_classes=3).eval()
+    weights = tmp_path / "resnet10t.pt"
+    torch.save(ref.state_dict(), weights)  # the library's own state dict, trained for 3 classes
+    data = _test_folder(tmp_path / "photos", {"bag": 90, "trouser": 30}, per_class=2)
+    cfg = RunConfig.model_validate(
+        {
+            "device": "cpu",
+            "data": {"dataset": "image_folder", "root": str(data), "class_names": CLASSES},
+            "model": {"name": "timm:resnet10t", "weights": str(weights)},
+            "train": {"epochs": 0},
+            "probes": ["evaluation"],
+        }
+    )
+    prep = prepare(cfg)
+    # resnet10t's pretrained config: 176 px, crop_pct 0.875, ImageNet mean and std.
+    assert prep.cfg.data.image_size == 176 and prep.cfg.data.crop_pct == 0.875
+    assert prep.split.test_x.shape == (4, 3, 176, 176)
+    assert prep.split.info.mean == pytest.approx((0.485, 0.456, 0.406))
+    # The oracle: timm's own model on torchvision's eval transform of the same file gives the
+    # same logits, so size, crop, normalization and the file's 3-class head all match.
+    path = data / "test" / "trouser" / "0.png"
+    reference = v2.Compose(
+        [
+            v2.Resize(int(176 / 0.875), interpolation=v2.InterpolationMode.BICUBIC),
+            v2.CenterCrop(176),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )(Image.open(path).convert("RGB"))
+    pos = int(torch.nonzero(prep.split.test_y == 1)[0])  # trouser = 1, the first file of its folder
+    with torch.no_grad():
+        ours = prep.model.eval()(prep.split.test_x[pos : pos + 1].float() / 255)
+        theirs = ref(reference[None])
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)

@@ -232,7 +232,12 @@ def _per_class_table(names: list[str], s: _ClassScores) -> Table:
 
     def row(i: int) -> list[Any]:
         present = bool(s.present[i])
-        measured = [float(s.accuracy[i]), float(s.precision[i]), float(s.recall[i]), float(s.f1[i])]
+        measured: list[float | None] = [
+            float(s.accuracy[i]),
+            float(s.precision[i]),
+            float(s.recall[i]),
+            float(s.f1[i]),
+        ]
         if not present:
             measured = [None, measured[1] if s.predicted[i] else None, None, None]
         return [names[i] if present else f"{names[i]} (absent)", int(s.support[i]), *measured]

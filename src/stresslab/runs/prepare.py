@@ -32,6 +32,7 @@ from stresslab.probes.base import Probe
 from stresslab.runs import config as config_mod
 from stresslab.runs.checks import check_before_run
 from stresslab.runs.config import RunConfig
+from stresslab.runs.library_input import library_input, with_library_normalization
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,11 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
 
+    cfg, library = library_input(cfg, checkpoint)
     log.info("loading data: %s", cfg.data.dataset)
     split = load_data(cfg)
+    if library is not None:
+        with_library_normalization(split, library)
     info = split.info
     check_before_run(cfg.checks, probes, split.test_index.numpy())
     log.info(
