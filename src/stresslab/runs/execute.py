@@ -265,7 +265,12 @@ def _trained_history(
         # Strict JSON stored NaN (no validation set) as null; the probes expect floats.
         return [{k: float("nan") if v is None else v for k, v in r.items()} for r in read_json(run.history)]
     if cfg.train.epochs == 0:
-        log.warning("train.epochs is 0 and no --checkpoint: probing an untrained model")
+        if cfg.model.weights:
+            log.info(
+                "train.epochs is 0: probing %s with the weights in %s", cfg.model.name, cfg.model.weights
+            )
+        else:
+            log.warning("train.epochs is 0 and no --checkpoint: probing an untrained model")
         return []
     state: dict[str, Any] | None = None
     if resuming and run.last_checkpoint.is_file():
