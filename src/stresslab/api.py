@@ -30,10 +30,11 @@ from stresslab.runs import config as config_mod
 from stresslab.runs.config import PRESETS, RunConfig
 from stresslab.runs.directory import RunDir
 from stresslab.runs.execute import RunOutcome, execute, execute_prepared
+from stresslab.runs.from_checkpoint import checkpoint_base
 from stresslab.runs.given_model import as_module, normalize_layer, output_classes, wrap
 from stresslab.runs.inputs import as_pair, check_label_range
 from stresslab.runs.loaded import Run
-from stresslab.runs.prepare import Prepared, check_probes, probe_order
+from stresslab.runs.prepare import Prepared, check_probes, probe_order, skip_without_training
 
 __all__ = ["IN_MEMORY", "load", "probe", "run"]
 
@@ -62,7 +63,10 @@ def run(
         overrides: ``["train.epochs=3", ...]`` (values parsed as YAML, like ``--set``) or
             ``{"train.epochs": 3, ...}``, applied over ``config``.
         out: the run directory (default ``runs/<name>-<UTC time>``).
-        checkpoint: stress-test this saved model; no training.
+        checkpoint: stress-test this saved model; no training. Without ``config``, a
+            stresslab checkpoint brings its own model, and an image folder given as
+            ``data.root`` (``test/<class>/`` or ``<class>/`` folders alone will do) is matched
+            to its class names by name (see :mod:`stresslab.runs.from_checkpoint`).
         resume: continue this interrupted run directory with its own config (then give
             none of the above).
         progress: show rich progress bars (terminal or notebook).
@@ -86,7 +90,12 @@ def run(
             )
         return _finished(execute(RunConfig(), resume=resume, show_progress=progress))
     source = config_mod.to_dict(config) if isinstance(config, RunConfig) else config
-    cfg = config_mod.resolve(source, preset, overrides)
+    base = None
+    if checkpoint is not None and source is None:  # the checkpoint says what it is
+        plain = config_mod.resolve(None, preset, overrides)
+        if config_mod.resolve(None, preset).model == plain.model:  # unless told another model
+            base = checkpoint_base(checkpoint, plain.data.root)
+    cfg = config_mod.resolve(source, preset, overrides, base=base)
     return _finished(execute(cfg, out=out, checkpoint=checkpoint, show_progress=progress))
 
 
@@ -233,6 +242,25 @@ def _probe_config(
     )
 
 
+def _folder_test_set(
+    folder: str | Path, class_names: Sequence[str] | None, image_size: int | None, crop_pct: float | None
+) -> tuple[Tensor, Tensor, tuple[str, ...]]:
+    """The images (N, C, H, W) uint8 and labels (N,) of an image folder (``test/<class>/``,
+    ``<class>/`` or ``train/`` + ``test/``: its test set), its class folders matched to
+    ``class_names`` by name (without them: the sorted folder names), and the class names."""
+    from stresslab.data import load_split
+
+    split = load_split(
+        "image_folder",
+        root=str(folder),
+        val_fraction=0.0,
+        class_names=class_names,
+        image_size=image_size,
+        crop_pct=crop_pct,
+    )
+    return split.test_x, split.test_y, split.info.class_names
+
+
 def _given_sets(
     test: Any, train: Any, val: Any
 ) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor] | None]]:
@@ -263,6 +291,8 @@ def probe(
     seed: int = 0,
     name: str | None = None,
     progress: bool = False,
+    image_size: int | None = None,
+    crop_pct: float | None = None,
 ) -> Run:
     """Stress-test a model already in memory: no training, no files needed.
 
@@ -274,7 +304,9 @@ def probe(
             ``nn.Linear``) and Grad-CAM's layer (its last ``nn.Conv2d``) found for it.
         test: ``(images, labels)`` as NumPy arrays or torch tensors, or a torch ``Dataset``
             of ``(image, label)`` items. Images NCHW, NHWC or NHW with 1 or 3 channels, uint8
-            (0..255) or float in [0, 1]; labels integer class indices (N,) in 0..K-1.
+            (0..255) or float in [0, 1]; labels integer class indices (N,) in 0..K-1. Or a
+            folder of images (``test/<class>/`` or ``<class>/``), its class folders matched
+            to ``class_names`` by name (a ``/`` in a class name is written ``_``).
         train: the training set, in the same forms (optional): only its labels (for the
             class-coverage warnings) and its per-channel statistics (baselines of some
             attribution methods; the test set's otherwise) are used.
@@ -294,6 +326,9 @@ def probe(
         seed: seeds every random draw of the probes.
         name: the run's name (default ``probe-<model class>``).
         progress: show rich progress bars.
+        image_size, crop_pct: for a folder ``test``, the side of the square images the
+            model takes (default: the folder's most common size) and, when given, the
+            share of the resized shorter side kept by the centre crop (timm's ``crop_pct``).
 
     Returns:
         The finished :class:`Run`. The model is left on its device and in its mode.
@@ -310,6 +345,9 @@ def probe(
     built = {n: build_probe(n, settings) for n, settings in cfg.probes.items()}
     probe_order(list(built))
 
+    if isinstance(test, (str, Path)):
+        fx, fy, folder_names = _folder_test_set(test, class_names, image_size, crop_pct)
+        test, class_names = (fx, fy), folder_names
     x, y, parts = _given_sets(test, train, val)
     norm = normalize_layer(normalize, int(x.shape[1]))
     keep = None
@@ -319,10 +357,11 @@ def probe(
         names = _checked_class_names(module, norm, sample, class_names, y, parts)
         split = _split((x, y), parts, names, None if background is None else float(background))
         wrapped = wrap(module, split.info, norm).to(dev)
+        skipped = skip_without_training(built, split)
         check_probes(built, wrapped, sample)
         if target is None:
             keep = tempfile.TemporaryDirectory(prefix="stresslab-probe-")
             target = Path(keep.name)
-        prep = Prepared(cfg, built, dev, split, wrapped, meta={}, ready=True)
+        prep = Prepared(cfg, built, dev, split, wrapped, meta={}, ready=True, skipped=skipped)
         execute_prepared(prep, target, show_progress=progress)
     return Run(target, keep_alive=keep)

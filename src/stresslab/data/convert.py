@@ -65,17 +65,37 @@ def read_header(path: Path) -> tuple[tuple[int, int], bool] | str:
         return f"{path}: not a readable image ({type(exc).__name__}: {exc})"
 
 
-def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray | str:
+def resize_center_crop(img: Image.Image, size: tuple[int, int], crop_pct: float) -> Image.Image:
+    """``img`` with its shorter side resized to ``floor(min(size) / crop_pct)`` pixels (aspect
+    ratio kept, bicubic) and the centre ``size`` (W, H) cropped, as timm's evaluation transform
+    and torchvision's ``ImageClassification`` (resize 256, crop 224: ``crop_pct`` 0.875)."""
+    short = max(min(size), int(min(size) / crop_pct))
+    w, h = img.size
+    # torchvision's Resize(short) and CenterCrop(size) arithmetic, so the two agree pixel for pixel.
+    new = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    new = (max(size[0], new[0]), max(size[1], new[1]))
+    if new != img.size:
+        img = img.resize(new, Image.Resampling.BICUBIC)
+    left, top = round((new[0] - size[0]) / 2.0), round((new[1] - size[1]) / 2.0)
+    return img.crop((left, top, left + size[0], top + size[1]))
+
+
+def decode_image(
+    path: Path, size: tuple[int, int], channels: int, crop_pct: float | None = None
+) -> np.ndarray | str:
     """The whole image as uint8 (H, W, C) at ``size`` (W, H), bilinear, or an error message.
 
     ``channels`` 1 decodes as grayscale (``"L"``), 3 as RGB (see
-    :func:`~stresslab.data.formats.read_image_file`).
+    :func:`~stresslab.data.formats.read_image_file`). With ``crop_pct`` the aspect ratio is
+    kept: see :func:`resize_center_crop`.
     """
     try:
         img = formats.read_image_file(path, "L" if channels == 1 else "RGB")
     except DataError as exc:
         return str(exc)
-    if img.size != size:
+    if crop_pct is not None:
+        img = resize_center_crop(img, size, crop_pct)
+    elif img.size != size:
         img = img.resize(size, Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.uint8)
     return arr[:, :, None] if arr.ndim == 2 else arr

@@ -93,6 +93,8 @@ def load_split(
     download: bool = False,
     drop_train_indices: Sequence[int] = (),
     relabel: Mapping[int, int] | None = None,
+    class_names: Sequence[str] | None = None,
+    crop_pct: float | None = None,
 ) -> Split:
     """Load a registered dataset and split it into train / validation / test.
 
@@ -115,6 +117,9 @@ def load_split(
             Only for datasets whose loader takes it.
         drop_train_indices, relabel: official training indices to leave out, and official
             training index -> new class; applied after the split and subsets (kept as they were).
+        class_names, crop_pct: a trained model's classes that class folders are matched to by
+            name, and its resize-and-centre-crop preprocessing (``image_folder``); only for
+            datasets whose loader takes them.
 
     Returns:
         A :class:`Split` of uint8 images (N, C, H, W) and int64 labels, with ``*_index``
@@ -132,7 +137,14 @@ def load_split(
     """
     loader = DATASETS.get(dataset)
     _check_arguments(val_fraction, train_subset, test_subset, image_size, channels)
-    given = {"download": download, "skip_bad": skip_bad, "image_size": image_size, "channels": channels}
+    given = {
+        "download": download,
+        "skip_bad": skip_bad,
+        "image_size": image_size,
+        "channels": channels,
+        "class_names": class_names,
+        "crop_pct": crop_pct,
+    }
     options = _loader_options(loader, given)
     raw = loader(Path(root).expanduser() if root is not None else None, **options)
     _check_raw(raw, dataset)
@@ -144,7 +156,8 @@ def load_split(
 
     size = (image_size, image_size) if image_size is not None else None
     train_x, val_x, test_x = _converted(raw, (train_index, val_index, test_index), size, channels)
-    info, warnings = _dataset_info(dataset, raw, train_x, notes, (train_index, test_index))
+    stats_x = train_x if len(train_x) else test_x  # a test folder alone: the test images'
+    info, warnings = _dataset_info(dataset, raw, stats_x, notes, (train_index, test_index))
     indices = (train_index, val_index, test_index)
     info, coarse = _superclasses(dataset, raw, info, indices) if has_coarse else (info, (None, None, None))
     return Split(
@@ -285,11 +298,16 @@ def _dataset_info(
     dataset: str, raw: RawDataset, train_x: Tensor, notes: list[str], kept: tuple[Tensor, Tensor]
 ) -> tuple[DatasetInfo, list[str]]:
     """The split's :class:`DatasetInfo` (shape and per-channel statistics of ``train_x``, uint8
-    N x C x H x W) and its warnings, each logged: classes the kept training and test images
-    (``kept``: their positions in the official sets) do not cover, and a constant channel
-    (whose std is then set to 1.0)."""
+    N x C x H x W: the test images where there is no training set) and its warnings, each
+    logged: classes the kept training and test images (``kept``: their positions in the
+    official sets) do not cover, and a constant channel (whose std is then set to 1.0)."""
     train_index, test_index = kept
-    warnings = coverage_warnings(raw.train_y[train_index], raw.test_y[test_index], raw.class_names, dataset)
+    if len(train_index):
+        train_y, test_y = raw.train_y[train_index], raw.test_y[test_index]
+        warnings = coverage_warnings(train_y, test_y, raw.class_names, dataset)
+    else:  # a test set alone, for a trained model: nothing to compare the test classes with
+        notes.append("no training images: the channel statistics are the test images'")
+        warnings = []
     mean, std = channel_stats(train_x)
     if min(std) == 0.0:
         warnings.append(f"{dataset}: a channel of the training images is constant; its std is set to 1.0.")

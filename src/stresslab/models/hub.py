@@ -142,14 +142,16 @@ def _head_name(library: str, model: nn.Module, name: str) -> str:
     raise ConfigError(f"model {name!r}: no classifier module found among its children ({children})")
 
 
-def _load_file(model: nn.Module, path: str, head: str) -> None:
+def _load_file(model: nn.Module, path: str, head: str) -> dict[str, Tensor]:
     """Load ``path`` into ``model``, strictly except for the classifier ``head``, which is
-    replaced afterwards: its weights may be absent or shaped for another class count."""
+    replaced afterwards: its weights may be absent or shaped for another class count. Returns
+    the file's own weights under ``head`` (for :func:`_keep_file_head`)."""
     from stresslab.models.weights import load_checkpoint, load_weights
 
     if not Path(path).is_file():
         raise ConfigError(f"model.weights: file not found: {path}")
     state = dict(load_checkpoint(path)["state_dict"])
+    file_head = {k: v for k, v in state.items() if k == head or k.startswith(head + ".")}
     own = model.state_dict()
     for key, value in own.items():
         in_head = key == head or key.startswith(head + ".")
@@ -164,6 +166,22 @@ def _load_file(model: nn.Module, path: str, head: str) -> None:
             ) from None
         raise
     log.info("loaded weights from %s", path)
+    return file_head
+
+
+def _keep_file_head(model: nn.Module, head: str, file_head: dict[str, Tensor], path: str) -> bool:
+    """Load the weights file's classifier into the new ``head`` when it has exactly the new
+    head's weights and shapes (a model trained for these K classes); whether it did."""
+    own = {k: v for k, v in model.state_dict().items() if k == head or k.startswith(head + ".")}
+    if not own or set(own) != set(file_head):
+        return False
+    if any(tuple(own[k].shape) != tuple(file_head[k].shape) for k in own):
+        return False
+    model.load_state_dict(file_head, strict=False)
+    log.info(
+        "kept the classifier of %s: it has the data's %d classes", path, next(iter(own.values())).shape[0]
+    )
+    return True
 
 
 def _input_convs(model: nn.Module, x: Tensor) -> list[nn.Conv2d]:
@@ -241,16 +259,17 @@ def build_hub_model(
     ``pretrained`` / ``weights`` are refused: nothing is downloaded) and ``weights`` is a
     local file for the library's model as it defines it (see :func:`_load_file`). The first
     convolution is adapted to C channels (:func:`adapt_input_conv`) and the classifier layer
-    replaced by a freshly initialised one with K outputs. Raises :class:`ConfigError` (the
-    library missing: the error names the extra; an unknown name: the closest ones; a model
-    that fails on C x H x W images) or :class:`CheckpointError` (the weights file).
+    replaced by a freshly initialised one with K outputs (the file's own classifier where it
+    has exactly K outputs: a model trained for these classes, probed as it is). Raises
+    :class:`ConfigError` (the library missing: the error names the extra; an unknown name:
+    the closest ones; a model that fails on C x H x W images) or :class:`CheckpointError`
+    (the weights file).
     """
     check_hub_name(name)
     library, arch = split_hub_name(name) or ("", "")
     model = _build_library_model(name, library, arch, _factory_args(name, library, arch, args or {}))
     head = _head_name(library, model, name)
-    if weights:
-        _load_file(model, str(weights), head)
+    file_head = _load_file(model, str(weights), head) if weights else {}
     gen = torch.Generator().manual_seed(0)
     if info.channels != LIBRARY_CHANNELS:
         probe = torch.rand(1, LIBRARY_CHANNELS, info.height, info.width, generator=gen)
@@ -261,6 +280,8 @@ def build_hub_model(
         for conv in convs:
             adapt_input_conv(conv, info.channels)
     final = _replace_head(library, model, head, info.num_classes)
+    if file_head:
+        _keep_file_head(model, head, file_head, str(weights))
     x = torch.rand(2, info.channels, info.height, info.width, generator=gen)
     nhwc = str(getattr(model, "output_fmt", "")).upper().endswith("NHWC")
     try:

@@ -201,6 +201,14 @@ class Probe(ABC):
         """
         return None
 
+    def needs_training_data(self) -> str | None:
+        """Why this probe, with its settings, cannot run without training images, as a
+        sentence; ``None`` (the default) when it runs on the test set alone (and the
+        validation set where there is one). A run whose split has no training images (a
+        folder of test images probed with a trained model) skips the probes that give a
+        reason, before anything runs, and the report states each reason."""
+        return None
+
     @abstractmethod
     def run(self, ctx: ProbeContext) -> ProbeResult:
         """Run on ``ctx``; leave the model in the mode it came in, with no hooks left."""

@@ -226,8 +226,8 @@ class CalibrationProbe(Probe):
         val = ctx.val_predictions
         if len(val.labels) == 0:
             res.warnings.append(
-                "no validation split (val_fraction is 0): temperature scaling was skipped; the "
-                "'after temperature' metrics equal the raw ones (T = 1)"
+                "no validation split (val_fraction is 0, or no training images): temperature scaling was "
+                "skipped; the 'after temperature' metrics equal the raw ones (T = 1)"
             )
             return 1.0, False
         bounds = (1.0 / self.max_temperature, self.max_temperature)

@@ -225,21 +225,27 @@ def _overall_metrics(s: _ClassScores, test_loss: float) -> dict[str, float]:
 
 
 def _per_class_table(names: list[str], s: _ClassScores) -> Table:
-    """One row per class, weakest first: support, accuracy, precision, recall, F1."""
+    """One row per class, weakest first: support, accuracy, precision, recall, F1. A class
+    absent from the test set (a test folder with fewer classes than the model) is marked
+    absent, its accuracy, recall and F1 empty (undefined); its precision stays: the model
+    may still predict it."""
+
+    def row(i: int) -> list[Any]:
+        present = bool(s.present[i])
+        measured: list[float | None] = [
+            float(s.accuracy[i]),
+            float(s.precision[i]),
+            float(s.recall[i]),
+            float(s.f1[i]),
+        ]
+        if not present:
+            measured = [None, measured[1] if s.predicted[i] else None, None, None]
+        return [names[i] if present else f"{names[i]} (absent)", int(s.support[i]), *measured]
+
     return Table(
         "Per-class metrics (weakest first)",
         ["class", "support", "accuracy", "precision", "recall", "F1"],
-        [
-            [
-                names[i],
-                int(s.support[i]),
-                float(s.accuracy[i]),
-                float(s.precision[i]),
-                float(s.recall[i]),
-                float(s.f1[i]),
-            ]
-            for i in s.weakest_first
-        ],
+        [row(i) for i in s.weakest_first],
     )
 
 

@@ -37,6 +37,12 @@ class DataConfig(Strict):
     # (e.g. the labels label_issues flags in cross_val mode; see `stresslab suggest`).
     drop_train_indices: list[int] = Field(default_factory=list)
     relabel: dict[int, int] = Field(default_factory=dict)
+    # A trained model's classes in label order: class folders are matched to them by name
+    # (image_folder); set from the checkpoint by `stresslab run --checkpoint`.
+    class_names: list[str] | None = None
+    # Resize the shorter side to image_size / crop_pct, then centre-crop (a model's own
+    # preprocessing, as timm's and torchvision's evaluation transforms; image_folder).
+    crop_pct: float | None = Field(None, gt=0.0, le=1.0)
 
 
 class ModelConfig(Strict):

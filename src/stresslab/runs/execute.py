@@ -139,8 +139,11 @@ def _write_failed(run: RunDir, stage: str, error: str, trace: str = "") -> None:
 
 def run_warnings(prep: Prepared, history: list[dict[str, float]]) -> list[dict[str, str]]:
     """Warnings about the run itself, as ``{"source", "message"}`` records: the data split's
-    own warnings, files left out by ``skip_bad``, and a training loss that exploded."""
+    own warnings, files left out by ``skip_bad``, probes skipped for want of training images
+    (each with its reason), and a training loss that exploded."""
     out = [{"source": "data", "message": str(w)} for w in getattr(prep.split, "warnings", [])]
+    for name, why in prep.skipped.items():
+        out.append({"source": "probes", "message": f"probe {name} skipped: {why}"})
     skipped = prep.split.skipped
     if skipped:
         shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
@@ -262,7 +265,12 @@ def _trained_history(
         # Strict JSON stored NaN (no validation set) as null; the probes expect floats.
         return [{k: float("nan") if v is None else v for k, v in r.items()} for r in read_json(run.history)]
     if cfg.train.epochs == 0:
-        log.warning("train.epochs is 0 and no --checkpoint: probing an untrained model")
+        if cfg.model.weights:
+            log.info(
+                "train.epochs is 0: probing %s with the weights in %s", cfg.model.name, cfg.model.weights
+            )
+        else:
+            log.warning("train.epochs is 0 and no --checkpoint: probing an untrained model")
         return []
     state: dict[str, Any] | None = None
     if resuming and run.last_checkpoint.is_file():

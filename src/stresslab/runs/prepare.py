@@ -32,6 +32,7 @@ from stresslab.probes.base import Probe
 from stresslab.runs import config as config_mod
 from stresslab.runs.checks import check_before_run
 from stresslab.runs.config import RunConfig
+from stresslab.runs.library_input import library_input, with_library_normalization
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Prepared:
     checkpoint: Path | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     ready: bool = False  # a trained model handed over in memory: never trained, no checkpoint
+    skipped: dict[str, str] = field(default_factory=dict)  # probe -> why it did not run
 
 
 def seed_everything(seed: int) -> None:
@@ -90,6 +92,29 @@ def check_probes(probes: Mapping[str, Probe], model: nn.Module, sample: Tensor) 
         probe.check(model, sample)
 
 
+def skip_without_training(probes: dict[str, Probe], split: Split) -> dict[str, str]:
+    """Where ``split`` has no training images, remove from ``probes`` (in place) each probe
+    whose :meth:`~stresslab.probes.base.Probe.needs_training_data` gives a reason; return
+    ``{probe: reason}`` for the report (empty when there are training images)."""
+    if len(split.train_y):
+        return {}
+    skipped = {name: why for name, p in probes.items() if (why := p.needs_training_data()) is not None}
+    for name, why in skipped.items():
+        del probes[name]
+        log.warning("probe %s skipped: %s", name, why)
+    return skipped
+
+
+def _check_trainable(cfg: RunConfig, split: Split, checkpoint: str | Path | None) -> None:
+    """ConfigError when the run would train on a split without training images."""
+    if checkpoint is None and cfg.train.epochs > 0 and not len(split.train_y):
+        where = cfg.data.root or cfg.data.dataset
+        raise ConfigError(
+            f"data: {where} holds no training images (test images only), so nothing can be trained "
+            "(train.epochs > 0): give the trained model with --checkpoint MODEL"
+        )
+
+
 def check_sample(split: Split, model: nn.Module) -> Tensor:
     """Two test images (train images where the test set is empty) as floats in [0, 1],
     (N, C, H, W), on the device of ``model``'s first parameter or buffer."""
@@ -113,6 +138,8 @@ def load_data(cfg: RunConfig) -> Split:
         download=d.download,
         drop_train_indices=d.drop_train_indices,
         relabel=d.relabel,
+        class_names=d.class_names,
+        crop_pct=d.crop_pct,
     )
 
 
@@ -153,8 +180,11 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
 
+    cfg, library = library_input(cfg, checkpoint)
     log.info("loading data: %s", cfg.data.dataset)
     split = load_data(cfg)
+    if library is not None:
+        with_library_normalization(split, library)
     info = split.info
     check_before_run(cfg.checks, probes, split.test_index.numpy())
     log.info(
@@ -168,10 +198,12 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
         info.height,
         info.width,
     )
+    _check_trainable(cfg, split, checkpoint)
     # A checkpoint replaces every weight: the model's own weights file is not read then.
     weights = cfg.model.weights if checkpoint is None else None
     model = build_model(cfg.model.name, info, cfg.model.args, cfg.model.source, weights)
     prep = Prepared(cfg, probes, device, split, model, model_meta(cfg, split))
+    prep.skipped = skip_without_training(probes, split)
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
         check_compatible(ckpt, cfg.model.name, info, checkpoint)

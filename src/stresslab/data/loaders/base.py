@@ -35,6 +35,8 @@ LOADER_OPTIONS: dict[str, str] = {
     "skip_bad": "leave out unreadable files instead of failing",
     "image_size": "size hint while decoding images of varying sizes",
     "channels": "channel-count hint while decoding images of varying modes",
+    "class_names": "a trained model's classes, in label order, that class folders are matched to by name",
+    "crop_pct": "resize the shorter side to image_size / crop_pct, then centre-crop (a model's own)",
 }
 #: Options that :func:`load_split` also applies itself to every dataset (resizing and
 #: channel conversion), so a loader that does not take them is not an error.

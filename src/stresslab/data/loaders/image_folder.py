@@ -1,10 +1,12 @@
-"""A folder of images, one sub-folder per class (``train/<class>/*``, optional ``test/<class>/*``)."""
+"""A folder of images, one sub-folder per class (``train/<class>/*``, optional ``test/<class>/*``;
+or test images alone: ``test/<class>/*`` or ``<class>/*``)."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import torch
 from torch import Tensor
 
 from stresslab.data.convert import decode_image, read_header
+from stresslab.data.loaders._class_names import match_folders
 from stresslab.data.loaders.base import RawDataset, register_dataset
 from stresslab.data.sampling import stratified_sample
 from stresslab.errors import DataError
@@ -46,23 +49,71 @@ def _workers() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
-def _class_folders(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]] | None]:
-    """Files per class under ``root/train`` and ``root/test`` (None without ``test/``), checked."""
-    train_dir, test_dir = root / "train", root / "test"
-    if not train_dir.is_dir():
-        raise DataError(f"{train_dir} does not exist; image_folder expects {root}/train/<class>/<images>")
-    train_files = _list_class_files(train_dir)
-    if not train_files:
-        raise DataError(f"{train_dir} has no class folders")
-    empty = [str(train_dir / c) for c, files in train_files.items() if not files]
+def _checked_classes(folder: Path, what: str) -> dict[str, list[Path]]:
+    """Files per class under ``folder``; DataError for no class folders or an empty one."""
+    files = _list_class_files(folder)
+    if not files:
+        raise DataError(f"{folder} has no class folders; {what}")
+    empty = [str(folder / c) for c, paths in files.items() if not paths]
     if empty:
         raise DataError(f"class folders without files: {', '.join(empty)}")
+    return files
+
+
+def _class_folders(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]] | None]:
+    """Files per class of the training and the test images, checked.
+
+    Layouts: ``root/train/<class>/`` with an optional ``root/test/<class>/`` (no ``test/``:
+    ``None``); ``root/test/<class>/`` alone; or ``root/<class>/``, a test folder. The last two
+    give no training files (``{}``): a folder of test images for a trained model.
+    """
+    train_dir, test_dir = root / "train", root / "test"
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder; image_folder expects {root}/train/<class>/<images>")
+    layout = "expected train/<class>/, test/<class>/ or <class>/ folders of images"
+    if not train_dir.is_dir():
+        return {}, _checked_classes(test_dir if test_dir.is_dir() else root, layout)
+    train_files = _checked_classes(train_dir, layout)
     test_files = _list_class_files(test_dir) if test_dir.is_dir() else None
-    if test_files is not None:
-        unknown = [c for c in test_files if c not in train_files]
-        if unknown:
-            raise DataError(f"{test_dir} has classes not in {train_dir}: {', '.join(unknown)}")
     return train_files, test_files
+
+
+def _labels_of(
+    root: Path,
+    train_files: dict[str, list[Path]],
+    test_files: dict[str, list[Path]] | None,
+    class_names: Sequence[str] | None,
+) -> tuple[tuple[str, ...], dict[str, int], dict[str, int]]:
+    """The class names and ``{folder: label}`` of the training and of the test folders.
+
+    With ``class_names`` (a model's classes) each folder is matched to them by name (see
+    :func:`match_folders`); without, the classes are the sorted training folders (the test
+    folders where there is no training set) and a test class not among them is a DataError.
+    """
+    test_dir = root / "test" if (root / "test").is_dir() else root
+    test_folders = list(test_files or {})
+    if class_names is not None:
+        names = tuple(class_names)
+        train_of = match_folders(list(train_files), names, root / "train") if train_files else {}
+        return names, train_of, match_folders(test_folders, names, test_dir)
+    names = tuple(train_files) if train_files else tuple(test_folders)
+    label_of = {c: i for i, c in enumerate(names)}
+    unknown = [c for c in test_folders if c not in label_of]
+    if unknown:
+        raise DataError(f"{test_dir} has classes not in {root / 'train'}: {', '.join(unknown)}")
+    return names, label_of, label_of
+
+
+def is_image_folder(root: Path) -> bool:
+    """Whether ``root`` looks like an image folder: a ``train/`` or ``test/`` folder of class
+    folders, or class folders holding image files (by their suffix) directly."""
+    from PIL import Image
+
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        return True
+    suffixes = set(Image.registered_extensions())
+    subs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+    return any(f.suffix.lower() in suffixes for sub in subs for f in sub.iterdir() if f.is_file())
 
 
 @register_dataset("image_folder")
@@ -72,33 +123,44 @@ def load_image_folder(
     skip_bad: bool = False,
     image_size: int | None = None,
     channels: int | None = None,
+    class_names: Sequence[str] | None = None,
+    crop_pct: float | None = None,
 ) -> RawDataset:
     """Images in ``root/train/<class>/*`` and ``root/test/<class>/*`` (PNG, JPEG, ... via PIL).
 
-    Classes are the sorted sub-folder names of ``train/``. Images are converted to
-    ``image_size`` x ``image_size`` (default: the most common size in ``train/``) and to
-    ``channels`` (default: 3 unless every image is grayscale). Without a ``test/`` folder a
-    stratified 20% of ``train/`` (seed ``HOLDOUT_SEED``) becomes the test set.
+    Classes are the sorted sub-folder names of ``train/``, or with ``class_names`` (a trained
+    model's classes, in label order) those names, each folder matched to one by name (a ``/``
+    in a class name is written ``_`` in a folder name; see :func:`match_folders`). Images are
+    converted to ``image_size`` x ``image_size`` (default: the most common size in
+    ``train/``) and to ``channels`` (default: 3 unless every image is grayscale); with
+    ``crop_pct`` in (0, 1], the shorter side is resized to ``image_size / crop_pct`` and the
+    centre ``image_size`` x ``image_size`` cropped, the aspect ratio kept (as timm's eval
+    transform). Without a ``test/`` folder a stratified 20% of ``train/`` (seed
+    ``HOLDOUT_SEED``) becomes the test set. Without a ``train/`` folder, ``root/test/<class>/``
+    or ``root/<class>/`` is the test set and the training set is empty (0 images): a folder
+    of test images for a trained model.
 
     Unreadable, truncated or non-image files raise one DataError listing every bad path, or
     with ``skip_bad=True`` are left out and listed in ``RawDataset.skipped``.
     """
     if root is None:
         raise DataError("image_folder needs `--data-root DIR` with train/<class>/ folders of images")
+    if crop_pct is not None and (image_size is None or not 0 < crop_pct <= 1):
+        raise DataError(f"crop_pct={crop_pct!r} needs image_size and a value in (0, 1]")
     train_files, test_files = _class_folders(root)
-    class_names = tuple(train_files)
-    label_of = {c: i for i, c in enumerate(class_names)}
+    names, train_of, test_of = _labels_of(root, train_files, test_files, class_names)
 
-    def flat(groups: dict[str, list[Path]]) -> tuple[list[Path], list[int]]:
+    def flat(groups: dict[str, list[Path]], label_of: dict[str, int]) -> tuple[list[Path], list[int]]:
         paths = [p for c in groups for p in groups[c]]
         labels = [label_of[c] for c in groups for _ in groups[c]]
         return paths, labels
 
-    tr_paths, tr_labels = flat(train_files)
-    te_paths, te_labels = flat(test_files) if test_files is not None else ([], [])
+    tr_paths, tr_labels = flat(train_files, train_of)
+    te_paths, te_labels = flat(test_files, test_of) if test_files is not None else ([], [])
     all_paths = tr_paths + te_paths
-
-    headers, decoded, size, n_channels = _decode_all(all_paths, len(tr_paths), image_size, channels)
+    # Without training files the defaults (size, channels) come from the test files.
+    n_first = len(tr_paths) or len(te_paths)
+    headers, decoded, size, n_channels = _decode_all(all_paths, n_first, image_size, channels, crop_pct)
     errors = [h for h in headers if isinstance(h, str)] + [d for d in decoded.values() if isinstance(d, str)]
     if errors and not skip_bad:
         raise DataError(
@@ -111,10 +173,14 @@ def load_image_folder(
         logger.warning("skipped %d bad image file(s) under %s", len(skipped), root)
 
     train_x, train_y = _stack(decoded, range(len(tr_paths)), tr_labels, n_channels, size)
-    if len(train_y) == 0:
+    if len(train_y) == 0 and train_files:
         raise DataError(f"no readable training images under {root / 'train'}")
     # Classes left with few or no training images are reported by load_split (Split.warnings).
-    source = f"image folder {root} ({len(class_names)} classes, {size[0]}x{size[1]}, {n_channels} channel(s))"
+    source = f"image folder {root} ({len(names)} classes, {size[0]}x{size[1]}, {n_channels} channel(s))"
+    if crop_pct is not None:
+        source += f", shorter side resized to {size[0] / crop_pct:.0f} px and centre-cropped"
+    if not train_files:
+        source += "; test images only, no training set"
     if test_files is not None:
         test_x, test_y = _stack(decoded, range(len(tr_paths), len(all_paths)), te_labels, n_channels, size)
     else:
@@ -128,7 +194,7 @@ def load_image_folder(
             f"; no test/ folder: a stratified {HOLDOUT_FRACTION:.0%} of train/ (seed {HOLDOUT_SEED}) "
             "is held out as the test set"
         )
-    return RawDataset(train_x, train_y, test_x, test_y, class_names, source=source, skipped=skipped)
+    return RawDataset(train_x, train_y, test_x, test_y, names, source=source, skipped=skipped)
 
 
 Header = tuple[tuple[int, int], bool] | str  # (size (W, H), grayscale), or why the file is bad
@@ -136,7 +202,11 @@ Decoded = dict[int, np.ndarray | str]
 
 
 def _decode_all(
-    paths: list[Path], n_train: int, image_size: int | None, channels: int | None
+    paths: list[Path],
+    n_train: int,
+    image_size: int | None,
+    channels: int | None,
+    crop_pct: float | None = None,
 ) -> tuple[list[Header], Decoded, tuple[int, int], int]:
     """Read every header, pick the size (width, height) and channel count, decode every
     readable file (threads). Returns the headers (a string: why a file is bad), the decoded
@@ -153,9 +223,11 @@ def _decode_all(
             size = (1, 1)  # every training file is bad; the caller's error says so
         n_channels = channels or (1 if good_train and all(h[1] for h in good_train) else 3)
         todo = [i for i, h in enumerate(headers) if not isinstance(h, str)]
-        decoded: Decoded = dict(
-            zip(todo, pool.map(lambda i: decode_image(paths[i], size, n_channels), todo), strict=True)
-        )
+
+        def decode(i: int) -> np.ndarray | str:
+            return decode_image(paths[i], size, n_channels, crop_pct)
+
+        decoded: Decoded = dict(zip(todo, pool.map(decode, todo), strict=True))
     return headers, decoded, size, n_channels
 
 

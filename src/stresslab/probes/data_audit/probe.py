@@ -75,6 +75,13 @@ class DataAuditProbe(Probe):
         self.max_train, self.max_test, self.fence = max_train, max_test, fence
         self.near_threshold, self.gallery_size = near_threshold, gallery_size
 
+    def needs_training_data(self) -> str | None:
+        """Always a reason: the audit compares the training set with the test set."""
+        return (
+            "it audits the training set (class balance, duplicates within and across train and "
+            "test, train/test drift), and there is none"
+        )
+
     def _train_positions(self, ctx: ProbeContext) -> Tensor:
         y = ctx.split.train_y
         if not self.max_train or self.max_train >= len(y):

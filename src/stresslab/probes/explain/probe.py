@@ -133,6 +133,15 @@ class ExplainProbe(Probe):
         where a named layer does not exist or the model has no conv layer to explain."""
         self.methods = resolve_cam_layers(self.methods, model, sample)
 
+    def needs_training_data(self) -> str | None:
+        """A reason only when the data randomization test is on: it trains on the training set."""
+        if self.data_randomization is None:
+            return None
+        return (
+            "its data randomization test trains a copy of the model on the training images, and "
+            "there are none (set probes.explain.data_randomization: null to run the rest)"
+        )
+
     def run(self, ctx: ProbeContext) -> ProbeResult:
         s = self.settings
         res = ProbeResult()

@@ -84,6 +84,18 @@ class LabelIssuesProbe(Probe):
         self.max_rows = max_rows
         self.n_pairs = n_pairs
 
+    def needs_training_data(self) -> str | None:
+        """A reason in ``cross_val`` mode or when ``sets`` names ``train``; ``holdout`` mode
+        searches the test set alone."""
+        if self.mode == "cross_val":
+            return (
+                "mode cross_val trains models on folds of the training set, and there is none "
+                "(mode holdout searches the test set alone)"
+            )
+        if self.sets is not None and "train" in self.sets:
+            return "its sets include train, and there are no training images"
+        return None
+
     def run(self, ctx: ProbeContext) -> ProbeResult:
         res = ProbeResult()
         mode = self.mode

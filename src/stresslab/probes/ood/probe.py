@@ -86,6 +86,10 @@ class OodProbe(Probe):
         self.builtin, self.near, self.gallery_size = tuple(builtin), tuple(near), gallery_size
         self.user_sets = {name: load_user_set(name, spec) for name, spec in (sets or {}).items()}
 
+    def needs_training_data(self) -> str | None:
+        """Always a reason: the Mahalanobis and kNN scores are fitted on training embeddings."""
+        return "its Mahalanobis and kNN scores are fitted on training embeddings, and there are none"
+
     def _fit(self, ctx: ProbeContext, res: ProbeResult) -> Fitted:
         p = ctx.predictions
         if p.embeddings.ndim != 2 or p.embeddings.shape[1] == 0:

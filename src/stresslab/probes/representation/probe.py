@@ -106,6 +106,13 @@ class RepresentationProbe(Probe):
             "threshold": self.threshold,
         }
 
+    def needs_training_data(self) -> str | None:
+        """Always a reason: every part compares test embeddings with training embeddings."""
+        return (
+            "its kNN retrieval, linear probe and train/test duplicates compare test images with "
+            "training images, and there are none"
+        )
+
     def _train_embeddings(self, ctx: ProbeContext) -> tuple[torch.Tensor, Predictions]:
         """Sorted training positions of the sample and the model's outputs on them."""
         y = ctx.split.train_y

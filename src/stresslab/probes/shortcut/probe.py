@@ -254,6 +254,13 @@ class ShortcutProbe(Probe):
         report(ctx, res, regions, background, maps_by, totals, settings)
         return res
 
+    def needs_training_data(self) -> str | None:
+        """Always a reason: regions are described across each class's training images."""
+        return (
+            "it describes each found region across the class's training images and, by default, "
+            "searches training images too; there are none"
+        )
+
     def _recipients(self, recipients: imgs.Images, cls: int, ctx: ProbeContext) -> tuple[Tensor, Tensor]:
         pos = torch.nonzero(recipients.y != cls).flatten()
         pos = pos[torch.randperm(len(pos), generator=ctx.generator(31 + cls))[: self.n_transplant]]
