@@ -13,6 +13,7 @@ from torch import nn
 
 from stresslab.attributions import (
     ATTRIBUTIONS,
+    AttentionRollout,
     Attribution,
     GradCam,
     GradCamPlusPlus,
@@ -188,6 +189,14 @@ def test_occlusion_several_targets_in_one_pass() -> None:
     torch.testing.assert_close(both.confidence, both.base[:, :, None, None] - both.drop)
 
 
+def _tiny_vit() -> nn.Module:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    return timm.models.vision_transformer.VisionTransformer(
+        img_size=8, patch_size=4, in_chans=1, embed_dim=8, depth=2, num_heads=2, num_classes=3
+    )
+
+
 def _state(model: nn.Module) -> tuple[bool, list[bool], list[torch.Tensor | None], int]:
     hooks = sum(
         len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
@@ -249,6 +258,7 @@ def test_registry_builds_every_method_and_reads_capabilities() -> None:
         "smoothgrad": SmoothGrad,
         "integrated_gradients": IntegratedGradients,
         "occlusion": Occlusion,
+        "attention_rollout": AttentionRollout,
     }
     for name, cls in expected.items():
         assert ATTRIBUTIONS.get(name) is cls and cls.name == name
@@ -259,7 +269,9 @@ def test_registry_builds_every_method_and_reads_capabilities() -> None:
     assert GradCamPlusPlus.needs_conv_layer and GradCamPlusPlus.has_true_class_variant
     assert SmoothGrad.stochastic and not Saliency.stochastic
     assert not Occlusion.gradient_based and Occlusion.has_confidence_map
-    assert all(ATTRIBUTIONS.get(n).gradient_based for n in ATTRIBUTIONS.names() if n != "occlusion")
+    assert not AttentionRollout.gradient_based and AttentionRollout.needs_attention
+    forward_only = ("occlusion", "attention_rollout")
+    assert all(ATTRIBUTIONS.get(n).gradient_based for n in ATTRIBUTIONS.names() if n not in forward_only)
 
 
 def test_prepare_fits_methods_to_model_and_data() -> None:
@@ -281,6 +293,10 @@ def test_every_registered_method_leaves_model_untouched(name: str) -> None:
     method = ATTRIBUTIONS.get(name)(**small.get(name, {}))
     assert isinstance(method, Attribution)
     model = _model()
+    if method.needs_attention:  # a method for vision transformers: on a tiny one
+        assert method.unavailable(model)
+        model = _tiny_vit()
+    assert method.unavailable(model) == ""
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     maps = method.attribute(model, torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2]), batch_size=2)

@@ -2,11 +2,13 @@
 
 One file per method, each a subclass of ``Attribution`` overriding one hook and registering
 itself in ``ATTRIBUTIONS`` with ``@register_attribution(name)``: ``gradcam``,
-``gradcam_plus_plus``, ``saliency``, ``smoothgrad``, ``integrated_gradients``, ``occlusion``.
+``gradcam_plus_plus``, ``saliency``, ``smoothgrad``, ``integrated_gradients``, ``occlusion``,
+``attention_rollout`` (vision transformers).
 The methods know nothing of where they are used: the explain probe, the shortcut probe and
 the study gallery build them through ``ATTRIBUTIONS.build(name, **settings)``.
 """
 
+from stresslab.attributions.attention_rollout import AttentionRollout
 from stresslab.attributions.base import (
     ATTRIBUTIONS,
     Attribution,
@@ -23,6 +25,7 @@ from stresslab.attributions.smoothgrad import SmoothGrad
 
 __all__ = [
     "ATTRIBUTIONS",
+    "AttentionRollout",
     "Attribution",
     "GradCam",
     "GradCamPlusPlus",

@@ -108,6 +108,8 @@ class Attribution(ABC):
     - ``has_true_class_variant``: the probe also maps the true class ("why X and not Y").
     - ``has_confidence_map``: :meth:`confidence_maps` gives the target's probability with
       each region hidden, for several targets in one pass.
+    - ``needs_attention``: reads a vision transformer's attention weights; the probe runs it
+      only where :meth:`unavailable` finds them and says why it skipped it otherwise.
 
     ``cost`` is the number of forward passes per image, used to size batches.
     """
@@ -121,6 +123,7 @@ class Attribution(ABC):
     needs_conv_layer: ClassVar[bool] = False
     has_true_class_variant: ClassVar[bool] = False
     has_confidence_map: ClassVar[bool] = False
+    needs_attention: ClassVar[bool] = False
 
     @property
     def cost(self) -> int:
@@ -134,6 +137,11 @@ class Attribution(ABC):
         """A copy fitted to ``model`` and the dataset (``info``: image size, channel mean),
         and warnings about any setting it had to change. The default changes nothing."""
         return self, []
+
+    def unavailable(self, model: nn.Module) -> str:
+        """Why this method cannot explain ``model`` (a sentence for the report), or ``""``
+        when it can. The default: every model can be explained."""
+        return ""
 
     def baseline_fill(self, channels: int) -> Tensor | None:
         """The plain (1, C, 1, 1) image this method treats as "absent" (pixels equal to it

@@ -13,6 +13,7 @@ from stresslab.attributions.base import Attribution, register_attribution
 from stresslab.data.base import DatasetInfo
 from stresslab.errors import ConfigError
 from stresslab.models.base import default_cam_layer, get_layer
+from stresslab.models.tokens import as_map, token_grid
 
 
 def layer_activations_and_gradients(
@@ -21,14 +22,22 @@ def layer_activations_and_gradients(
     """Activations ``A`` (n, K, h, w) of layer ``layer_name`` for images ``x`` (n, C, H, W)
     and ``d y_c / d A`` (same shape), ``y_c`` the logit of ``target`` (n,) per image.
 
+    A vision transformer's layer gives a token sequence (n, L, D): its patch tokens are
+    read as the (n, D, h, w) map of the model's patch grid, the class and other prefix tokens
+    dropped (:func:`~stresslab.models.tokens.token_grid`), for activations and gradients alike.
     The backward pass stops at the layer: nothing before it is differentiated.
     """
     layer = get_layer(model, layer_name)
+    grid = token_grid(model)
     store: dict[str, Tensor] = {}
 
     def hook(module: nn.Module, inputs: object, output: Tensor) -> Tensor:
-        if not isinstance(output, Tensor) or output.ndim != 4:
-            raise ConfigError("Grad-CAM needs a layer with (N, C, H, W) output; pick a conv layer")
+        if as_map(output, grid) is None:
+            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise ConfigError(
+                f"Grad-CAM needs a layer with (N, C, H, W) output (or a vision transformer's token "
+                f"sequence); {layer_name} gives {shape}: pick a conv layer"
+            )
         # A leaf here means the backward pass stops at this layer: nothing before it is
         # differentiated, which is most of the cost of a full backward.
         leaf = output.detach().requires_grad_(True)
@@ -49,7 +58,9 @@ def layer_activations_and_gradients(
     (grad,) = torch.autograd.grad(score, act, allow_unused=True)
     if grad is None:
         grad = torch.zeros_like(act)
-    return act.detach(), grad
+    act_map, grad_map = as_map(act.detach(), grid), as_map(grad, grid)
+    assert act_map is not None and grad_map is not None  # checked in the hook
+    return act_map, grad_map
 
 
 @register_attribution("gradcam")
@@ -57,7 +68,8 @@ class GradCam(Attribution):
     """``ReLU(sum_k alpha_k A^k)`` with ``alpha_k`` the spatial mean of d y_c / d A^k.
 
     ``A`` is the output (n, K, h, w) of ``layer`` (dotted name; the model's ``cam_layer``
-    when ``None`` or empty) and ``y_c`` the target's logit. The (h, w) map is upsampled
+    when ``None`` or empty; a vision transformer's token layer is read on its patch grid)
+    and ``y_c`` the target's logit. The (h, w) map is upsampled
     bilinearly to the image size. Equal to Captum's ``LayerGradCam(relu_attributions=True)``.
     A CAM variant overrides :meth:`channel_weights` only.
     """

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stresslab.models.tokens import TokenGrid, as_map, token_grid
 from stresslab.scoped import inference_scope
 
 # Activations after which a stage's output is read (the issue's "after its activation").
@@ -149,11 +150,15 @@ def constant_maps(maps: Tensor, rel_tol: float = 1e-6) -> Tensor:
     return (hi - lo) <= rel_tol * scale
 
 
-def is_candidate(module: nn.Module) -> bool:
+def is_candidate(module: nn.Module, tokens: bool = False) -> bool:
     """A module whose output can be a stage's output after its activation: an activation
-    or a block of modules (a block of a CNN ends with its activation or a residual sum)."""
+    or a block of modules (a block of a CNN ends with its activation or a residual sum).
+    In a vision transformer (``tokens``) also a LayerNorm: the input of a block's attention
+    (``blocks.<i>.norm1``) is the layer pytorch-grad-cam recommends."""
     if isinstance(module, PASS_THROUGH):
         return False
+    if tokens and isinstance(module, nn.LayerNorm):
+        return True
     return isinstance(module, ACTIVATIONS) or any(True for _ in module.children())
 
 
@@ -161,27 +166,34 @@ def cam_candidates(
     model: nn.Module, x: Tensor, skip: tuple[str, ...] = ("normalize",), extra: tuple[str, ...] = ()
 ) -> list[tuple[str, tuple[int, int]]]:
     """Candidate Grad-CAM layers of ``model`` on images ``x`` (N, C, H, W) in [0, 1], deepest
-    first: activations and blocks with an (N, C, h, w) output, h * w > 1, in the reverse
-    order their forward finished, each name once (``skip``: names and their children left
-    out; ``extra`` names are recorded whatever their kind). Returns ``[(name, (h, w)), ...]``."""
+    first: activations and blocks with an (N, C, h, w) output, h * w > 1, or, in a vision
+    transformer, a token sequence of its patch grid (:func:`~stresslab.models.tokens.token_grid`;
+    its LayerNorms count too), in the reverse order their forward finished, each name once
+    (``skip``: names and their children left out; ``extra`` names are recorded whatever
+    their kind). Returns ``[(name, (h, w)), ...]``."""
+    grid = token_grid(model)
 
     def which(name: str, module: nn.Module) -> bool:
         if name in extra:
             return True
-        return not any(name == s or name.startswith(s + ".") for s in skip) and is_candidate(module)
+        skipped = any(name == s or name.startswith(s + ".") for s in skip)
+        return not skipped and is_candidate(module, tokens=grid is not None)
 
     seen: dict[str, tuple[int, int]] = {}
     for event in record_layers(model, x, which):
         if event.is_spatial_map:
             seen.setdefault(event.name, (int(event.shape[2]), int(event.shape[3])))
+        elif grid is not None and event.kind == "done" and grid.fits_shape(event.shape):
+            seen.setdefault(event.name, grid.grid)
     return list(reversed(seen.items()))
 
 
-def _grab(acts: dict[str, Tensor], name: str) -> Callable[[nn.Module, Any, Any], Any]:
-    """A forward hook keeping ``name``'s first (N, C, h, w) output in ``acts``."""
+def _grab(acts: dict[str, Tensor], name: str, grid: TokenGrid | None) -> Callable[[nn.Module, Any, Any], Any]:
+    """A forward hook keeping ``name``'s first (N, C, h, w) output (or token sequence of
+    ``grid``'s layout) in ``acts``."""
 
     def hook(module: nn.Module, args: Any, out: Any) -> Any:
-        if isinstance(out, Tensor) and out.ndim == 4 and name not in acts:
+        if as_map(out, grid) is not None and name not in acts:
             acts[name] = out
             return out.clone()  # later in-place ops change the clone, not the kept output
         return None
@@ -195,11 +207,12 @@ def cam_nonconstant(model: nn.Module, names: list[str], x: Tensor, batch_size: i
     for all layers at once; a layer the forward does not reach counts 0)."""
     modules = dict(model.named_modules())
     counts = dict.fromkeys(names, 0)
+    grid = token_grid(model)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with inference_scope(model):
         for i in range(0, len(x), batch_size):
             acts: dict[str, Tensor] = {}
-            handles = [modules[n].register_forward_hook(_grab(acts, n)) for n in names]
+            handles = [modules[n].register_forward_hook(_grab(acts, n, grid)) for n in names]
             try:
                 with torch.enable_grad():
                     xb = x[i : i + batch_size].to(device, torch.float32).requires_grad_(True)
@@ -211,9 +224,9 @@ def cam_nonconstant(model: nn.Module, names: list[str], x: Tensor, batch_size: i
                 for h in handles:
                     h.remove()
             for name, grad in zip(found, grads, strict=True):
-                if grad is not None:
-                    act = acts[name].detach()
-                    cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1))
+                act, g = as_map(acts[name].detach(), grid), as_map(grad, grid)
+                if act is not None and g is not None:
+                    cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1))
                     counts[name] += int((~constant_maps(cam)).sum())
     return counts
 

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from stresslab.errors import ConfigError
 from stresslab.models.layers import PASS_THROUGH as _PASS_THROUGH
 from stresslab.models.layers import record_layers
+from stresslab.models.tokens import last_block_norm, token_grid
 
 
 @dataclass
@@ -56,7 +57,9 @@ def _skipped(module: nn.Module) -> bool:
 def find_cam_layer(
     model: nn.Module, x: Tensor, *, head: str = "", prefix: str = "", channels_last_output: bool = False
 ) -> CamSearch:
-    """The last module of ``model`` with a (N, C, h, w) output before global pooling.
+    """The last module of ``model`` with a (N, C, h, w) output before global pooling; for a
+    ViT-like model (:func:`~stresslab.models.tokens.token_grid`) the last block's ``norm1``,
+    read on the patch grid (:func:`~stresslab.models.tokens.last_block_norm`).
 
     One forward pass of ``x`` (N, C, H, W) in eval mode, without gradients, with hooks on
     every submodule. Pooling starts at the last call, before the first call of ``head`` (the
@@ -69,13 +72,17 @@ def find_cam_layer(
     Flatten) and adaptive pools (they only resample); an enclosing block finishes after its
     last child, so the block is chosen (``layer4`` rather than ``layer4.1.relu``). No layer is
     chosen, and ``problem`` says why, when no module outputs a 4-D map, when a module
-    between the last map and the pooling outputs a token sequence (N, L, D) (a vision
-    transformer), or when
+    between the last map and the pooling outputs a token sequence (N, L, D) (a transformer
+    whose tokens lie on no patch grid), or when
     ``channels_last_output`` says the maps are (N, h, w, C). Names are prefixed with
     ``prefix``. The model's mode, parameters and gradients are left as they were.
     """
     modules = {n: m for n, m in model.named_modules() if n}
     events = _forward_events(model, x)
+    grid, norm = token_grid(model), last_block_norm(model)
+    if grid is not None and norm:
+        # A ViT: its patch tokens are read on the patch grid (see stresslab.models.tokens).
+        return CamSearch(layer=prefix + norm, candidates=[prefix + norm], size=grid.grid)
     end = _pooling_start(events, modules, head)
     done = [(name, ndim, shape) for kind, name, ndim, shape in events[:end] if kind == "done"]
     maps = [(name, shape) for name, ndim, shape in done if ndim == 4 and not _skipped(modules[name])]

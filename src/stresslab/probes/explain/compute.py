@@ -101,10 +101,16 @@ def class_names(ctx: ProbeContext) -> list[str]:
 def prepare_methods(
     ctx: ProbeContext, methods: dict[str, Attribution]
 ) -> tuple[dict[str, Attribution], list[str]]:
-    """Each method fitted to the model and the dataset, and the warnings that raised."""
+    """Each method fitted to the model and the dataset, and the warnings that raised; a
+    method that cannot explain this model (``Attribution.unavailable``, e.g. attention
+    rollout on a CNN) is left out, with a warning saying why."""
     fitted: dict[str, Attribution] = {}
     warnings: list[str] = []
     for name, method in methods.items():
+        reason = method.unavailable(ctx.model)
+        if reason:
+            warnings.append(f"{method.label} ({name}) was skipped: {reason}")
+            continue
         fitted[name], notes = method.prepare(ctx.model, ctx.info)
         warnings.extend(notes)
     return fitted, warnings

@@ -35,6 +35,7 @@ from stresslab.probes.explain.settings import (
     MethodsSpec,
     build_methods,
     method_specs,
+    with_offered,
 )
 
 LAYER_IMAGES = 128
@@ -54,20 +55,22 @@ class ExplainProbe(Probe):
     study looked at); indices not in the run's test set are named in a warning.
     ``methods``: names from ``ATTRIBUTIONS`` (``[gradcam, saliency]``, default settings) or each
     with its settings (``{occlusion: {window: 8, stride: 2, fill: gray}, gradcam: {layer:
-    body.2}}``); the settings of each method are
-    its class's ``options``. Deletion and insertion curves (``curve_steps`` steps) replace
-    pixels by ``curve_fill`` and are compared with ``random_maps`` random orderings; a
-    method counts as faithful when its per-image gain over random is positive by a
-    one-sided Wilcoxon signed-rank test at ``faithfulness_alpha``. The randomization test
-    re-initializes the weights of a copy of the model (``randomization``: ``full`` = all
-    layers, ``top`` = the last layer only); a method fails when the mean rank correlation
-    between its maps on the trained and the randomized model is at least
+    body.2}}``); the settings of each method are its class's ``options``. With the default
+    methods, a vision transformer is also explained by attention rollout
+    (:data:`~stresslab.probes.explain.settings.OFFERED`); a method that cannot explain the model
+    (attention rollout on a CNN) is skipped with a warning saying why. Deletion and insertion
+    curves (``curve_steps`` steps) replace pixels by ``curve_fill`` and are compared with
+    ``random_maps`` random orderings; a method counts as faithful when its per-image gain over
+    random is positive by a one-sided Wilcoxon signed-rank test at ``faithfulness_alpha``. The
+    randomization test re-initializes the weights of a copy of the model (``randomization``:
+    ``full`` = all layers, ``top`` = the last layer only); a method fails when the mean rank
+    correlation between its maps on the trained and the randomized model is at least
     ``randomization_threshold``. ``data_randomization`` (``{epochs: N, threshold: 0.5}``; off
     when ``None``) runs the data randomization test of Adebayo et al. (2018): a copy of the
-    model with fresh weights is trained by the run's recipe, for ``epochs`` epochs, on the
-    same training images with permuted labels, and a method fails when the median rank
-    correlation between its maps of the two models is at least ``threshold``. Background
-    pixels are those within ``background_tolerance`` of the dataset's background value.
+    model with fresh weights is trained by the run's recipe, for ``epochs`` epochs, on the same
+    training images with permuted labels, and a method fails when the median rank correlation
+    between its maps of the two models is at least ``threshold``. Background pixels are those
+    within ``background_tolerance`` of the dataset's background value.
 
     The verdicts (faithfulness, randomization, background share, concentration tests) are
     measured on a separate seeded sample of ``quality_images`` test images (``ctx.sample``;
@@ -108,6 +111,7 @@ class ExplainProbe(Probe):
     ) -> None:
         specs = method_specs(methods)
         self.methods = build_methods(specs)
+        self.offer = methods is DEFAULT_METHODS  # add OFFERED methods that fit the model
         self.data_randomization = DataRandomizationSettings.parse(data_randomization)
         self.settings = ExplainSettings(
             n_high_confidence=n_high_confidence,
@@ -172,8 +176,12 @@ class ExplainProbe(Probe):
             res.summary.append("No test images to explain.")
             return res
 
-        methods, notes = prepare_methods(ctx, self.methods)
+        listed = with_offered(self.methods, ctx.model) if self.offer else self.methods
+        methods, notes = prepare_methods(ctx, listed)
         res.warnings.extend(notes)
+        if not methods:
+            res.summary.append("No attribution method listed can explain this model (see the warnings).")
+            return res
         res.warnings.extend(self._baseline_notes(ctx, methods))
         sample = sample_cases(ctx, s.quality_images) if s.quality_images else []
         layer_x = to_float(ctx.split.test_x[torch.tensor([c.position for c in (sample or cases)])])

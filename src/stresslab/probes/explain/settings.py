@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from torch import nn
+
 from stresslab.attributions.base import ATTRIBUTIONS, Attribution, check_fill
 from stresslab.errors import ConfigError
 
@@ -14,6 +16,10 @@ MethodsSpec = Sequence[str] | Mapping[str, Mapping[str, Any] | None]
 """``[gradcam, saliency]`` (default settings) or ``{occlusion: {window: 8}, gradcam: {}}``."""
 
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "saliency", "smoothgrad", "occlusion")
+
+OFFERED: tuple[str, ...] = ("attention_rollout",)
+"""Methods added to the default ones on the models they can explain (attention rollout on a
+vision transformer); listed by hand on another model, they are skipped with the reason."""
 
 # Flat probe settings of earlier versions -> where each now goes (``build_probe`` names it).
 RETIRED: dict[str, str] = {
@@ -108,4 +114,16 @@ def build_methods(specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Attributi
     out: dict[str, Attribution] = {}
     for name, settings in specs.items():
         out[name] = ATTRIBUTIONS.build(name, where=f"probes.explain.methods.{name}", **settings)
+    return out
+
+
+def with_offered(methods: Mapping[str, Attribution], model: nn.Module) -> dict[str, Attribution]:
+    """``methods`` plus each method of :data:`OFFERED` (default settings) that can explain
+    ``model`` (its ``unavailable`` gives no reason) and is not already there."""
+    out = dict(methods)
+    for name in OFFERED:
+        if name not in out:
+            method = ATTRIBUTIONS.build(name, where=f"probes.explain.methods.{name}")
+            if not method.unavailable(model):
+                out[name] = method
     return out
