@@ -180,7 +180,7 @@ def study(
     study_file: Annotated[Path | None, typer.Argument(help="study YAML (optional with --resume)")] = None,
     out: Annotated[Path | None, typer.Option(help="study directory (default runs/<name>-<time>)")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue an interrupted study directory")] = None,
-    workers: Annotated[int, typer.Option(help="local runs at once, cores split between them")] = 1,
+    workers: Annotated[int, typer.Option(help="local runs at once, each with resources.cpus threads")] = 1,
     backend: Annotated[str, typer.Option(help="local | ray")] = "local",
     ray_address: Annotated[
         str | None, typer.Option(help="join this Ray cluster (default: a local one)")

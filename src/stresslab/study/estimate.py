@@ -160,15 +160,12 @@ def _size(v: float | None, percent: bool) -> str:
 
 def plan_lines(spec: StudySpec, workers: int = 1, like: str | Path | None = None) -> list[str]:
     """What ``stresslab study STUDY.yaml --plan`` prints: every run with its estimated
-    training time (from :func:`plan_runs`, threads as ``workers`` local runs get), the total,
+    training time (from :func:`plan_runs`, with the threads every run gets: ``resources.cpus``), the total,
     and, with ``like`` (a finished study directory), the detectable differences. Runs nothing;
     writes nothing."""
-    from stresslab.study.plan import cpu_count
-
     if workers < 1:
         raise StresslabError(f"--workers must be >= 1, got {workers}")
-    threads = max(1, cpu_count() // workers) if workers > 1 else None
-    runs = plan_runs(spec, threads)
+    runs = plan_runs(spec, max(1, int(spec.resources.cpus)))
     lines = [f"study {spec.name}: {len(spec.arms)} arms x {len(spec.seeds)} seeds = {len(runs)} runs"]
     for r in runs:
         sets = ", ".join(f"{k}={v}" for k, v in r.overrides.items()) or "base config"
