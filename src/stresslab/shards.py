@@ -81,9 +81,9 @@ class ShardExecutor(ABC):
         the progress units ``fn`` advances on a shard of ``n`` items, for executors whose
         shards cannot report progress as they go."""
 
+    @abstractmethod
     def count(self, n: int, align: int = 1) -> int:
         """How many shards :meth:`map` cuts ``n`` items into (for progress totals)."""
-        return 1
 
     def __enter__(self) -> ShardExecutor:
         return self
