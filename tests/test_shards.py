@@ -98,3 +98,11 @@ def test_probe_numbers_do_not_depend_on_the_split(probe: str) -> None:
     a = build_probe(probe, PROBES[probe]).run(one)
     b = build_probe(probe, PROBES[probe]).run(three)
     assert a.metrics and _numbers(a) == _numbers(b)
+
+
+def test_ray_tasks_rebuild_the_memory_format_training_left() -> None:
+    from stresslab.shards import _uses_channels_last
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 4, 3))
+    assert not _uses_channels_last(model)
+    assert _uses_channels_last(model.to(memory_format=torch.channels_last))
