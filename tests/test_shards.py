@@ -106,3 +106,29 @@ def test_ray_tasks_rebuild_the_memory_format_training_left() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 4, 3))
     assert not _uses_channels_last(model)
     assert _uses_channels_last(model.to(memory_format=torch.channels_last))
+
+
+def _transplant(shards: ShardExecutor, model: torch.nn.Module) -> tuple[Any, torch.Tensor]:
+    from stresslab.data.base import to_float
+    from stresslab.probes.shortcut.regions import Box
+    from stresslab.probes.shortcut.transplant import transplant_test
+
+    split = make_split(n_test=60, seed=4)
+    x = to_float(split.test_x)
+    recipients, donors = x[split.test_y != 0], x[split.test_y == 0][:6]
+    g = torch.Generator().manual_seed(5)
+    return transplant_test(
+        model, recipients, donors, Box(0, 0, 3, 3), 0, generator=g, batch_size=8, shards=shards
+    )
+
+
+def test_transplant_numbers_do_not_depend_on_the_split() -> None:
+    torch.manual_seed(0)
+    model = TinyNet(make_split().info)
+    (one, donors_one), (three, donors_three) = (
+        _transplant(LocalShards(1), model),
+        _transplant(LocalShards(3), model),
+    )
+    assert one.region.n == 40 and torch.equal(donors_one, donors_three)
+    assert torch.equal(one.preds, three.preds) and (one.region, one.control) == (three.region, three.control)
+    assert one.p_value == three.p_value

@@ -72,3 +72,29 @@ def test_ray_shards_equal_one_process(
         ra = json.loads((tmp_path / "here" / "results" / f"{probe}.json").read_text())
         rb = json.loads((tmp_path / "ray" / "results" / f"{probe}.json").read_text())
         assert ra["data"] == rb["data"], probe
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_transplant_test_in_ray_tasks_equals_one_process() -> None:
+    import functools
+
+    import torch
+
+    from stresslab.models import build_model
+    from stresslab.shards import LocalShards, RayShards
+    from tests.conftest import make_split
+    from tests.test_shards import _transplant
+
+    info = make_split().info
+    factory = functools.partial(build_model, "custom_cnn", info, {"widths": [4], "fc": 8})
+    torch.manual_seed(0)
+    model = factory()
+    (here, _), (there, _) = (
+        _transplant(LocalShards(), model),
+        _transplant(RayShards(factory, threads=1, shards=2), model),
+    )
+    assert torch.equal(here.preds, there.preds) and (here.region, here.control) == (
+        there.region,
+        there.control,
+    )
