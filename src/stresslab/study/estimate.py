@@ -45,13 +45,15 @@ def time_training_step(
     on one batch of its training images, and the size of its training set.
 
     Trains a fresh model for ``steps + 1`` one-step epochs without validation or checkpoints
-    and averages all but the first (warm-up) step. ``threads`` as a study run would get.
+    and averages all but the first (warm-up) step. ``threads`` as a study run would get
+    (the config's own ``threads`` first).
     """
     from stresslab.devices import pick_device
     from stresslab.models.factory import build_model
     from stresslab.runs.prepare import load_data, seed_everything
     from stresslab.train.loop import train
 
+    threads = cfg.threads or threads  # a config's own threads win, as in the run
     if threads:
         torch.set_num_threads(threads)
     seed_everything(cfg.seed)
