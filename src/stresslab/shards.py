@@ -178,6 +178,7 @@ class RayShards(ShardExecutor):
             raise ConfigError("backend: ray needs Ray: pip install 'stresslab[ray]'") from None
         self.factory, self.threads, self.address = factory, max(1, threads), address
         self.shards, self.init_args, self._started = shards, init_args, False
+        self._cache: tuple[tuple[int, int], Any] | None = None
 
     def _connect(self) -> None:
         """Join Ray (or start a local instance) on first use, not before: a run trains first."""
@@ -193,6 +194,7 @@ class RayShards(ShardExecutor):
     ) -> None:
         import ray
 
+        self._cache = None
         if self._started:
             ray.shutdown()
             self._started = False
@@ -209,6 +211,25 @@ class RayShards(ShardExecutor):
     def count(self, n: int, align: int = 1) -> int:
         return max(1, len(shard_bounds(n, self.n_shards(), align)))
 
+    def _shipped(self, model: nn.Module) -> Any:
+        """The object-store reference of ``model``'s weights, put once per model and weights
+        version (a probe that changed a weight in place would bump it)."""
+        import ray
+
+        tensors = [*model.parameters(), *model.buffers()]
+        key = (id(model), sum(t._version for t in tensors))
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        shipped = {
+            "factory": self.factory,
+            "state": state if self.factory is not None else None,
+            "module": None if self.factory is not None else _cpu_copy(model),
+            "channels_last": _uses_channels_last(model),
+        }
+        self._cache = (key, ray.put(shipped))
+        return self._cache[1]
+
     def map(
         self,
         fn: ShardFn[R],
@@ -224,14 +245,7 @@ class RayShards(ShardExecutor):
         bounds = shard_bounds(_check_data(data), self.n_shards(), align)
         if not bounds:
             return LocalShards().map(fn, model, data, align=align, advance=advance)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        shipped = {
-            "factory": self.factory,
-            "state": state if self.factory is not None else None,
-            "module": None if self.factory is not None else _cpu_copy(model),
-            "channels_last": _uses_channels_last(model),
-        }
-        shipped_ref = ray.put(shipped)
+        shipped_ref = self._shipped(model)
         task: Any = ray.remote(run_shard).options(num_cpus=self.threads, max_retries=0)
         refs = []
         for a, b in bounds:

@@ -90,11 +90,18 @@ def test_transplant_test_in_ray_tasks_equals_one_process() -> None:
     factory = functools.partial(build_model, "custom_cnn", info, {"widths": [4], "fc": 8})
     torch.manual_seed(0)
     model = factory()
-    (here, _), (there, _) = (
-        _transplant(LocalShards(), model),
-        _transplant(RayShards(factory, threads=1, shards=2), model),
-    )
-    assert torch.equal(here.preds, there.preds) and (here.region, here.control) == (
-        there.region,
-        there.control,
-    )
+    here, _ = _transplant(LocalShards(), model)
+    shards = RayShards(factory, threads=1, shards=2)
+    there, _ = _transplant(shards, model)
+    assert torch.equal(here.preds, there.preds)
+    assert (here.region, here.control) == (there.region, there.control)
+    # The weights go to the object store once per model and weights version.
+    assert shards._cache is not None
+    shipped = shards._cache[1]
+    _transplant(shards, model)
+    assert shards._cache[1] is shipped
+    with torch.no_grad():
+        next(model.parameters()).mul_(-1.0)
+    again, _ = _transplant(shards, model)
+    assert shards._cache[1] is not shipped
+    assert torch.equal(again.preds, _transplant(LocalShards(), model)[0].preds)
