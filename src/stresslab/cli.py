@@ -55,6 +55,10 @@ def run(
     mlflow: Annotated[bool, typer.Option("--mlflow", help="log to MLflow (tracking.mlflow)")] = False,
     checks: Annotated[Path | None, typer.Option(help="YAML of checks, added to the config's")] = None,
     baseline: Annotated[Path | None, typer.Option(help="check against this run directory")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="local | ray: where per-image work runs (config key backend)")
+    ] = None,
+    ray_address: Annotated[str | None, typer.Option(help="HOST:6379 of a Ray cluster")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars, warnings only")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -68,6 +72,7 @@ def run(
         overrides.append(f"data.root={data_root}")
     if skip_bad:
         overrides.append("data.skip_bad=true")
+    overrides += [f"{k}={v}" for k, v in (("backend", backend), ("ray_address", ray_address)) if v]
     try:
         if resume is not None and (
             config or preset or set_ or checkpoint or tensorboard or mlflow or checks or baseline
@@ -180,7 +185,7 @@ def study(
     study_file: Annotated[Path | None, typer.Argument(help="study YAML (optional with --resume)")] = None,
     out: Annotated[Path | None, typer.Option(help="study directory (default runs/<name>-<time>)")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue an interrupted study directory")] = None,
-    workers: Annotated[int, typer.Option(help="local runs at once, cores split between them")] = 1,
+    workers: Annotated[int, typer.Option(help="local runs at once, each with resources.cpus threads")] = 1,
     backend: Annotated[str, typer.Option(help="local | ray")] = "local",
     ray_address: Annotated[
         str | None, typer.Option(help="join this Ray cluster (default: a local one)")

@@ -19,6 +19,7 @@ from stresslab.data.base import DatasetInfo, Split
 from stresslab.data.sampling import stratified_sample
 from stresslab.errors import ConfigError
 from stresslab.registry import Registry
+from stresslab.shards import LocalShards, ShardExecutor
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -96,6 +97,7 @@ class ProbeContext:
     their data draw the same test images. ``train_config`` is the run's training settings
     and ``model_factory()`` builds a fresh, untrained model of the run's architecture, for
     probes that train models of their own (``None`` where the caller has neither).
+    ``shards`` runs per-image loops (:mod:`stresslab.shards`): here by default, or as Ray tasks.
     """
 
     model: nn.Module
@@ -112,6 +114,7 @@ class ProbeContext:
     samples: dict[str, int] = field(default_factory=dict)
     train_config: TrainConfig | None = None
     model_factory: Callable[[], nn.Module] | None = None
+    shards: ShardExecutor = field(default_factory=LocalShards)
 
     @property
     def info(self) -> DatasetInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from stresslab.data.base import to_float
 from stresslab.devices import model_device
 from stresslab.scoped import inference_scope
+from stresslab.shards import Advance, LocalShards, ShardExecutor
 
 
 @dataclass(frozen=True)
@@ -68,23 +70,42 @@ class Predictions:
         *,
         batch_size: int = 512,
         device: torch.device | None = None,
+        shards: ShardExecutor | None = None,
     ) -> Predictions:
-        """Run ``model`` over images ``x`` (N, C, H, W; uint8 or float in [0, 1])."""
-        device = device or model_device(model)
-        logits, feats = [], []
-        has_features = callable(getattr(model, "features", None))
-        with inference_scope(model), torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                xb = to_float(x[i : i + batch_size]).to(device)
-                if has_features:
-                    f = model.features(xb)  # type: ignore[operator]
-                    head = getattr(model, "head", None)
-                    out = head(f) if callable(head) else model(xb)
-                    feats.append(f.float().cpu())
-                else:
-                    out = model(xb)
-                logits.append(out.float().cpu())
-        n = len(x)
+        """Run ``model`` over images ``x`` (N, C, H, W; uint8 or float in [0, 1]) on the
+        model's own device (``device``, when given, must be that device).
+
+        ``shards`` splits the images into shards of whole batches (default: one, here), so
+        every image meets the same batch whatever the split and the numbers do not change.
+        """
+        if device is not None and device.type != model_device(model).type:
+            raise ValueError(f"the model is on {model_device(model)}, not on the device given ({device})")
+        fn = functools.partial(predict_shard, batch_size=batch_size)
+        parts = (shards or LocalShards()).map(fn, model, {"x": x}, align=batch_size)
+        logits = [lg for part in parts for lg in part[0]]
+        feats = [f for part in parts for f in part[1]]
         lg = torch.cat(logits) if logits else torch.empty(0, 0)
-        emb = torch.cat(feats) if feats else torch.empty(n, 0)
+        emb = torch.cat(feats) if feats else torch.empty(len(x), 0)
         return cls(logits=lg, labels=y.long().cpu(), embeddings=emb, index=index.long().cpu())
+
+
+def predict_shard(
+    model: nn.Module, data: dict[str, Tensor], advance: Advance, *, batch_size: int
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Logits (n, K) and features (n, D) of images ``data["x"]`` (n, C, H, W), in batches of
+    ``batch_size``, as per-batch CPU float32 lists (features empty when the model has none)."""
+    x, device = data["x"], model_device(model)
+    logits, feats = [], []
+    has_features = callable(getattr(model, "features", None))
+    with inference_scope(model), torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            xb = to_float(x[i : i + batch_size]).to(device)
+            if has_features:
+                f = model.features(xb)  # type: ignore[operator]
+                head = getattr(model, "head", None)
+                out = head(f) if callable(head) else model(xb)
+                feats.append(f.float().cpu())
+            else:
+                out = model(xb)
+            logits.append(out.float().cpu())
+    return logits, feats

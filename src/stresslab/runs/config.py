@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from stresslab.errors import ConfigError
 from stresslab.files import read_yaml
@@ -105,6 +105,10 @@ class RunConfig(Strict):
     seed: int = 0
     device: str = "auto"
     threads: int | None = Field(None, ge=1)
+    # Per-image work (predictions, corruptions, attacks) here, or in shards as Ray tasks.
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # HOST:6379 of a running cluster; None: a local instance
+    shards: int | None = Field(None, ge=1)  # Ray tasks per loop; None: cluster CPUs / threads
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -125,6 +129,13 @@ class RunConfig(Strict):
             return {str(name): {} for name in v}
         if isinstance(v, dict):
             return {k: (s if s is not None else {}) for k, s in v.items()}
+        return v
+
+    @field_validator("ray_address")
+    @classmethod
+    def _address_needs_ray(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("backend") != "ray":
+            raise ValueError("ray_address needs backend: ray")
         return v
 
 

@@ -31,8 +31,10 @@ from stresslab.runs.diagnosis_step import run_diagnosis
 from stresslab.runs.directory import RunDir, default_run_path, environment
 from stresslab.runs.prepare import Prepared, load_data, model_meta, prepare, probe_order, seed_everything
 from stresslab.runs.saved_predictions import save_predictions
+from stresslab.runs.sharding import run_shards
 from stresslab.runs.storage import load_result, save_result
 from stresslab.runs.tracking import Tracking, track
+from stresslab.shards import ShardExecutor
 from stresslab.train.checkpoint import save_checkpoint
 from stresslab.train.divergence import loss_explosion
 from stresslab.train.loop import train
@@ -93,8 +95,8 @@ def execute(
             if checkpoint is None and run.source_checkpoint.is_file():
                 checkpoint = read_json(run.source_checkpoint)["path"]  # a probe-only run keeps its model
             prep = prepare(cfg, checkpoint)
-            with track(cfg, run) as tracking:
-                return _execute(prep, run, True, show_progress, stage, tracking)
+            with track(cfg, run) as tracking, run_shards(prep) as shards:
+                return _execute(prep, run, True, show_progress, stage, tracking, shards)
     target = Path(out) if out is not None else default_run_path(config_mod.run_name(cfg))
     RunDir.check_new(target)  # refuse early, before the data is loaded
     return execute_prepared(prepare(cfg, checkpoint), target, show_progress=show_progress)
@@ -107,8 +109,8 @@ def execute_prepared(prep: Prepared, out: str | Path, *, show_progress: bool = T
     with run.lock(), _failure_recorded(run) as stage:
         atomic_write_text(run.config, config_mod.dump_yaml(prep.cfg))
         atomic_write_json(run.env, environment(prep.device, prep.cfg.seed))
-        with track(prep.cfg, run) as tracking:
-            return _execute(prep, run, False, show_progress, stage, tracking)
+        with track(prep.cfg, run) as tracking, run_shards(prep) as shards:
+            return _execute(prep, run, False, show_progress, stage, tracking, shards)
 
 
 @contextmanager
@@ -155,7 +157,13 @@ def run_warnings(prep: Prepared, history: list[dict[str, float]]) -> list[dict[s
 
 
 def _execute(
-    prep: Prepared, run: RunDir, resuming: bool, show_progress: bool, stage: _Stage, tracking: Tracking
+    prep: Prepared,
+    run: RunDir,
+    resuming: bool,
+    show_progress: bool,
+    stage: _Stage,
+    tracking: Tracking,
+    shards: ShardExecutor,
 ) -> RunOutcome:
     cfg, split, model, device = prep.cfg, prep.split, prep.model, prep.device
     progress = ProgressReporter(enabled=show_progress)
@@ -166,16 +174,8 @@ def _execute(
     atomic_write_json(run.run_warnings, warnings)
 
     stage.name = "predictions"
-    t0 = time.perf_counter()
+    preds, val_preds = _predictions(prep, run, shards)
     batch = cfg.train.eval_batch_size
-    preds = Predictions.compute(
-        model, split.test_x, split.test_y, split.test_index, batch_size=batch, device=device
-    )
-    val_preds = Predictions.compute(
-        model, split.val_x, split.val_y, split.val_index, batch_size=batch, device=device
-    )
-    log.info("predictions computed in %.1f s", time.perf_counter() - t0)
-    save_predictions(run.predictions, preds, split.info.class_names)
     ctx = ProbeContext(
         model=model,
         split=split,
@@ -189,6 +189,7 @@ def _execute(
         sample_seed=cfg.data.split_seed,
         train_config=cfg.train,
         model_factory=lambda: build_model(cfg.model.name, split.info, cfg.model.args, cfg.model.source),
+        shards=shards,
     )
 
     stage.name = "probes"
@@ -233,6 +234,21 @@ def _execute(
         atomic_write_text(run.done, "complete\n")
     tracking.finish(run, outcome.metrics)
     return outcome
+
+
+def _predictions(prep: Prepared, run: RunDir, shards: ShardExecutor) -> tuple[Predictions, Predictions]:
+    """Test and validation predictions (in ``shards``), the test ones saved to the run."""
+    split, batch, t0 = prep.split, prep.cfg.train.eval_batch_size, time.perf_counter()
+    preds, val_preds = (
+        Predictions.compute(prep.model, x, y, i, batch_size=batch, device=prep.device, shards=shards)
+        for x, y, i in (
+            (split.test_x, split.test_y, split.test_index),
+            (split.val_x, split.val_y, split.val_index),
+        )
+    )
+    log.info("predictions computed in %.1f s", time.perf_counter() - t0)
+    save_predictions(run.predictions, preds, split.info.class_names)
+    return preds, val_preds
 
 
 def _checks(cfg: RunConfig, run: RunDir, outcome: RunOutcome) -> None:

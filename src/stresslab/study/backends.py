@@ -13,6 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from stresslab.errors import ConfigError
+from stresslab.shards import python_path
 from stresslab.study.plan import FAILED, RunJob, cpu_count
 from stresslab.study.spec import Resources
 from stresslab.study.worker import run_job
@@ -23,11 +24,20 @@ OnDone = Callable[[dict[str, Any]], None]
 
 
 class Backend(ABC):
-    """Runs jobs; ``threads`` is the torch thread count each run gets (None: torch's default)."""
+    """Runs jobs; ``threads`` is the torch thread count each run gets where its config sets none.
+
+    Every backend gives each run the same ``threads`` (the study's ``resources.cpus``), so a
+    run's numbers do not depend on where it executed: CPU sums in float32 and bfloat16 are
+    ordered by the thread count, and a run with 2 threads differs in the last bits from one
+    with 1.
+    """
+
+    def __init__(self, resources: Resources | None = None) -> None:
+        self.resources = resources or Resources()
 
     @property
-    def threads(self) -> int | None:
-        return None
+    def threads(self) -> int:
+        return max(1, int(self.resources.cpus))
 
     @abstractmethod
     def run(self, jobs: Sequence[RunJob], on_done: OnDone) -> list[dict[str, Any]]:
@@ -55,14 +65,19 @@ class SequentialBackend(Backend):
 class ProcessBackend(Backend):
     """``workers`` runs at once in spawned processes, the CPUs split evenly between them."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, resources: Resources | None = None) -> None:
+        super().__init__(resources)
         if workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}")
         self.workers = workers
-
-    @property
-    def threads(self) -> int | None:
-        return max(1, cpu_count() // self.workers)
+        if workers * self.threads > cpu_count():
+            log.warning(
+                "%d workers x %d threads each (resources.cpus) exceed the %d CPUs here; "
+                "the runs will compete for cores",
+                workers,
+                self.threads,
+                cpu_count(),
+            )
 
     def run(self, jobs: Sequence[RunJob], on_done: OnDone) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
@@ -96,20 +111,16 @@ class RayBackend(Backend):
             import ray  # noqa: F401
         except ImportError:
             raise ConfigError("the ray backend needs Ray: pip install 'stresslab[ray]'") from None
-        self.resources = resources
+        super().__init__(resources)
         self.address = address
         self.init_args = init_args
-
-    @property
-    def threads(self) -> int | None:
-        return max(1, int(self.resources.cpus))
 
     def run(self, jobs: Sequence[RunJob], on_done: OnDone) -> list[dict[str, Any]]:
         import ray
 
         started = False
         if not ray.is_initialized():
-            args = {"runtime_env": {"env_vars": {"PYTHONPATH": _python_path()}}, **self.init_args}
+            args = {"runtime_env": {"env_vars": {"PYTHONPATH": python_path()}}, **self.init_args}
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **args)
             started = True
         try:
@@ -134,19 +145,6 @@ class RayBackend(Backend):
                 ray.shutdown()
 
 
-def _python_path() -> str:
-    """This process's import path for stresslab first, absolute, so Ray workers (whose working
-    directory differs) import the same code."""
-    import os
-    from pathlib import Path
-
-    import stresslab
-
-    here = str(Path(stresslab.__file__).resolve().parent.parent)
-    rest = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return os.pathsep.join(dict.fromkeys([here, *rest]))
-
-
 def _lost(job: RunJob, error: str) -> dict[str, Any]:
     from stresslab.files import atomic_write_json
 
@@ -165,11 +163,12 @@ def _lost(job: RunJob, error: str) -> dict[str, Any]:
 def make_backend(
     name: str, workers: int = 1, resources: Resources | None = None, address: str | None = None
 ) -> Backend:
-    """``local`` (``workers`` processes; 1 runs in this process) or ``ray``."""
+    """``local`` (``workers`` processes; 1 runs in this process) or ``ray``; every run gets
+    ``resources.cpus`` torch threads on either."""
     if name == "local":
         if address:
             raise ConfigError("--ray-address needs --backend ray")
-        return SequentialBackend() if workers == 1 else ProcessBackend(workers)
+        return SequentialBackend(resources) if workers == 1 else ProcessBackend(workers, resources)
     if name == "ray":
         return RayBackend(resources or Resources(), address)
     raise ConfigError(f"unknown backend {name!r}; choose local or ray")

@@ -45,13 +45,15 @@ def time_training_step(
     on one batch of its training images, and the size of its training set.
 
     Trains a fresh model for ``steps + 1`` one-step epochs without validation or checkpoints
-    and averages all but the first (warm-up) step. ``threads`` as a study run would get.
+    and averages all but the first (warm-up) step. ``threads`` as a study run would get
+    (the config's own ``threads`` first).
     """
     from stresslab.devices import pick_device
     from stresslab.models.factory import build_model
     from stresslab.runs.prepare import load_data, seed_everything
     from stresslab.train.loop import train
 
+    threads = cfg.threads or threads  # a config's own threads win, as in the run
     if threads:
         torch.set_num_threads(threads)
     seed_everything(cfg.seed)
@@ -160,15 +162,12 @@ def _size(v: float | None, percent: bool) -> str:
 
 def plan_lines(spec: StudySpec, workers: int = 1, like: str | Path | None = None) -> list[str]:
     """What ``stresslab study STUDY.yaml --plan`` prints: every run with its estimated
-    training time (from :func:`plan_runs`, threads as ``workers`` local runs get), the total,
+    training time (from :func:`plan_runs`, with the threads every run gets: ``resources.cpus``), the total,
     and, with ``like`` (a finished study directory), the detectable differences. Runs nothing;
     writes nothing."""
-    from stresslab.study.plan import cpu_count
-
     if workers < 1:
         raise StresslabError(f"--workers must be >= 1, got {workers}")
-    threads = max(1, cpu_count() // workers) if workers > 1 else None
-    runs = plan_runs(spec, threads)
+    runs = plan_runs(spec, max(1, int(spec.resources.cpus)))
     lines = [f"study {spec.name}: {len(spec.arms)} arms x {len(spec.seeds)} seeds = {len(runs)} runs"]
     for r in runs:
         sets = ", ".join(f"{k}={v}" for k, v in r.overrides.items()) or "base config"

@@ -16,7 +16,8 @@ from stresslab.probes.adversarial.checks import validity_checks
 from stresslab.probes.adversarial.numbers import probe_metrics
 from stresslab.probes.adversarial.plan import RETIRED, AttackSpec, build_attacks, doubled
 from stresslab.probes.adversarial.present import figures, summary, tables
-from stresslab.probes.adversarial.sweep import AttackRun, Sweeper, SweepResult, sweep_units
+from stresslab.probes.adversarial.sharded import sharded_clean, sharded_sweep
+from stresslab.probes.adversarial.sweep import AttackRun, SweepResult, sweep_units
 from stresslab.probes.adversarial.threats import ThreatModel, default_threat_models, eps_key, threat_model
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.scoped import inference_scope
@@ -192,6 +193,7 @@ class AdversarialProbe(Probe):
         """Run every attack (and its convergence runs) on ``subset``, and the confusion attack
         on the whole test set, with the model in eval mode and frozen."""
         x, y = ctx.split.test_x[subset], ctx.split.test_y[subset].long()
+        index = ctx.split.test_index[subset]
         y_all = ctx.split.test_y.long()
         bs = self.batch_size or ctx.batch_size
         batches = math.ceil(len(y) / bs)
@@ -201,7 +203,7 @@ class AdversarialProbe(Probe):
         with inference_scope(model):
             before = _buffers(model)
             with first as advance:
-                clean = Sweeper(model, ctx.device, bs, advance).clean(x, y)
+                clean = sharded_clean(ctx.shards, model, x, y, bs, advance)
             attacks, added = self._with_fallback(clean.zero_gradients, len(y))
             iterative = [(n, a) for n, a in attacks.items() if a.iterative] if self.convergence_check else []
             per_batch = sum(sweep_units(a, len(threats[a.norm].epsilons)) for a in attacks.values())
@@ -209,14 +211,17 @@ class AdversarialProbe(Probe):
             total = batches * per_batch + math.ceil(len(y_all) / bs) * sweep_units(self.confusion_attack, 1)
             tracker: Any = ctx.track("adversarial", total)
             with tracker as advance:
-                sweeper = Sweeper(model, ctx.device, bs, advance)
+
+                def sweep(run: AttackRun, key: tuple[int | str, ...] | None = None, **kw: Any) -> AttackRun:
+                    data = {"x": x, "y": y, "index": index, "clean_correct": clean.correct}
+                    return sharded_sweep(
+                        ctx.shards, model, run, data, batch_size=bs, advance=advance, key=key, **kw
+                    )
+
                 runs = [
-                    sweeper.sweep(
+                    sweep(
                         AttackRun(name, a, threats[a.norm].epsilons),
-                        x,
-                        y,
-                        ctx.generator(1000 + i),
-                        clean_correct=clean.correct,
+                        (ctx.seed, "attack", 1000 + i),
                         gallery=self.gallery_images,
                     )
                     for i, (name, a) in enumerate(attacks.items())
@@ -231,9 +236,16 @@ class AdversarialProbe(Probe):
                             f"2x {setting}",
                             setting,
                         )
-                        convergence.append(sweeper.sweep(run, x, y, ctx.generator(2000 + 1000 * k + i)))
-                whole = AttackRun(CONFUSION_ATTACK, self.confusion_attack, (conf_eps,), "whole test set")
-                sweeper.sweep(whole, ctx.split.test_x, y_all, measure_ssim=False)
+                        convergence.append(sweep(run, (ctx.seed, "attack", 2000 + 1000 * k + i)))
+                whole = sharded_sweep(
+                    ctx.shards,
+                    model,
+                    AttackRun(CONFUSION_ATTACK, self.confusion_attack, (conf_eps,), "whole test set"),
+                    {"x": ctx.split.test_x, "y": y_all, "index": ctx.split.test_index},
+                    batch_size=bs,
+                    advance=advance,
+                    measure_ssim=False,
+                )
             eval_mode = not any(m.training for m in model.modules())
             after = _buffers(model)
             unchanged = all(torch.equal(v, after[k]) for k, v in before.items())

@@ -13,6 +13,7 @@ from stresslab.attacks.base import Norm, input_gradient
 from stresslab.data.base import to_float
 from stresslab.metrics.ssim import ssim
 from stresslab.probes.adversarial.threats import ThreatModel
+from stresslab.shards import keyed_generator
 
 
 def mean_or_none(values: Tensor) -> float | None:
@@ -170,8 +171,9 @@ class Sweeper:
         run: AttackRun,
         x: Tensor,
         y: Tensor,
-        generator: torch.Generator | None = None,
+        key: tuple[int | str, ...] | None = None,
         *,
+        index: Tensor | None = None,
         clean_correct: Tensor | None = None,
         gallery: int = 0,
         measure_ssim: bool = True,
@@ -179,9 +181,12 @@ class Sweeper:
         """Fill ``run`` by attacking images ``x`` (uint8 or float) with labels ``y`` at each epsilon.
 
         An attack that ``shares_gradient`` sweeps all epsilons at once per batch; any other
-        runs once per epsilon, in order, drawing its random starts from ``generator``. With
-        ``clean_correct`` (n,) bool, the first ``gallery`` images flipped at each epsilon
-        (right before, wrong after) are kept; ``measure_ssim`` measures each image's SSIM.
+        runs once per epsilon, in order. Random starts come from one generator per batch,
+        keyed by ``key`` and the official test index (``index`` (n,), default positions) of
+        the batch's first image, so a batch draws the same wherever it runs; ``key`` None:
+        no generator. With ``clean_correct`` (n,) bool, the first ``gallery`` images flipped
+        at each epsilon (right before, wrong after) are kept; ``measure_ssim`` measures each
+        image's SSIM.
         """
         eps = run.epsilons
         correct: list[list[Tensor]] = [[] for _ in eps]
@@ -193,6 +198,8 @@ class Sweeper:
         bs = self.batch_size
         for i in range(0, len(y), bs):
             xb, yb = to_float(x[i : i + bs]).to(self.device), y[i : i + bs].to(self.device)
+            first = int(index[i]) if index is not None else i
+            generator = None if key is None else keyed_generator(*key, first)
             if run.attack.shares_gradient:
                 outs = run.attack.sweep(self.model, xb, yb, eps, generator=generator)
                 self.advance(1)

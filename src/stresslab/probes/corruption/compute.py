@@ -1,14 +1,16 @@
 """Evaluation under corruption: corrupt the sampled test images, run the model, score it.
 
 The corruptions are generated on the fly (``stresslab.corruptions``), batch by batch on the
-probe's device, from generators seeded by the run seed, the corruption's name and the
-severity, so a result does not depend on which other corruptions run. Everything undefined
+probe's device, from generators keyed by the run seed, the corruption's name, the severity
+and the official test index of the batch's first image, so a result does not depend on
+which other corruptions run, nor on how the images are sharded (``ctx.shards``). Everything undefined
 (ECE over no images or over non-finite probabilities, accuracy over no images) is NaN here;
 the presenting parts leave NaN out of metrics and tables and say why.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Sequence
@@ -18,12 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from stresslab.corruptions import CORRUPTIONS
 from stresslab.data.base import to_float
+from stresslab.devices import model_device
 from stresslab.metrics.calibration import expected_calibration_error
 from stresslab.probes.base import ProbeContext, batched_forward
+from stresslab.shards import Advance, keyed_generator
 
 
 def corruption_salt(name: str, severity: int) -> int:
@@ -175,25 +179,55 @@ def clean_logits(ctx: ProbeContext, subset: Tensor, images: Tensor) -> Tensor:
     return batched_forward(ctx.model, to_float(images), ctx.batch_size, ctx.device)
 
 
-def corrupted_logits(ctx: ProbeContext, images: Tensor, grid: CorruptionGrid) -> list[list[Tensor]]:
-    """Logits (N, K) per corruption and severity; uint8 ``images`` corrupted batch by batch on the device."""
-    out: list[list[Tensor]] = []
+def corrupted_logits(
+    ctx: ProbeContext, images: Tensor, index: Tensor, grid: CorruptionGrid
+) -> list[list[Tensor]]:
+    """Logits (N, K) per corruption and severity of uint8 ``images`` (N, C, H, W) whose
+    official test indices are ``index`` (N,), in shards of whole batches (``ctx.shards``)."""
     bs = max(1, ctx.batch_size)
+    cells = len(grid.corruptions) * len(grid.severities)
+    fn = functools.partial(corrupt_shard, grid=grid, seed=ctx.seed, batch_size=bs)
     # ``track`` is typed as an iterator in the contract but returns a context manager.
-    tracker: Any = ctx.track("corruptions", len(grid.corruptions) * len(grid.severities))
+    tracker: Any = ctx.track("corruptions", cells * ctx.shards.count(len(images), bs))
     with tracker as advance:
-        for name in grid.corruptions:
-            fn = CORRUPTIONS.get(name)
-            row = []
-            for s in grid.severities:
-                gen = ctx.generator(salt=corruption_salt(name, s))
-                chunks = []
-                for i in range(0, len(images), bs):
-                    xb = to_float(images[i : i + bs]).to(ctx.device)
-                    chunks.append(ctx.model(fn(xb, s, gen)).float().cpu())
-                row.append(torch.cat(chunks))
-                advance(1)
-            out.append(row)
+        parts = ctx.shards.map(
+            fn, ctx.model, {"x": images, "index": index}, align=bs, advance=advance, units=lambda n: cells
+        )
+    return [
+        [torch.cat([part[c][s] for part in parts]) for s in range(len(grid.severities))]
+        for c in range(len(grid.corruptions))
+    ]
+
+
+def corrupt_shard(
+    model: nn.Module,
+    data: dict[str, Tensor],
+    advance: Advance,
+    *,
+    grid: CorruptionGrid,
+    seed: int,
+    batch_size: int,
+) -> list[list[Tensor]]:
+    """Logits (n, K) per corruption and severity of the shard's images ``data["x"]``.
+
+    Each batch's corruption draws come from a generator keyed by the run seed, the
+    corruption, the severity and the official test index ``data["index"]`` of the batch's
+    first image: the same images get the same corruption whichever shard holds them.
+    """
+    images, index, device = data["x"], data["index"], model_device(model)
+    out: list[list[Tensor]] = []
+    for name in grid.corruptions:
+        fn = CORRUPTIONS.get(name)
+        row = []
+        for s in grid.severities:
+            chunks = []
+            for i in range(0, len(images), batch_size):
+                gen = keyed_generator(seed, corruption_salt(name, s), int(index[i]))
+                xb = to_float(images[i : i + batch_size]).to(device)
+                chunks.append(model(fn(xb, s, gen)).float().cpu())
+            row.append(torch.cat(chunks) if chunks else torch.empty(0, 0))
+            advance(1)
+        out.append(row)
     return out
 
 

@@ -78,7 +78,7 @@ class CorruptionProbe(Probe):
         grid = compute.CorruptionGrid(tuple(self.corruptions), tuple(self.severities), self.n_bins)
         with inference_scope(ctx.model), torch.no_grad():
             clean = compute.clean_logits(ctx, subset, images)
-            corrupted = compute.corrupted_logits(ctx, images, grid)
+            corrupted = compute.corrupted_logits(ctx, images, ctx.split.test_index[subset], grid)
             gallery = compute.gallery(ctx, images, labels, clean, grid)
         test_index = ctx.split.test_index[subset].tolist()
         scores = compute.score(compute.SampleLogits(labels, test_index, clean, corrupted), grid)

@@ -297,6 +297,7 @@ class ShortcutProbe(Probe):
             cls,
             generator=ctx.generator(211 + cls),
             batch_size=ctx.batch_size,
+            shards=ctx.shards,
         )
         totals[0] += test.images
         totals[1] += test.seconds

@@ -4,6 +4,7 @@ device: each chunk of recipients is pasted and classified there."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from stresslab.devices import model_device
 from stresslab.metrics.proportions import fisher_greater, wilson_interval
 from stresslab.probes.shortcut.regions import Box
 from stresslab.scoped import inference_scope
+from stresslab.shards import Advance, LocalShards, ShardExecutor
 
 
 @dataclass(frozen=True)
@@ -91,14 +93,11 @@ def paste_boxes(recipients: Tensor, donors: Tensor, box: Box, src_top: Tensor, s
     return out
 
 
-def _paired(
-    model: nn.Module,
-    n: int,
-    build: Callable[[Tensor], tuple[Tensor, Tensor]],
-    target: int,
-    batch_size: int,
-) -> FlipTest:
-    """Classify ``build(chunk)`` = (pasted, control) images for chunks of recipient numbers."""
+def _classify_pairs(
+    model: nn.Module, n: int, build: Callable[[Tensor], tuple[Tensor, Tensor]], batch_size: int
+) -> tuple[Tensor, Tensor, float]:
+    """Predictions (n,) of the pasted and of the control images ``build(chunk)`` makes for
+    chunks of recipient numbers, on CPU, and the seconds spent."""
     device = model_device(model)
     preds, ctrl = [], []
     chunk = max(1, batch_size // 2)
@@ -116,11 +115,47 @@ def _paired(
     c = torch.cat(ctrl).cpu() if ctrl else torch.empty(0, dtype=torch.long)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    region = FlipCount(n, int((p == target).sum()))
-    control = FlipCount(n, int((c == target).sum()))
+    return p, c, time.perf_counter() - t0
+
+
+def _flip_test(p: Tensor, c: Tensor, target: int, seconds: float) -> FlipTest:
+    """The test from the predictions of pasted ``p`` (n,) and control ``c`` (n,) images."""
+    region = FlipCount(len(p), int((p == target).sum()))
+    control = FlipCount(len(c), int((c == target).sum()))
     pv = fisher_greater(region.flips, region.n, control.flips, control.n)
     return FlipTest(region, control, pv, p, seconds)
+
+
+def _paired(
+    model: nn.Module,
+    n: int,
+    build: Callable[[Tensor], tuple[Tensor, Tensor]],
+    target: int,
+    batch_size: int,
+) -> FlipTest:
+    """Classify ``build(chunk)`` = (pasted, control) images for chunks of recipient numbers."""
+    p, c, seconds = _classify_pairs(model, n, build, batch_size)
+    return _flip_test(p, c, target, seconds)
+
+
+def transplant_shard(
+    model: nn.Module, data: dict[str, Tensor], advance: Advance, *, donors: Tensor, box: Box, batch_size: int
+) -> tuple[Tensor, Tensor, float]:
+    """Pasted and control predictions of one shard of recipients (``recipients``, their
+    ``donor_of`` and control places ``ctop``, ``cleft``), and the seconds spent."""
+    device = model_device(model)
+    rec, don = data["recipients"].to(device, torch.float32), donors.to(device, torch.float32)
+    d_of, ct, cl = (data[k].to(device) for k in ("donor_of", "ctop", "cleft"))
+
+    def build(idx: Tensor) -> tuple[Tensor, Tensor]:
+        r, d = rec[idx], don[d_of[idx]]
+        same = (
+            torch.full((len(idx),), box.top, device=device),
+            torch.full((len(idx),), box.left, device=device),
+        )
+        return paste_boxes(r, d, box, *same), paste_boxes(r, d, box, ct[idx], cl[idx])
+
+    return _classify_pairs(model, len(rec), build, batch_size)
 
 
 def transplant_test(
@@ -132,29 +167,27 @@ def transplant_test(
     *,
     generator: torch.Generator,
     batch_size: int = 512,
+    shards: ShardExecutor | None = None,
 ) -> tuple[FlipTest, Tensor]:
     """Paste ``box`` of class-``target`` images ``donors`` (m, C, H, W) in [0, 1] onto
     ``recipients`` (n, C, H, W) of other classes (recipient i gets a donor drawn with
     ``generator``) and count predictions of ``target``. Control: a box of the same size
-    from a random place of the same donor, pasted at the same place. Returns the test and
-    the donor number (n,) of each recipient."""
-    device = model_device(model)
+    from a random place of the same donor, pasted at the same place. The draws are made
+    here, the pasting and classifying in ``shards`` (default: one, in this process); the
+    seconds are summed over shards. Returns the test and the donor number (n,) of each
+    recipient."""
     n, _, h, w = recipients.shape
-    donor_of = torch.randint(len(donors), (n,), generator=generator)
-    ctop = torch.randint(h - box.height + 1, (n,), generator=generator)
-    cleft = torch.randint(w - box.width + 1, (n,), generator=generator)
-    rec, don = recipients.to(device, torch.float32), donors.to(device, torch.float32)
-    d_of, ct, cl = donor_of.to(device), ctop.to(device), cleft.to(device)
-
-    def build(idx: Tensor) -> tuple[Tensor, Tensor]:
-        r, d = rec[idx], don[d_of[idx]]
-        same = (
-            torch.full((len(idx),), box.top, device=device),
-            torch.full((len(idx),), box.left, device=device),
-        )
-        return paste_boxes(r, d, box, *same), paste_boxes(r, d, box, ct[idx], cl[idx])
-
-    return _paired(model, n, build, target, batch_size), donor_of
+    data = {
+        "recipients": recipients,
+        "donor_of": torch.randint(len(donors), (n,), generator=generator),
+        "ctop": torch.randint(h - box.height + 1, (n,), generator=generator),
+        "cleft": torch.randint(w - box.width + 1, (n,), generator=generator),
+    }
+    fn = functools.partial(transplant_shard, donors=donors, box=box, batch_size=batch_size)
+    parts = (shards or LocalShards()).map(fn, model, data, align=max(1, batch_size // 2))
+    p = torch.cat([part[0] for part in parts])
+    c = torch.cat([part[1] for part in parts])
+    return _flip_test(p, c, target, sum(part[2] for part in parts)), data["donor_of"]
 
 
 def background_test(

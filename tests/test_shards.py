@@ -1,0 +1,134 @@
+"""Shards: boundaries on batch multiples, keyed draws, and per-image work that gives the same
+numbers however it is split (predictions, corruption and adversarial probes)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import torch
+
+from stresslab.probes import build_probe
+from stresslab.probes.base import ProbeContext, ProbeResult
+from stresslab.probes.predictions import Predictions
+from stresslab.shards import LocalShards, ShardExecutor, keyed_generator, shard_bounds
+from tests.conftest import TinyNet, make_split
+
+
+def test_shard_bounds_by_hand() -> None:
+    # 10 items, batches of 4: blocks [0,4) [4,8) [8,10)
+    assert shard_bounds(10, 3, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert shard_bounds(10, 2, 4) == [(0, 8), (8, 10)]
+    assert shard_bounds(10, 5, 4) == [(0, 4), (4, 8), (8, 10)]  # no more shards than batches
+    assert shard_bounds(7, 2, 1) == [(0, 4), (4, 7)]
+    assert shard_bounds(10, 1, 4) == [(0, 10)]
+    assert shard_bounds(0, 3, 4) == []
+
+
+def test_keyed_generator_depends_on_the_keys_only() -> None:
+    a = torch.rand(5, generator=keyed_generator(0, "attack", 12))
+    assert torch.equal(a, torch.rand(5, generator=keyed_generator(0, "attack", 12)))
+    assert not torch.equal(a, torch.rand(5, generator=keyed_generator(0, "attack", 16)))
+    assert not torch.equal(a, torch.rand(5, generator=keyed_generator(1, "attack", 12)))
+
+
+def test_local_shards_cut_and_merge_in_order() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def fn(model: Any, data: dict[str, torch.Tensor], advance: Any) -> torch.Tensor:
+        seen.append((int(data["i"][0]), len(data["i"])))
+        advance(1)
+        return data["i"] * 2
+
+    steps: list[int] = []
+    out = LocalShards(3).map(fn, torch.nn.Identity(), {"i": torch.arange(10)}, align=4, advance=steps.append)
+    assert seen == [(0, 4), (4, 4), (8, 2)] and steps == [1, 1, 1]
+    assert torch.equal(torch.cat(out), torch.arange(10) * 2)
+    with pytest.raises(ValueError, match="first dimension"):
+        LocalShards(2).map(fn, torch.nn.Identity(), {"i": torch.arange(3), "j": torch.arange(4)})
+
+
+def _ctx(shards: ShardExecutor) -> ProbeContext:
+    split = make_split(n_train=8, n_val=8, n_test=60, seed=3)
+    torch.manual_seed(0)
+    model = TinyNet(split.info)
+    bs = 16
+    preds = Predictions.compute(
+        model, split.test_x, split.test_y, split.test_index, batch_size=bs, shards=shards
+    )
+    vpreds = Predictions.compute(model, split.val_x, split.val_y, split.val_index, batch_size=bs)
+    return ProbeContext(
+        model=model,
+        split=split,
+        device=torch.device("cpu"),
+        seed=0,
+        batch_size=bs,
+        predictions=preds,
+        val_predictions=vpreds,
+        shards=shards,
+    )
+
+
+PROBES = {
+    "corruption": {
+        "corruptions": ["gaussian_noise", "snow"],  # both draw random numbers
+        "severities": [3],
+        "max_images": 0,
+        "resolution": None,
+    },
+    "adversarial": {
+        "attacks": {"pgd_linf": {"steps": 2}},  # random starts
+        "epsilons": [0.0, 0.1],
+        "max_images": 40,
+        "convergence_check": False,
+    },
+}
+
+
+def _numbers(res: ProbeResult) -> str:
+    return json.dumps({"metrics": res.metrics, "data": res.data}, sort_keys=True, default=str)
+
+
+@pytest.mark.parametrize("probe", sorted(PROBES))
+def test_probe_numbers_do_not_depend_on_the_split(probe: str) -> None:
+    one, three = _ctx(LocalShards(1)), _ctx(LocalShards(3))
+    assert torch.equal(one.predictions.logits, three.predictions.logits)
+    assert torch.equal(one.predictions.embeddings, three.predictions.embeddings)
+    a = build_probe(probe, PROBES[probe]).run(one)
+    b = build_probe(probe, PROBES[probe]).run(three)
+    assert a.metrics and _numbers(a) == _numbers(b)
+
+
+def test_ray_tasks_rebuild_the_memory_format_training_left() -> None:
+    from stresslab.shards import _uses_channels_last
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 4, 3))
+    assert not _uses_channels_last(model)
+    assert _uses_channels_last(model.to(memory_format=torch.channels_last))
+
+
+def _transplant(shards: ShardExecutor, model: torch.nn.Module) -> tuple[Any, torch.Tensor]:
+    from stresslab.data.base import to_float
+    from stresslab.probes.shortcut.regions import Box
+    from stresslab.probes.shortcut.transplant import transplant_test
+
+    split = make_split(n_test=60, seed=4)
+    x = to_float(split.test_x)
+    recipients, donors = x[split.test_y != 0], x[split.test_y == 0][:6]
+    g = torch.Generator().manual_seed(5)
+    return transplant_test(
+        model, recipients, donors, Box(0, 0, 3, 3), 0, generator=g, batch_size=8, shards=shards
+    )
+
+
+def test_transplant_numbers_do_not_depend_on_the_split() -> None:
+    torch.manual_seed(0)
+    model = TinyNet(make_split().info)
+    (one, donors_one), (three, donors_three) = (
+        _transplant(LocalShards(1), model),
+        _transplant(LocalShards(3), model),
+    )
+    assert one.region.n == 40 and torch.equal(donors_one, donors_three)
+    assert torch.equal(one.preds, three.preds) and (one.region, one.control) == (three.region, three.control)
+    assert one.p_value == three.p_value
