@@ -193,7 +193,9 @@ class SupervisedTrainer(Trainer):
         warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
         a = cfg.augment
         self.augment = BatchAugment(crop_padding=a.crop_padding, hflip=a.hflip, rotation_deg=a.rotation_deg)
-        self.photometric = PhotometricAugment(a.brightness, a.contrast, a.blur_prob, a.blur_sigma, a.noise_std)
+        self.photometric = PhotometricAugment(
+            a.brightness, a.contrast, a.blur_prob, a.blur_sigma, a.noise_std
+        )
         self.erase = RandomErasing(a.erasing_prob, a.erasing_scale, a.erasing_ratio, a.erasing_value)
         self.mix = BatchMix(split.info.num_classes, a.mixup_alpha, a.cutmix_alpha, a.cutmix_prob)
         self.generators = {  # saved for resume
