@@ -284,3 +284,32 @@ def test_the_run_hands_the_diagnosis_each_probes_offer() -> None:
     got = records(results, failed=["broken"])
     assert got["ood"]["offer"] == {"index": [3]} and got["evaluation"]["offer"] is None
     assert "broken" not in got
+
+
+def test_corruption_and_attack_changes_fill_their_columns() -> None:
+    t = _test_set()
+    records = {
+        "corruption": {
+            "data": {
+                "test_index": [101, 104, 150],
+                "flip_severity": [3, None, 1],
+                "flip_corruption": ["contrast", None, "fog"],
+            }
+        },
+        "adversarial": {
+            "data": {
+                "index": [104, 107],
+                "flip_epsilon": {"l2": [0.5, 0.5], "linf": [0.02, None]},
+                "flip_attack": {"l2": ["pgd_l2", "pgd_l2"], "linf": ["pgd_linf", None]},
+            }
+        },
+    }
+    by_index = {r["index"]: r for r in diagnose(records, t).rows}
+    assert by_index[101]["corruption_flip_severity"] == 3 and by_index[101]["corruption_flip"] == "contrast"
+    assert by_index[104]["corruption_flip_severity"] is None  # in the sample, no severity changed it
+    assert by_index[107]["corruption_flip_severity"] is None  # not in the sample
+    assert by_index[104]["attack_flip_epsilon"] == 0.02 and by_index[104]["attack_flip"] == "pgd_linf"
+    assert by_index[107]["attack_flip_epsilon"] is None and by_index[101]["attack_flip"] is None
+    assert "corruption_flip_severity" not in diagnose(records, t).missing
+    old = diagnose({"corruption": {"data": {"test_index": [101]}}}, t)
+    assert "no per-image changes" in old.missing["corruption_flip_severity"]

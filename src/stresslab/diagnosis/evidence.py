@@ -6,10 +6,9 @@ Every column is an array over the run's test positions (rows of ``predictions.np
 ``results/<probe>.json``: ``data``, ``metrics``, ``offer``) and returns the columns it can
 fill; :func:`collect` runs those whose probe ran and notes which evidence is missing.
 
-Corruption and adversarial records hold accuracies per severity and epsilon (and the
-adversarial probe's robust/not-robust at its chosen epsilon), not the smallest strength
-that flips each image, and a misclassified image has no correct prediction left to flip:
-they give no per-failure column.
+Corruption and adversarial records give, per image of their samples, the smallest severity
+or epsilon at which the prediction changed from the clean one (for a failure: from one wrong
+class to another class); an image outside their samples, or one no step changed, stays empty.
 """
 
 from __future__ import annotations
@@ -78,6 +77,20 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "shortcut_present", "bool", "shortcut", "a proven shortcut region of the predicted class is present"
     ),
+    Column(
+        "corruption_flip_severity",
+        "int",
+        "corruption",
+        "smallest corruption severity (1-5) that changes the prediction",
+    ),
+    Column("corruption_flip", "str", "corruption", "the corruption that changes it at that severity"),
+    Column(
+        "attack_flip_epsilon",
+        "float",
+        "adversarial",
+        "smallest attack epsilon (pixel units, L-inf where run) that changes the prediction",
+    ),
+    Column("attack_flip", "str", "adversarial", "the attack that changes it at that epsilon"),
     Column(
         "background_attribution",
         "float",
@@ -244,6 +257,42 @@ def explain(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
                 break
 
 
+def _per_image(
+    t: TestSet, ev: Evidence, index: list[Any], values: list[Any], names: list[Any], cols: tuple[str, str]
+) -> None:
+    """Fill two columns from per-image lists keyed by official test ``index`` (None: empty)."""
+    n, pos = len(t.labels), t.positions()
+    strength, name = ev.column(cols[0], n), ev.column(cols[1], n)
+    for i, v, m in zip(index, values, names, strict=False):
+        p = pos.get(int(i))
+        if p is not None and v is not None:
+            strength[p], name[p] = v, m
+
+
+def corruption(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``corruption``: the smallest severity that changed each sampled image's prediction."""
+    data = rec.get("data", {})
+    if "flip_severity" not in data:
+        ev.missing["corruption_flip_severity"] = "the corruption record has no per-image changes"
+        return
+    cols = ("corruption_flip_severity", "corruption_flip")
+    _per_image(t, ev, data.get("test_index", []), data["flip_severity"], data["flip_corruption"], cols)
+
+
+def adversarial(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``adversarial``: the smallest epsilon that changed each attacked image's prediction
+    (L-inf where it ran, else the first norm recorded)."""
+    data = rec.get("data", {})
+    eps, attack = data.get("flip_epsilon") or {}, data.get("flip_attack") or {}
+    norm = "linf" if "linf" in eps else next(iter(eps), None)
+    if norm is None:
+        ev.missing["attack_flip_epsilon"] = "the adversarial record has no per-image changes"
+        return
+    cols = ("attack_flip_epsilon", "attack_flip")
+    _per_image(t, ev, data.get("index", []), eps[norm], attack.get(norm, []), cols)
+    ev.notes["attack_flip_epsilon"] = norm
+
+
 #: Energy first (Liu et al. 2020): on handwritten digits planted among Fashion-MNIST's test
 #: images it separated them from the model's ordinary errors best (AUROC 0.93 against kNN
 #: 0.91, Mahalanobis 0.90, MSP 0.86; benchmarks/bench_diagnosis.py --quick).
@@ -316,6 +365,8 @@ ADAPTERS: dict[str, tuple[Adapter, tuple[str, ...]]] = {
     ),
     "shortcut": (shortcut, ("shortcut_present",)),
     "explain": (explain, ("background_attribution",)),
+    "corruption": (corruption, ("corruption_flip_severity", "corruption_flip")),
+    "adversarial": (adversarial, ("attack_flip_epsilon", "attack_flip")),
 }
 
 
