@@ -37,11 +37,15 @@ class Thresholds:
     least this share of the k nearest training images (default: 2 of 10).
     ``quality_tail``: percent of the correctly classified images' range left out on each
     side of an image property's normal range (used by the evidence step).
+    ``given_label_below``: a label error needs the model's probability of the given label
+    below this (None: not used); the diagnosis sets it to the median probability correctly
+    classified images give their runner-up class.
     """
 
     ood_percentile: float = 99.0
     neighbour_share: float = 0.2
     quality_tail: float = 0.5
+    given_label_below: float | None = None
 
 
 def _given(v: Any) -> bool:
@@ -63,17 +67,27 @@ def is_image_quality(row: Row, th: Thresholds) -> bool:
 
 
 def is_out_of_distribution(row: Row, th: Thresholds) -> bool:
-    """The OOD score is above ``ood_percentile`` of the correctly classified images' scores."""
-    p = row.get("ood_percentile")
+    """The novelty (the mean of the OOD witnesses' percentiles: energy, feature-space and
+    pixel-space kNN distance, those measured) is above ``ood_percentile`` of the correctly
+    classified images' novelty; where no novelty was formed, the OOD score's percentile."""
+    p = row.get("novelty_percentile")
+    if not _given(p):
+        p = row.get("ood_percentile")
     return _given(p) and float(p or 0.0) > th.ood_percentile
 
 
 def is_label_error(row: Row, th: Thresholds) -> bool:
-    """Confident learning flagged the test label as probably wrong and, where neighbours
-    were measured, none of the k nearest training images carries that label (an image whose
-    neighbours include its label is a look-alike, not a mislabeled one)."""
+    """Confident learning flagged the test label as probably wrong; where neighbours were
+    measured, none of the k nearest training images carries that label (an image whose
+    neighbours include its label is a look-alike, not a mislabeled one); and where the cut is
+    set, the model gives the label less than ``given_label_below`` (less than it typically
+    gives the runner-up class of an image it gets right: not even a close second)."""
     share = row.get("knn_share_true")
-    return row.get("label_issue") is True and not (_given(share) and float(share or 0.0) > 0.0)
+    if row.get("label_issue") is not True or (_given(share) and float(share or 0.0) > 0.0):
+        return False
+    given = row.get("given_label_probability")
+    cut = th.given_label_below
+    return cut is None or not _given(given) or float(given or 0.0) < cut
 
 
 def is_ambiguous(row: Row, th: Thresholds) -> bool:
