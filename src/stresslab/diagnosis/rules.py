@@ -7,14 +7,19 @@ specific, physically measured evidence first: a shortcut region or a damaged ima
 why a model is confidently wrong about an image that may also look mislabeled to confident
 learning, and an image far from the training data is flagged by confident learning too.
 
-Label errors need two witnesses where both ran: confident learning's flag and no training
-neighbour with the given label (on faults planted in Fashion-MNIST, confident learning alone
-also flags many of a weaker model's ordinary errors).
+Label errors need three witnesses where they were measured: confident learning's flag, no
+training neighbour with the given label, and the model giving the label less than correctly
+classified images typically give their runner-up class (on faults planted in Fashion-MNIST,
+confident learning alone also flags many of a weaker model's ordinary errors, which keep
+their true class as a close second). Out of distribution needs the mean of several
+witnesses' percentiles (energy, feature-space and pixel-space distance; see
+:mod:`stresslab.diagnosis.novelty`) in the tail, since each score alone also ranks many
+ordinary, less confident errors there.
 
-Thresholds come from the data: image-quality bounds and the OOD cut are percentiles of the
-correctly classified test images (see :mod:`stresslab.diagnosis.evidence`), label issues are
-confident learning's own per-class thresholds, near-duplicates use the representation
-probe's own similarity threshold.
+Thresholds come from the data: image-quality bounds, the OOD cut and the given-label cut
+come from the correctly classified test images (see :mod:`stresslab.diagnosis.evidence`),
+label issues are confident learning's own per-class thresholds, near-duplicates use the
+representation probe's own similarity threshold.
 """
 
 from __future__ import annotations
