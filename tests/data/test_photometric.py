@@ -77,3 +77,23 @@ def test_training_option_reaches_the_augmentation() -> None:
     assert aug.enabled and aug.brightness == 0.3 and aug.noise_std == 0.05
     with pytest.raises(ValueError, match="contrast"):
         AugmentConfig(contrast=1.5)
+
+
+def test_training_applies_it_seeded() -> None:
+    from stresslab.train.config import TrainConfig
+    from stresslab.train.loop import train
+    from tests.conftest import TinyNet, make_split
+
+    split = make_split()
+
+    def weights(augment: AugmentConfig) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = TinyNet(split.info)
+        cfg = TrainConfig(epochs=1, batch_size=16, lr=0.01, augment=augment)
+        train(model, split, cfg, device=torch.device("cpu"), seed=0)
+        return [p.detach().clone() for p in model.parameters()]
+
+    plain, noisy = weights(AugmentConfig()), weights(AugmentConfig(noise_std=0.2, brightness=0.5))
+    again = weights(AugmentConfig(noise_std=0.2, brightness=0.5))
+    assert any(not torch.equal(a, b) for a, b in zip(plain, noisy, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(noisy, again, strict=True))
