@@ -48,11 +48,22 @@ def row(**kw: object) -> dict[str, object]:
         ({"knn_share_true": 0.1, "knn_share_pred": 0.9, "duplicate_label": "b"}, "ambiguous"),
         ({"knn_share_true": 0.1, "knn_share_pred": 0.9, "duplicate_label": "c"}, "model_error"),
         ({"shortcut_present": False, "ood_percentile": float("nan"), "label_issue": None}, "model_error"),
+        # The combined novelty decides over the energy percentile alone where it was formed.
+        ({"novelty_percentile": 99.5, "ood_percentile": 50.0}, "out_of_distribution"),
+        ({"novelty_percentile": 90.0, "ood_percentile": 100.0}, "model_error"),
         ({}, "model_error"),
     ],
 )
 def test_each_rule_and_its_precedence(evidence: dict[str, object], cause: str) -> None:
     assert decide(row(**evidence), TH) == cause
+
+
+def test_label_error_needs_the_given_label_below_the_cut() -> None:
+    th = Thresholds(given_label_below=0.05)
+    flagged = {"label_issue": True, "knn_share_true": 0.0}
+    assert decide(row(**flagged, given_label_probability=0.01), th) == "label_error"
+    assert decide(row(**flagged, given_label_probability=0.2), th) == "model_error"
+    assert decide(row(**flagged, given_label_probability=None), th) == "label_error"  # not measured
 
 
 def test_vocabulary_is_in_precedence_order() -> None:
@@ -121,6 +132,7 @@ def _records() -> dict[str, dict[str, object]]:
 
 def test_diagnose_joins_evidence_by_official_index() -> None:
     t = _test_set()
+    t.probs[1] = [0.09, 0.01, 0.9]  # 101: the model gives its label (b) almost nothing
     d = diagnose(_records(), t)
     by_index = {r["index"]: r for r in d.rows}
     assert sorted(by_index) == [101, 104, 107]
@@ -134,6 +146,11 @@ def test_diagnose_joins_evidence_by_official_index() -> None:
     assert by_index[101]["ood_score"] is None and "ood_score" in d.missing
     assert d.thresholds["neighbour_share"] == pytest.approx(2 / 5)
     assert d.counts["label_error"] == 1 and sum(d.counts.values()) == 3
+    # The label-error cut: the median probability correct images give their runner-up class.
+    assert d.thresholds["given_label_below"] == pytest.approx(0.05)
+    assert by_index[101]["given_label_probability"] == pytest.approx(0.01)
+    t.probs[1] = [0.04, 0.06, 0.9]  # the label is no less likely than a typical runner-up
+    assert {r["index"]: r["cause"] for r in diagnose(_records(), t).rows}[101] == "model_error"
 
 
 def test_a_probe_that_did_not_run_leaves_its_columns_empty() -> None:
@@ -246,7 +263,7 @@ def test_ood_and_data_audit_offers_fill_their_columns() -> None:
     )
     assert by_index[104]["audit_flags"] == "blurry" and by_index[104]["quality_flags"] == ""
     assert by_index[101]["audit_flags"] == ""  # grayscale is not an image-quality issue
-    assert d.sources == {"ood_score": "knn"}
+    assert d.sources == {"ood_score": "knn", "novelty_percentile": "mean percentile of ood_percentile"}
     assert "ood_score" not in d.missing
 
 
@@ -284,3 +301,32 @@ def test_the_run_hands_the_diagnosis_each_probes_offer() -> None:
     got = records(results, failed=["broken"])
     assert got["ood"]["offer"] == {"index": [3]} and got["evaluation"]["offer"] is None
     assert "broken" not in got
+
+
+def test_corruption_and_attack_changes_fill_their_columns() -> None:
+    t = _test_set()
+    records = {
+        "corruption": {
+            "data": {
+                "test_index": [101, 104, 150],
+                "flip_severity": [3, None, 1],
+                "flip_corruption": ["contrast", None, "fog"],
+            }
+        },
+        "adversarial": {
+            "data": {
+                "index": [104, 107],
+                "flip_epsilon": {"l2": [0.5, 0.5], "linf": [0.02, None]},
+                "flip_attack": {"l2": ["pgd_l2", "pgd_l2"], "linf": ["pgd_linf", None]},
+            }
+        },
+    }
+    by_index = {r["index"]: r for r in diagnose(records, t).rows}
+    assert by_index[101]["corruption_flip_severity"] == 3 and by_index[101]["corruption_flip"] == "contrast"
+    assert by_index[104]["corruption_flip_severity"] is None  # in the sample, no severity changed it
+    assert by_index[107]["corruption_flip_severity"] is None  # not in the sample
+    assert by_index[104]["attack_flip_epsilon"] == 0.02 and by_index[104]["attack_flip"] == "pgd_linf"
+    assert by_index[107]["attack_flip_epsilon"] is None and by_index[101]["attack_flip"] is None
+    assert "corruption_flip_severity" not in diagnose(records, t).missing
+    old = diagnose({"corruption": {"data": {"test_index": [101]}}}, t)
+    assert "no per-image changes" in old.missing["corruption_flip_severity"]

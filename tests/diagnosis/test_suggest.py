@@ -55,3 +55,42 @@ def test_a_run_without_diagnosis_is_refused(tmp_path: Path) -> None:
     (run / "results" / "diagnosis.json").unlink()
     result = invoke(["suggest", str(run)])
     assert result.exit_code == 2 and "diagnosis.json is missing" in result.output
+
+
+def _quality_rows(flags: list[str]) -> list[dict[str, object]]:
+    return [{"cause": "image_quality", "quality_flags": f} for f in flags] + [
+        {"cause": "model_error", "quality_flags": "high sharpness"} for _ in range(5)
+    ]
+
+
+def test_image_quality_gets_the_augmentation_of_its_most_flagged_property() -> None:
+    rows = _quality_rows(["low sharpness", "low sharpness; low contrast", "low brightness"])
+    diagnosis = {"data": {"counts": {"image_quality": 3, "model_error": 5}, "rows": rows}}
+    study, reasons = suggest_study({"train": {"epochs": 2}}, diagnosis)
+    assert study["arms"]["blur_aug"] == {"train.augment.blur_prob": 0.5, "train.augment.blur_sigma": 2.0}
+    assert "brightness_aug" not in study["arms"] and "noise_aug" not in study["arms"]
+    assert any("image_quality" in r and "blur_aug" in r for r in reasons)
+
+
+def test_weakest_matching_corruption_adds_its_augmentation(tmp_path: Path) -> None:
+    corruption = {
+        "data": {
+            "corruptions": ["fog", "contrast", "gaussian_noise"],
+            "accuracy": [[0.1, 0.05], [0.5, 0.3], [0.6, None]],
+        }
+    }
+    study, reasons = suggest_study({}, {"data": {"counts": {"model_error": 4}}}, None, corruption)
+    # fog is weaker but no augmentation matches it: contrast (mean 0.4) is the weakest that does.
+    assert study["arms"]["contrast_aug"] == {"train.augment.contrast": 0.8}
+    assert any("contrast" in r and "40.0%" in r for r in reasons)
+    # A run that already trains with that augmentation gets no such arm.
+    study, _ = suggest_study(
+        {"train": {"augment": {"contrast": 0.5}}}, {"data": {"counts": {"model_error": 4}}}, None, corruption
+    )
+    assert "contrast_aug" not in study["arms"]
+    # Without flags, image quality falls back to the weakest corruption's augmentation; the
+    # file validates as `stresslab study` reads it.
+    spec_path = tmp_path / "s.yaml"
+    study, _ = suggest_study({}, {"data": {"counts": {"image_quality": 4}}}, None, corruption)
+    spec_path.write_text(yaml.safe_dump(study))
+    assert load_study(spec_path).arms["contrast_aug"].overrides == {"train.augment.contrast": 0.8}

@@ -332,3 +332,23 @@ def test_shipped_configs_use_the_per_attack_form() -> None:
         assert list(probe.attacks) == ["fgsm_linf", "pgd_linf"], f  # type: ignore[attr-defined]
         found += 1
     assert found >= 2
+
+
+def test_smallest_epsilon_that_changes_each_prediction(trained: tuple[BNNet, Split]) -> None:
+    model, split = trained
+    model.eval()
+    settings = {**SMALL, "attacks": {"fgsm_linf": {}}, "gallery_images": 0}
+    res = build_probe("adversarial", settings).run(_ctx(model, split))
+    eps, attack = res.data["flip_epsilon"]["linf"], res.data["flip_attack"]["linf"]
+    assert len(eps) == len(res.data["index"]) == 48
+    # Recompute by hand from independent FGSM runs at each epsilon of the sweep.
+    pos = {int(i): p for p, i in enumerate(split.test_index.tolist())}
+    rows = torch.tensor([pos[i] for i in res.data["index"]])
+    x, y = to_float(split.test_x[rows]), split.test_y[rows]
+    with inference_scope(model):
+        clean = model(x).argmax(1)
+        changed = {e: model(FGSM().perturb(model, x, y, e)).argmax(1) != clean for e in (0.05, 0.1, 0.2)}
+    for j in range(48):
+        first = next((e for e in (0.05, 0.1, 0.2) if bool(changed[e][j])), None)
+        assert eps[j] == first and attack[j] == ("fgsm_linf" if first is not None else None)
+    assert any(e is not None for e in eps)

@@ -35,9 +35,14 @@ class Diagnosis:
 
 
 def _thresholds(base: Thresholds, found: dict[str, float]) -> Thresholds:
-    """Two of the k nearest training images when the representation probe's k is known."""
+    """Two of the k nearest training images when the representation probe's k is known; the
+    given-label cut from the correctly classified images' runner-up probability."""
     k = found.get("neighbours_k")
-    return replace(base, neighbour_share=2.0 / k) if k else base
+    th = replace(base, neighbour_share=2.0 / k) if k else base
+    typical = found.get("runner_up_probability_median")
+    if typical is None or th.given_label_below is not None:
+        return th
+    return replace(th, given_label_below=typical)
 
 
 def diagnose(
@@ -52,7 +57,7 @@ def diagnose(
     or failed is absent). Cost: one pass over the test images plus k-means on the test
     embeddings, when given."""
     base = thresholds or Thresholds()
-    ev = collect(records, test, quality_tail=base.quality_tail)
+    ev = collect(records, test, quality_tail=base.quality_tail, seed=seed)
     th = _thresholds(base, ev.thresholds)
     preds, conf = test.preds, test.probs.max(axis=1)
     wrong = np.flatnonzero(preds != test.labels)
@@ -73,6 +78,8 @@ def diagnose(
         rows.append(row)
     counts = Counter(r["cause"] for r in rows)
     found = {**ev.thresholds, "ood_percentile": th.ood_percentile, "neighbour_share": th.neighbour_share}
+    if th.given_label_below is not None:
+        found["given_label_below"] = th.given_label_below
     found["quality_tail_percent"] = th.quality_tail
     d = Diagnosis(
         rows=rows,

@@ -6,10 +6,9 @@ Every column is an array over the run's test positions (rows of ``predictions.np
 ``results/<probe>.json``: ``data``, ``metrics``, ``offer``) and returns the columns it can
 fill; :func:`collect` runs those whose probe ran and notes which evidence is missing.
 
-Corruption and adversarial records hold accuracies per severity and epsilon (and the
-adversarial probe's robust/not-robust at its chosen epsilon), not the smallest strength
-that flips each image, and a misclassified image has no correct prediction left to flip:
-they give no per-failure column.
+Corruption and adversarial records give, per image of their samples, the smallest severity
+or epsilon at which the prediction changed from the clean one (for a failure: from one wrong
+class to another class); an image outside their samples, or one no step changed, stays empty.
 """
 
 from __future__ import annotations
@@ -22,6 +21,13 @@ from typing import Any
 import numpy as np
 
 from stresslab.diagnosis.image_stats import PROPERTIES, image_properties
+from stresslab.diagnosis.novelty import (
+    combined,
+    measured_positions,
+    percentile_among,
+    pixel_distance,
+    runner_up_typical,
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,12 @@ COLUMNS: tuple[Column, ...] = (
         "representation",
         "label of a training near-duplicate whose label differs from the true one",
     ),
+    Column(
+        "given_label_probability",
+        "float",
+        "predictions",
+        "the model's probability of the given (test) label, in [0, 1]",
+    ),
     Column("ood_score", "float", "ood", "out-of-distribution score (energy where recorded)"),
     Column(
         "ood_percentile",
@@ -76,8 +88,40 @@ COLUMNS: tuple[Column, ...] = (
         "percentile of the OOD score among correctly classified test images, 0-100",
     ),
     Column(
+        "feature_distance_percentile",
+        "float",
+        "ood",
+        "percentile of the feature-space kNN distance among correctly classified test images",
+    ),
+    Column(
+        "pixel_distance_percentile",
+        "float",
+        "images",
+        "percentile of the pixel-space kNN distance to training images among correct test images",
+    ),
+    Column(
+        "novelty_percentile",
+        "float",
+        "ood",
+        "percentile of the mean of the OOD witnesses' percentiles among correct test images",
+    ),
+    Column(
         "shortcut_present", "bool", "shortcut", "a proven shortcut region of the predicted class is present"
     ),
+    Column(
+        "corruption_flip_severity",
+        "int",
+        "corruption",
+        "smallest corruption severity (1-5) that changes the prediction",
+    ),
+    Column("corruption_flip", "str", "corruption", "the corruption that changes it at that severity"),
+    Column(
+        "attack_flip_epsilon",
+        "float",
+        "adversarial",
+        "smallest attack epsilon (pixel units, L-inf where run) that changes the prediction",
+    ),
+    Column("attack_flip", "str", "adversarial", "the attack that changes it at that epsilon"),
     Column(
         "background_attribution",
         "float",
@@ -244,6 +288,42 @@ def explain(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
                 break
 
 
+def _per_image(
+    t: TestSet, ev: Evidence, index: list[Any], values: list[Any], names: list[Any], cols: tuple[str, str]
+) -> None:
+    """Fill two columns from per-image lists keyed by official test ``index`` (None: empty)."""
+    n, pos = len(t.labels), t.positions()
+    strength, name = ev.column(cols[0], n), ev.column(cols[1], n)
+    for i, v, m in zip(index, values, names, strict=False):
+        p = pos.get(int(i))
+        if p is not None and v is not None:
+            strength[p], name[p] = v, m
+
+
+def corruption(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``corruption``: the smallest severity that changed each sampled image's prediction."""
+    data = rec.get("data", {})
+    if "flip_severity" not in data:
+        ev.missing["corruption_flip_severity"] = "the corruption record has no per-image changes"
+        return
+    cols = ("corruption_flip_severity", "corruption_flip")
+    _per_image(t, ev, data.get("test_index", []), data["flip_severity"], data["flip_corruption"], cols)
+
+
+def adversarial(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
+    """``adversarial``: the smallest epsilon that changed each attacked image's prediction
+    (L-inf where it ran, else the first norm recorded)."""
+    data = rec.get("data", {})
+    eps, attack = data.get("flip_epsilon") or {}, data.get("flip_attack") or {}
+    norm = "linf" if "linf" in eps else next(iter(eps), None)
+    if norm is None:
+        ev.missing["attack_flip_epsilon"] = "the adversarial record has no per-image changes"
+        return
+    cols = ("attack_flip_epsilon", "attack_flip")
+    _per_image(t, ev, data.get("index", []), eps[norm], attack.get(norm, []), cols)
+    ev.notes["attack_flip_epsilon"] = norm
+
+
 #: Energy first (Liu et al. 2020): on handwritten digits planted among Fashion-MNIST's test
 #: images it separated them from the model's ordinary errors best (AUROC 0.93 against kNN
 #: 0.91, Mahalanobis 0.90, MSP 0.86; benchmarks/bench_diagnosis.py --quick).
@@ -269,13 +349,16 @@ def ood(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
         return
     where = np.array([r[0] for r in rows])
     values = np.array([r[1] for r in rows])
-    ref = np.sort(values[t.correct[where] & np.isfinite(values)])
     score, pct = ev.column("ood_score", n), ev.column("ood_percentile", n)
-    for p, v in zip(where.tolist(), values.tolist(), strict=True):
-        score[p] = v
-        if len(ref):
-            pct[p] = 100.0 * float(np.searchsorted(ref, v, side="left")) / len(ref)
+    score[where] = values
+    pct[where] = _objects(percentile_among(values, values[t.correct[where]]))
     ev.notes["ood_score"] = name
+    if name != "knn" and "knn" in scores:  # the feature-space witness beside the logit one
+        knn = np.full(n, np.nan)
+        for i, v in zip(offer.get("index", []), scores["knn"], strict=False):
+            if int(i) in pos:
+                knn[pos[int(i)]] = float(v)
+        ev.column("feature_distance_percentile", n)[:] = _objects(percentile_among(knn, knn[t.correct]))
 
 
 #: data_audit issues that are about image quality (not duplicates or colour mode).
@@ -307,7 +390,7 @@ def data_audit(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
 
 
 ADAPTERS: dict[str, tuple[Adapter, tuple[str, ...]]] = {
-    "ood": (ood, ("ood_score", "ood_percentile")),
+    "ood": (ood, ("ood_score", "ood_percentile", "feature_distance_percentile")),
     "data_audit": (data_audit, ("audit_flags",)),
     "label_issues": (label_issues, ("label_issue", "label_quality", "suggested_label")),
     "representation": (
@@ -316,12 +399,34 @@ ADAPTERS: dict[str, tuple[Adapter, tuple[str, ...]]] = {
     ),
     "shortcut": (shortcut, ("shortcut_present",)),
     "explain": (explain, ("background_attribution",)),
+    "corruption": (corruption, ("corruption_flip_severity", "corruption_flip")),
+    "adversarial": (adversarial, ("attack_flip_epsilon", "attack_flip")),
 }
+
+
+def _outside_class_range(values: np.ndarray, t: TestSet, ok: np.ndarray, tail: float) -> np.ndarray:
+    """Per image: outside the central range of the correctly classified images of its given
+    class and of its predicted class (a class with fewer than 20 such images gives no range,
+    so it does not hold a value back)."""
+    n = len(values)
+    out_given, out_pred = np.ones(n, dtype=bool), np.ones(n, dtype=bool)
+    preds = t.preds
+    for c in np.unique(np.concatenate([t.labels, preds])):
+        ref = values[ok & (t.labels == c)]
+        if len(ref) < 20:
+            continue
+        lo, hi = np.percentile(ref, [tail, 100 - tail])
+        outside = (values < lo) | (values > hi)
+        out_given[t.labels == c] = outside[t.labels == c]
+        out_pred[preds == c] = outside[preds == c]
+    return out_given & out_pred
 
 
 def quality(t: TestSet, ev: Evidence, tail: float) -> None:
     """Image properties of every test image and the flags of those outside the central
-    ``100 - 2 * tail`` percent of the correctly classified images' range."""
+    ``100 - 2 * tail`` percent of the correctly classified images' range, overall and among
+    those of both its given and its predicted class (a bright bag is no damaged image when
+    bags are bright)."""
     if t.images is None:
         ev.missing["quality_flags"] = "the test images were not available"
         return
@@ -338,14 +443,61 @@ def quality(t: TestSet, ev: Evidence, tail: float) -> None:
             continue  # object area describes slices; too few correct images give no range
         lo, hi = np.percentile(ref, [tail, 100 - tail])
         ev.thresholds[f"{name}_low"], ev.thresholds[f"{name}_high"] = float(lo), float(hi)
-        for p in np.flatnonzero(finite & ((values < lo) | (values > hi))):
+        outside = finite & ((values < lo) | (values > hi)) & _outside_class_range(values, t, ok, tail)
+        for p in np.flatnonzero(outside):
             word = f"{'low' if values[p] < lo else 'high'} {name}"
             flags[p] = word if flags[p] is None else f"{flags[p]}; {word}"
     if len(t.labels):
         flags[np.array([f is None for f in flags])] = ""
 
 
-def collect(records: Mapping[str, Mapping[str, Any]], t: TestSet, *, quality_tail: float = 0.5) -> Evidence:
+def _objects(values: np.ndarray) -> np.ndarray:
+    """Floats as an object array with ``None`` for NaN (an empty cell)."""
+    return np.array([None if not np.isfinite(v) else float(v) for v in values], dtype=object)
+
+
+def _floats(ev: Evidence, name: str, n: int) -> np.ndarray | None:
+    col = ev.columns.get(name)
+    if col is None or all(v is None for v in col):
+        return None
+    return np.array([np.nan if v is None else float(v) for v in col], dtype=np.float64)
+
+
+def given_label(t: TestSet, ev: Evidence) -> None:
+    """The model's probability of each given label, and the median probability correctly
+    classified images give their runner-up class (the label-error rule's cut)."""
+    n = len(t.labels)
+    if not n:
+        return
+    ev.column("given_label_probability", n)[:] = _objects(t.probs[np.arange(n), t.labels].astype(np.float64))
+    typical = runner_up_typical(t.probs, t.correct)
+    if typical is not None:
+        ev.thresholds["runner_up_probability_median"] = typical
+
+
+def novelty(t: TestSet, ev: Evidence, seed: int) -> None:
+    """The pixel-space distance witness and the combined novelty percentile (see
+    :mod:`stresslab.diagnosis.novelty`) from every OOD witness measured."""
+    n = len(t.labels)
+    if t.images is not None and t.train_images is not None and n:
+        which = measured_positions(t.correct, seed)
+        dist = pixel_distance(t.images, t.train_images, which, seed)
+        ev.column("pixel_distance_percentile", n)[:] = _objects(percentile_among(dist, dist[t.correct]))
+    else:
+        ev.missing["pixel_distance_percentile"] = "the test or training images were not available"
+    names = ("ood_percentile", "feature_distance_percentile", "pixel_distance_percentile")
+    witnesses = {k: v for k in names if (v := _floats(ev, k, n)) is not None}
+    if not witnesses:
+        ev.missing["novelty_percentile"] = "no out-of-distribution witness was measured"
+        return
+    _, pct = combined(list(witnesses.values()), t.correct)
+    ev.column("novelty_percentile", n)[:] = _objects(pct)
+    ev.notes["novelty_percentile"] = "mean percentile of " + ", ".join(witnesses)
+
+
+def collect(
+    records: Mapping[str, Mapping[str, Any]], t: TestSet, *, quality_tail: float = 0.5, seed: int = 0
+) -> Evidence:
     """Every adapter whose probe has a record in ``records`` (probe name -> saved record);
     the columns of probes that did not run stay empty and are named in ``missing``."""
     ev = Evidence()
@@ -356,4 +508,6 @@ def collect(records: Mapping[str, Mapping[str, Any]], t: TestSet, *, quality_tai
             for name in names:
                 ev.missing.setdefault(name, f"the {probe} probe did not run")
     quality(t, ev, quality_tail)
+    given_label(t, ev)
+    novelty(t, ev, seed)
     return ev

@@ -144,7 +144,10 @@ def _case_title(d: Diagnosis, position: int) -> str:
 
 def _threshold_table(d: Diagnosis) -> Table:
     text = {
-        "ood_percentile": "OOD: score above this percentile of correctly classified images",
+        "ood_percentile": "OOD: novelty (mean of the OOD witnesses' percentiles) above this "
+        "percentile of correctly classified images",
+        "given_label_below": "label error: the model's probability of the given label below this",
+        "runner_up_probability_median": "median probability correct images give their runner-up class",
         "neighbour_share": "ambiguous: each of true and predicted label holds this share of the neighbours",
         "quality_tail_percent": "image quality: percent of correct images left out on each side",
         "near_duplicate_similarity": "near-duplicate: cosine similarity at least",

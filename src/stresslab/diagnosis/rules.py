@@ -7,14 +7,19 @@ specific, physically measured evidence first: a shortcut region or a damaged ima
 why a model is confidently wrong about an image that may also look mislabeled to confident
 learning, and an image far from the training data is flagged by confident learning too.
 
-Label errors need two witnesses where both ran: confident learning's flag and no training
-neighbour with the given label (on faults planted in Fashion-MNIST, confident learning alone
-also flags many of a weaker model's ordinary errors).
+Label errors need three witnesses where they were measured: confident learning's flag, no
+training neighbour with the given label, and the model giving the label less than correctly
+classified images typically give their runner-up class (on faults planted in Fashion-MNIST,
+confident learning alone also flags many of a weaker model's ordinary errors, which keep
+their true class as a close second). Out of distribution needs the mean of several
+witnesses' percentiles (energy, feature-space and pixel-space distance; see
+:mod:`stresslab.diagnosis.novelty`) in the tail, since each score alone also ranks many
+ordinary, less confident errors there.
 
-Thresholds come from the data: image-quality bounds and the OOD cut are percentiles of the
-correctly classified test images (see :mod:`stresslab.diagnosis.evidence`), label issues are
-confident learning's own per-class thresholds, near-duplicates use the representation
-probe's own similarity threshold.
+Thresholds come from the data: image-quality bounds, the OOD cut and the given-label cut
+come from the correctly classified test images (see :mod:`stresslab.diagnosis.evidence`),
+label issues are confident learning's own per-class thresholds, near-duplicates use the
+representation probe's own similarity threshold.
 """
 
 from __future__ import annotations
@@ -37,11 +42,15 @@ class Thresholds:
     least this share of the k nearest training images (default: 2 of 10).
     ``quality_tail``: percent of the correctly classified images' range left out on each
     side of an image property's normal range (used by the evidence step).
+    ``given_label_below``: a label error needs the model's probability of the given label
+    below this (None: not used); the diagnosis sets it to the median probability correctly
+    classified images give their runner-up class.
     """
 
     ood_percentile: float = 99.0
     neighbour_share: float = 0.2
     quality_tail: float = 0.5
+    given_label_below: float | None = None
 
 
 def _given(v: Any) -> bool:
@@ -63,17 +72,27 @@ def is_image_quality(row: Row, th: Thresholds) -> bool:
 
 
 def is_out_of_distribution(row: Row, th: Thresholds) -> bool:
-    """The OOD score is above ``ood_percentile`` of the correctly classified images' scores."""
-    p = row.get("ood_percentile")
+    """The novelty (the mean of the OOD witnesses' percentiles: energy, feature-space and
+    pixel-space kNN distance, those measured) is above ``ood_percentile`` of the correctly
+    classified images' novelty; where no novelty was formed, the OOD score's percentile."""
+    p = row.get("novelty_percentile")
+    if not _given(p):
+        p = row.get("ood_percentile")
     return _given(p) and float(p or 0.0) > th.ood_percentile
 
 
 def is_label_error(row: Row, th: Thresholds) -> bool:
-    """Confident learning flagged the test label as probably wrong and, where neighbours
-    were measured, none of the k nearest training images carries that label (an image whose
-    neighbours include its label is a look-alike, not a mislabeled one)."""
+    """Confident learning flagged the test label as probably wrong; where neighbours were
+    measured, none of the k nearest training images carries that label (an image whose
+    neighbours include its label is a look-alike, not a mislabeled one); and where the cut is
+    set, the model gives the label less than ``given_label_below`` (less than it typically
+    gives the runner-up class of an image it gets right: not even a close second)."""
     share = row.get("knn_share_true")
-    return row.get("label_issue") is True and not (_given(share) and float(share or 0.0) > 0.0)
+    if row.get("label_issue") is not True or (_given(share) and float(share or 0.0) > 0.0):
+        return False
+    given = row.get("given_label_probability")
+    cut = th.given_label_below
+    return cut is None or not _given(given) or float(given or 0.0) < cut
 
 
 def is_ambiguous(row: Row, th: Thresholds) -> bool:

@@ -22,11 +22,12 @@ def write_suggested_study(run_dir: str | Path, out: str | Path | None = None) ->
     diag = run.result_json("diagnosis")
     if not diag.is_file():
         raise StresslabError(f"{diag} is missing: the run has no diagnosis (it needs the evaluation probe)")
-    issues = run.result_json("label_issues")
+    issues, corruption = run.result_json("label_issues"), run.result_json("corruption")
     study, reasons = suggest_study(
         read_yaml(run.config),
         read_json(diag),
         read_json(issues) if issues.is_file() else None,
+        read_json(corruption) if corruption.is_file() else None,
         name=f"{run.path.name}-suggested",
     )
     parse_study(study, source=f"suggested study of {run.path}")

@@ -13,6 +13,12 @@ class AugmentConfig(Strict):
     crop_padding: int = Field(0, ge=0)
     hflip: bool = False
     rotation_deg: float = Field(0.0, ge=0.0, le=180.0)
+    # Photometric (see stresslab.data.photometric.PhotometricAugment); 0 turns each off.
+    brightness: float = Field(0.0, ge=0.0, le=1.0)  # factor uniform in [1 - b, 1 + b]
+    contrast: float = Field(0.0, ge=0.0, le=1.0)  # factor uniform in [1 - c, 1 + c]
+    blur_prob: float = Field(0.0, ge=0.0, le=1.0)  # probability of a Gaussian blur
+    blur_sigma: float = Field(1.5, ge=0.1)  # largest blur sigma, pixels
+    noise_std: float = Field(0.0, ge=0.0, le=1.0)  # largest Gaussian noise std, pixel units of [0, 1]
     # Mixup / CutMix (soft targets) and random erasing; 0 turns each off.
     mixup_alpha: float = Field(0.0, ge=0.0)
     cutmix_alpha: float = Field(0.0, ge=0.0)

@@ -179,6 +179,7 @@ class SupervisedTrainer(Trainer):
         from stresslab.data.augment import BatchAugment
         from stresslab.data.erasing import RandomErasing
         from stresslab.data.mixing import BatchMix
+        from stresslab.data.photometric import PhotometricAugment
 
         self.split, self.cfg, self.meta = split, cfg, dict(meta or {})
         self.amp = use_bf16(cfg.amp, device)
@@ -192,6 +193,9 @@ class SupervisedTrainer(Trainer):
         warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
         a = cfg.augment
         self.augment = BatchAugment(crop_padding=a.crop_padding, hflip=a.hflip, rotation_deg=a.rotation_deg)
+        self.photometric = PhotometricAugment(
+            a.brightness, a.contrast, a.blur_prob, a.blur_sigma, a.noise_std
+        )
         self.erase = RandomErasing(a.erasing_prob, a.erasing_scale, a.erasing_ratio, a.erasing_value)
         self.mix = BatchMix(split.info.num_classes, a.mixup_alpha, a.cutmix_alpha, a.cutmix_prob)
         self.generators = {  # saved for resume
@@ -249,6 +253,8 @@ class SupervisedTrainer(Trainer):
         xb, yb = to_float(self.train_x[idx]), self.train_y[idx]
         if self.augment.enabled:
             xb = self.augment(xb, generator=aug_gen)
+        if self.photometric.enabled:
+            xb = self.photometric(xb, generator=aug_gen)
         if adv is not None:
             xb = _mix_adversarial(self.model, xb, yb, adv, self.generators["adversarial"])
         # Erasing and mixing come last, so adversarial examples see clean labels.

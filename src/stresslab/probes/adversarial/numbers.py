@@ -7,7 +7,9 @@ of the metrics rather than written as 0 or 1, and :class:`Metrics` says which an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from stresslab.metrics.flips import first_change
 from stresslab.probes.adversarial.sweep import AttackRun, SweepResult, mean_or_none
 from stresslab.probes.adversarial.threats import eps_key
 
@@ -90,3 +92,23 @@ def probe_metrics(res: SweepResult, ssim_threshold: float = 0.95) -> Metrics:
     m.put(f"{WHOLE_KEY}.accuracy", res.whole.accuracy()[0], none)
     m.put(f"{WHOLE_KEY}.mean_confidence", mean_or_none(res.whole.confidence[0]), none)
     return m
+
+
+def flips(found: SweepResult) -> dict[str, dict[str, list[Any]]]:
+    """Per attacked image (the record's ``index`` order) and norm: the smallest epsilon of the
+    main sweeps at which some attack changed its prediction from the clean one
+    (``flip_epsilon``, pixel units; None: none did up to the largest epsilon) and which attack
+    (``flip_attack``, the first in run order at that epsilon). An attack starts from the true
+    label, so for a misclassified image a change is where one was measured, not a search."""
+    eps: dict[str, list[Any]] = {}
+    attack: dict[str, list[Any]] = {}
+    for norm in found.norms():
+        steps = [
+            (e, r.name, r.preds[j])
+            for r in found.runs
+            if r.norm == norm and len(r.preds) == len(r.epsilons)
+            for j, e in enumerate(r.epsilons)
+            if e > 0
+        ]
+        eps[norm], attack[norm] = first_change(found.clean.preds, steps)
+    return {"flip_epsilon": eps, "flip_attack": attack}

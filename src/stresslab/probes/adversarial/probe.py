@@ -13,7 +13,7 @@ from stresslab.attacks import ATTACKS, Attack
 from stresslab.attacks.base import Norm, check_epsilon
 from stresslab.metrics.confusion import confusion_counts
 from stresslab.probes.adversarial.checks import validity_checks
-from stresslab.probes.adversarial.numbers import probe_metrics
+from stresslab.probes.adversarial.numbers import flips, probe_metrics
 from stresslab.probes.adversarial.plan import RETIRED, AttackSpec, build_attacks, doubled
 from stresslab.probes.adversarial.present import figures, summary, tables
 from stresslab.probes.adversarial.sharded import sharded_clean, sharded_sweep
@@ -155,6 +155,7 @@ class AdversarialProbe(Probe):
         res.data = {
             "index": [int(i) for i in index],
             "robust_correct": {n: [bool(v) for v in found.robust(n)] for n in found.norms()},
+            **flips(found),
             "epsilons": {n: list(tm.epsilons) for n, tm in threats.items()},
             "accuracy": {r.name: r.accuracy() for r in found.runs},
             **{found.threats[n].robust_key + "_set_by": found.set_by(n) for n in found.norms()},

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from stresslab.corruptions import CORRUPTIONS, SEVERITIES
 from stresslab.errors import ConfigError
+from stresslab.metrics.flips import first_change
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.probes.corruption import compute, resolution, resolution_present, summary
 from stresslab.probes.corruption.compute import defined
@@ -101,6 +103,7 @@ class CorruptionProbe(Probe):
                 "ece": [defined(e) for e in scores.ece],
                 "clean_accuracy": defined(scores.clean_accuracy),
                 "test_index": test_index,
+                **self._flips(clean, corrupted),
                 "per_class": [
                     {"class": s.name, "n": s.n, "clean": s.clean, "corrupted": s.corrupted, "drop": s.drop}
                     for s in shifts
@@ -108,6 +111,21 @@ class CorruptionProbe(Probe):
             }
         )
         return res
+
+    def _flips(self, clean: torch.Tensor, corrupted: list[list[torch.Tensor]]) -> dict[str, list[Any]]:
+        """Per sampled image (``test_index`` order): the smallest severity at which some
+        corruption changes its prediction (``flip_severity``, None: none did) and which
+        corruption did (``flip_corruption``, the first in the configured order)."""
+        steps = [
+            (float(s), name, corrupted[c][j].argmax(1))
+            for c, name in enumerate(self.corruptions)
+            for j, s in enumerate(self.severities)
+        ]
+        severity, name = first_change(clean.argmax(1), steps)
+        return {
+            "flip_severity": [None if v is None else int(v) for v in severity],
+            "flip_corruption": name,
+        }
 
     def _resolution(
         self,

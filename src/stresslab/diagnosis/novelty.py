@@ -1,0 +1,89 @@
+"""Two witnesses the run itself holds, beside the probes' records.
+
+``given_label``: the model's probability of the given (test) label. A mislabeled image is
+one the model reads as another class while giving its label less than it typically gives
+even the runner-up class of an image it classifies correctly; an ordinary error usually
+keeps its true class as a close second.
+
+``novelty``: how far an image is from the training data, from independent witnesses joined
+on one scale: the logit-space OOD score (energy), the feature-space kNN distance (both from
+the ``ood`` probe) and the pixel-space kNN distance to a seeded sample of training images
+(computed here, model-free: it sees inverted, noise or foreign images a confident model may
+embed among the classes). Each is turned into its percentile among the correctly classified
+test images; the novelty is their mean, and its own percentile among the correct images is
+what the rule cuts (so one extreme witness alone does not decide).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: Pixel-space kNN: training images sampled, neighbour rank, and the side images are pooled to.
+PIXEL_TRAIN_SAMPLE = 3000
+PIXEL_K = 10
+PIXEL_SIDE = 14
+#: Correctly classified test images the pixel distance is measured on (the reference).
+PIXEL_REFERENCE = 2000
+
+
+def percentile_among(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Percent (0-100) of the finite ``reference`` values strictly below each of ``values``;
+    NaN where a value is NaN or there is no reference."""
+    ref = np.sort(reference[np.isfinite(reference)])
+    out = np.full(len(values), np.nan)
+    ok = np.isfinite(values)
+    if len(ref):
+        out[ok] = 100.0 * np.searchsorted(ref, values[ok], side="left") / len(ref)
+    return out
+
+
+def _pooled(x: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(x).float().div_(255.0)
+    side = min(PIXEL_SIDE, t.shape[2], t.shape[3])
+    return F.adaptive_avg_pool2d(t, side).flatten(1)
+
+
+def pixel_distance(
+    images: np.ndarray, train_images: np.ndarray, which: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """Euclidean distance (pixels in [0, 1], images average-pooled to at most 14x14) of the
+    test images at positions ``which`` to their 10th nearest of up to 3,000 training images
+    drawn with ``seed``; (N,) float64, NaN outside ``which``. Cost: len(which) x 3,000 x 196."""
+    n = len(images)
+    out = np.full(n, np.nan)
+    if not len(which) or not len(train_images):
+        return out
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(train_images), min(PIXEL_TRAIN_SAMPLE, len(train_images)), replace=False)
+    train = _pooled(train_images[np.sort(pick)])
+    k = min(PIXEL_K, len(train))
+    for start in range(0, len(which), 1024):
+        rows = which[start : start + 1024]
+        d = torch.cdist(_pooled(images[rows]), train)
+        out[rows] = d.topk(k, largest=False, dim=1).values[:, -1].double().numpy()
+    return out
+
+
+def measured_positions(correct: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Every misclassified position and up to 2,000 correctly classified ones (seeded)."""
+    ok = np.flatnonzero(correct)
+    if len(ok) > PIXEL_REFERENCE:
+        ok = np.sort(np.random.default_rng(seed).choice(ok, PIXEL_REFERENCE, replace=False))
+    return np.sort(np.concatenate([np.flatnonzero(~correct), ok]))
+
+
+def combined(percentiles: list[np.ndarray], correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the witnesses' percentiles (NaN where any is missing) and its percentile among
+    the correctly classified images that have all of them."""
+    mean = np.mean(np.stack(percentiles), axis=0)
+    return mean, percentile_among(mean, mean[correct])
+
+
+def runner_up_typical(probs: np.ndarray, correct: np.ndarray) -> float | None:
+    """Median probability that correctly classified images give their second most likely class."""
+    if probs.shape[1] < 2 or not correct.any():
+        return None
+    second = np.sort(probs[correct], axis=1)[:, -2]
+    return float(np.median(second))
