@@ -18,7 +18,8 @@ from stresslab.models.layers import choose_cam_layer
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.probes.shortcut import images as imgs
 from stresslab.probes.shortcut.find import Found, class_regions, layer_resolution, search
-from stresslab.probes.shortcut.pattern import PATTERN, describe_region
+from stresslab.probes.shortcut.pattern import PATTERN, RegionKind, describe_region, pattern_core
+from stresslab.probes.shortcut.regions import Box
 from stresslab.probes.shortcut.report import report
 from stresslab.probes.shortcut.transplant import background_test, transplant_test
 
@@ -284,24 +285,52 @@ class ShortcutProbe(Probe):
         return regions, maps_by
 
     def _describe(self, ctx: ProbeContext, regions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each region's kind (:func:`describe_region`, on the class's training images); the
-        regions to test: every class's strongest, and the others that hold a constant pattern
-        (only a pattern can be a shortcut; testing the rest would cost Bonferroni power)."""
+        """Each region's kind (:func:`describe_region`, on the class's training images); a
+        region that is not a constant pattern as a whole but holds one (:func:`pattern_core`)
+        is narrowed to it. The regions to test: every class's strongest, and the others that
+        hold a constant pattern (only a pattern can be a shortcut; testing the rest would
+        cost Bonferroni power)."""
         kept = []
         for rec in regions:
             g = ctx.generator(101 + rec["class"])
-            kind = describe_region(
-                imgs.class_training_images(ctx, rec["class"], self.max_kind_images, g),
-                imgs.other_training_images(ctx, rec["class"], self.max_kind_images, g),
-                rec["_box"],
-                background=ctx.info.background,
-                generator=g,
-                **self.kind_settings,  # type: ignore[arg-type]
-            )
+            own = imgs.class_training_images(ctx, rec["class"], self.max_kind_images, g)
+            others = imgs.other_training_images(ctx, rec["class"], self.max_kind_images, g)
+            kind = self._kind(own, others, rec["_box"], ctx, g)
+            if kind.kind != PATTERN:
+                core = pattern_core(
+                    own,
+                    rec["_box"],
+                    background=ctx.info.background,
+                    match_tolerance=self.kind_settings["match_tolerance"],
+                    min_pattern_share=self.kind_settings["min_pattern_share"],
+                )
+                narrowed = self._kind(own, others, core, ctx, g) if core is not None else None
+                if core is not None and narrowed is not None and narrowed.kind == PATTERN:
+                    kind = narrowed
+                    h, w = ctx.info.height, ctx.info.width
+                    rec.update(
+                        _box=core,
+                        box=core.to_dict(),
+                        box_text=core.describe(),
+                        area=round(core.area / (h * w), 4),
+                        narrowed_to_pattern=True,
+                    )
             rec["kind"] = kind.to_dict()
             if rec["rank"] == 1 or kind.kind == PATTERN:
                 kept.append(rec)
         return kept
+
+    def _kind(
+        self, own: Tensor, others: Tensor, box: Box, ctx: ProbeContext, g: torch.Generator
+    ) -> RegionKind:
+        return describe_region(
+            own,
+            others,
+            box,
+            background=ctx.info.background,
+            generator=g,
+            **self.kind_settings,  # type: ignore[arg-type]
+        )
 
     def _recipients(self, recipients: imgs.Images, cls: int, ctx: ProbeContext) -> tuple[Tensor, Tensor]:
         pos = torch.nonzero(recipients.y != cls).flatten()
