@@ -389,6 +389,7 @@ def test_a_hand_built_shortcut_is_flagged_at_its_place_and_a_model_without_one_i
     assert found["class"] == 0 and found["source"] == "train" and found["kind"]["kind"] == PATTERN
     assert Box(**found["box"]) == PLANT, found["box"]  # the Grad-CAM cell, narrowed to the square
     assert found["flip"]["rate"] >= 0.5 and found["flip"]["rate"] >= 5 * found["control"]["rate"]
-    clean = ShortcutProbe(sources=["train"], **FAST).run(_planted_context(corner=0.0))  # same data, the corner unused
+    # the same data, with the corner unused by the model
+    clean = ShortcutProbe(sources=["train"], **FAST).run(_planted_context(corner=0.0))
     assert clean.metrics["n_shortcuts"] == 0, clean.data["regions"]
     assert not any(r.get("shortcut") for r in clean.data["regions"])
