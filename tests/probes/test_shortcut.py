@@ -265,3 +265,131 @@ def test_auto_takes_regions_from_the_explain_probes_most_faithful_method() -> No
     assert probe._auto(ctx_with(["occlusion", "gradcam"], both), notes) == ("occlusion", "")
     assert probe._auto(ctx_with(["saliency", "gradcam"], set()), notes) == ("occlusion", "")
     assert "no method beat random" in notes[-1]
+
+
+def test_search_finds_a_region_far_from_a_misplaced_coarse_box() -> None:
+    from stresslab.attributions import Occlusion
+    from stresslab.probes.shortcut.find import Found, search
+
+    model = _CornerScore()
+    x = torch.zeros(8, 1, 16, 16)
+    x[:, :, 0:4, 0:4] = 1.0
+    far = Found(Box(12, 12, 4, 4), torch.full((16, 16), 1 / 256), torch.zeros(8), False, 8)  # no drop near it
+    kw: dict[str, Any] = {"top_fraction": 0.06, "max_fraction": 0.2, "batch_size": 64}
+    occ = Occlusion(2, 1, "zero")
+    (alone,) = search(far, occ, model, x, 0, n_regions=1, **kw)
+    assert alone.box == far.box  # refining near the coarse box alone never reaches the corner
+    first, second = search(far, occ, model, x, 0, n_regions=3, **kw)
+    assert first.box == far.box and second.refined
+    assert second.box.iou(Box(0, 0, 4, 4)) >= 0.5, second.box
+
+
+def test_pattern_core_narrows_a_blurred_box_to_the_repeated_pixels() -> None:
+    from stresslab.probes.shortcut.pattern import pattern_core
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(50, 1, 16, 16)
+    x[:, :, 2:14, 9:16] = 0.2 + 0.8 * torch.rand(50, 1, 12, 7, generator=g)  # a varied object
+    x[:40, :, 0:3, 13:16] = 1.0  # planted on 80%, touching the object
+    blurred = Box(0, 11, 6, 5)  # rows 0-5, columns 11-15: the square and object pixels
+    assert describe_region(x, x[:0], blurred, background=0.0, generator=g).kind != PATTERN
+    core = pattern_core(x, blurred, background=0.0)
+    assert core == Box(0, 13, 3, 3)
+    assert describe_region(x, x[:0], core, background=0.0, generator=g).kind == PATTERN
+    assert pattern_core(x, Box(6, 10, 3, 3), background=0.0) is None  # the object does not repeat
+
+
+class _Detectors(nn.Module):
+    """Hand-set 5x5 filters, each summing to 0 (a uniform patch, such as occlusion's fill,
+    answers nothing): a horizontal, a vertical and a diagonal line, and a bright 3x3 square
+    whose answer is kept only at the top-right corner (rows 0-3, columns 12-15)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        k = torch.zeros(4, 1, 5, 5)
+        k[0, 0, 2, :], k[0, 0, 1, :], k[0, 0, 3, :] = 1.0, -0.5, -0.5
+        k[1] = k[0].transpose(1, 2)
+        k[2, 0] = torch.eye(5) * 1.25 - 0.25
+        k[3, 0] = -1 / 16
+        k[3, 0, 1:4, 1:4] = 1 / 9
+        self.conv = nn.Conv2d(1, 4, 5, padding=2)
+        with torch.no_grad():
+            self.conv.weight.copy_(k)
+            self.conv.bias.copy_(torch.tensor([-1.0, -1.0, -1.0, -0.5]))
+        mask = torch.ones(4, 16, 16)
+        mask[3] = 0
+        mask[3, 0:4, 12:16] = 1
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)) * self.mask
+
+
+class _Planted(Classifier):
+    """Class k (0: horizontal, 1: vertical, 2: diagonal line) from its line filter; with
+    ``corner`` > 0, a bright square at the top-right corner adds to class 0's logit: a
+    shortcut by construction. Grad-CAM's layer is 4x4 (cells of 4x4 pixels), as coarse as
+    a CNN's last stage."""
+
+    cam_layer = "body.pool"
+
+    def __init__(self, info: DatasetInfo, corner: float) -> None:
+        super().__init__(info.mean, info.std)
+        self.body = nn.Sequential()
+        self.body.add_module("detect", _Detectors())
+        self.body.add_module("pool", nn.AvgPool2d(4))
+        self.body.add_module("max", nn.AdaptiveMaxPool2d(1))
+        self.head = nn.Linear(4, 3)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[4, 0, 0, 4 * corner], [0, 4, 0, 0], [0, 0, 4, 0]]))
+            self.head.bias.zero_()
+
+
+def _lines(n: int, g: torch.Generator, planted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lines near the center (jittered by a pixel) of brightness 0.4-1; ``planted``: 80% of
+    class 0 carry a white 3x3 square at rows 0-2, columns 13-15 (PLANT)."""
+    y = torch.arange(n) % 3
+    x = torch.zeros(n, 1, 16, 16)
+    j = torch.randint(-1, 2, (n, 2), generator=g)
+    v = 0.4 + 0.6 * torch.rand(n, generator=g)
+    for i in range(n):
+        a, b = int(j[i, 0]), int(j[i, 1])
+        if y[i] == 0:
+            x[i, 0, 8 + a, 4 + b : 12 + b] = v[i]
+        elif y[i] == 1:
+            x[i, 0, 4 + a : 12 + a, 8 + b] = v[i]
+        else:
+            for d in range(7):
+                x[i, 0, 4 + a + d, 4 + b + d] = v[i]
+    if planted:
+        has = (y == 0) & (torch.rand(n, generator=g) < 0.8)
+        x[has, :, PLANT.rows, PLANT.cols] = 1.0
+    return (x * 255).round().to(torch.uint8), y
+
+
+def _planted_context(corner: float) -> ProbeContext:
+    g = torch.Generator().manual_seed(0)
+    info = DatasetInfo("lines", ("h", "v", "d"), 1, 16, 16, (0.0,), (1.0,), background=0.0)
+    tx, ty = _lines(300, g, planted=True)
+    sx, sy = _lines(240, g, planted=False)  # the test set has no square
+    split = Split(info, tx, ty, tx[:0], ty[:0], sx, sy, test_index=torch.arange(1000, 1240))
+    model = _Planted(info, corner).eval()
+    p = Predictions.compute(model, sx, sy, split.test_index)
+    assert bool(p.correct.all())  # the lines alone classify every test image
+    v = Predictions.compute(model, tx[:0], ty[:0], split.val_index)
+    return ProbeContext(
+        model=model, split=split, device=torch.device("cpu"), seed=0, batch_size=256, predictions=p,
+        val_predictions=v,
+    )  # fmt: skip
+
+
+def test_a_hand_built_shortcut_is_flagged_at_its_place_and_a_model_without_one_is_not() -> None:
+    res = ShortcutProbe(sources=["train"], **FAST).run(_planted_context(corner=16.0))
+    (found,) = res.data["shortcuts"]
+    assert found["class"] == 0 and found["source"] == "train" and found["kind"]["kind"] == PATTERN
+    assert Box(**found["box"]) == PLANT, found["box"]  # the Grad-CAM cell, narrowed to the square
+    assert found["flip"]["rate"] >= 0.5 and found["flip"]["rate"] >= 5 * found["control"]["rate"]
+    # the same data, with the corner unused by the model
+    clean = ShortcutProbe(sources=["train"], **FAST).run(_planted_context(corner=0.0))
+    assert clean.metrics["n_shortcuts"] == 0, clean.data["regions"]
+    assert not any(r.get("shortcut") for r in clean.data["regions"])

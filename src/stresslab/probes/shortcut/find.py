@@ -58,16 +58,70 @@ def layer_resolution(model: nn.Module, layer: str, image: Tensor) -> tuple[int, 
     return store.get("size", (int(image.shape[-2]), int(image.shape[-1])))
 
 
-def class_region(maps: Tensor, top_fraction: float, max_fraction: float, min_images: int) -> Found | None:
-    """The region of one class from its images' attribution maps (n, H, W) (the positive
-    part of each, scaled to sum 1; see :func:`top_region`); ``None`` with fewer than
-    ``min_images`` maps that have any positive mass."""
+def _without(mean_map: Tensor, boxes: list[Box]) -> Tensor:
+    """``mean_map`` (H, W) with each box of ``boxes``, grown by half its height and width on
+    every side (an attribution map blurs a region over about its own size), set to 0."""
+    out = mean_map.clone()
+    for b in boxes:
+        dh, dw = (b.height + 1) // 2, (b.width + 1) // 2
+        out[max(0, b.top - dh) : b.top + b.height + dh, max(0, b.left - dw) : b.left + b.width + dw] = 0
+    return out
+
+
+def regions_of(
+    shares: Tensor,
+    top_fraction: float,
+    max_fraction: float,
+    n_regions: int,
+    *,
+    refined: bool = False,
+    exclude: list[Box] | None = None,
+) -> list[Found]:
+    """Up to ``n_regions`` separate regions of normalized maps ``shares`` (n, H, W), n >= 1,
+    strongest first: the top region of their mean (:func:`top_region`), then the top region
+    of what is left once it and every box in ``exclude`` (each grown by half its size) are
+    taken out, and so on while any positive mass is left. A class's evidence need not sit in
+    one place: a planted pattern can carry less attribution than the object and still
+    decide the prediction when pasted elsewhere, so the second and third regions are
+    candidates too."""
+    mean_map = shares.mean(dim=0)
+    out: list[Found] = []
+    for _ in range(n_regions):
+        left = _without(mean_map, list(exclude or []) + [f.box for f in out])
+        if not bool((left > 0).any()):
+            break
+        box = top_region(left, top_fraction, max_fraction)
+        out.append(Found(box, mean_map, box_share(shares, box), refined, len(shares)))
+    return out
+
+
+def class_regions(
+    maps: Tensor, top_fraction: float, max_fraction: float, min_images: int, n_regions: int = 1
+) -> list[Found]:
+    """The regions of one class from its images' attribution maps (n, H, W) (the positive
+    part of each, scaled to sum 1; see :func:`regions_of`), strongest first; none with
+    fewer than ``min_images`` maps that have any positive mass."""
     shares, _ = normalized(maps)
     if len(shares) < min_images:
-        return None
-    mean_map = shares.mean(dim=0)
-    box = top_region(mean_map, top_fraction, max_fraction)
-    return Found(box, mean_map, box_share(shares, box), False, len(shares))
+        return []
+    return regions_of(shares, top_fraction, max_fraction, n_regions)
+
+
+def class_region(maps: Tensor, top_fraction: float, max_fraction: float, min_images: int) -> Found | None:
+    """The strongest region of :func:`class_regions`, ``None`` when there is none."""
+    found = class_regions(maps, top_fraction, max_fraction, min_images)
+    return found[0] if found else None
+
+
+def occlusion_shares(
+    occlusion: Attribution, model: nn.Module, x: Tensor, target: int, batch_size: int
+) -> Tensor:
+    """Normalized occlusion maps (m, H, W) of images ``x`` (n, C, H, W) for class ``target``
+    (the positive drop of its probability, each map scaled to sum 1; maps without any
+    positive drop left out). ``occlusion`` is a method with a confidence map."""
+    target_of = torch.full((len(x), 1), target)
+    drop = occlusion.confidence_maps(model, x, target_of, batch_size=batch_size).drop[:, 0]
+    return normalized(drop)[0]
 
 
 def refine(
@@ -86,12 +140,33 @@ def refine(
     for class ``target``: the top region of their mean positive drop within the coarse box
     grown by its own height and width on every side. Returns ``coarse`` when occlusion finds
     no positive drop there. ``occlusion`` is a method with a confidence map (occlusion)."""
-    occ = occlusion.confidence_maps(model, x, torch.full((len(x), 1), target), batch_size=batch_size).drop[
-        :, 0
-    ]
-    shares, _ = normalized(occ)
+    return search(
+        coarse, occlusion, model, x, target, top_fraction=top_fraction, max_fraction=max_fraction,
+        batch_size=batch_size, n_regions=1,
+    )[0]  # fmt: skip
+
+
+def search(
+    coarse: Found,
+    occlusion: Attribution,
+    model: nn.Module,
+    x: Tensor,
+    target: int,
+    *,
+    top_fraction: float,
+    max_fraction: float,
+    batch_size: int,
+    n_regions: int,
+) -> list[Found]:
+    """Up to ``n_regions`` regions from occlusion maps of images ``x`` (n, C, H, W) for
+    class ``target``, strongest first: ``coarse`` refined (:func:`refine`), then the other
+    regions of the same occlusion maps anywhere in the image (:func:`regions_of`). A coarse
+    map (Grad-CAM on a 4x4 layer) can put all of a class's evidence on its object while the
+    occlusion of its images finds a small pattern far from it, beyond the refined box's
+    neighbourhood."""
+    shares = occlusion_shares(occlusion, model, x, target, batch_size)
     if len(shares) == 0:
-        return coarse
+        return [coarse]
     mean_map = shares.mean(dim=0)
     b = coarse.box
     near = torch.zeros_like(mean_map, dtype=torch.bool)
@@ -100,6 +175,9 @@ def refine(
     )
     local = torch.where(near, mean_map, torch.zeros_like(mean_map))
     if not bool((local > 0).any()):
-        return coarse
-    box = top_region(local, top_fraction, max_fraction)
-    return Found(box, mean_map, box_share(shares, box), True, len(shares))
+        first = coarse
+    else:
+        box = top_region(local, top_fraction, max_fraction)
+        first = Found(box, mean_map, box_share(shares, box), True, len(shares))
+    more = regions_of(shares, top_fraction, max_fraction, n_regions - 1, refined=True, exclude=[first.box])
+    return [first, *more]

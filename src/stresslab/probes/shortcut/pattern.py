@@ -7,7 +7,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
 
 from stresslab.probes.explain.quality import background_mask
@@ -150,3 +152,42 @@ def _object_pattern_share(
         p = x[:, :, t : t + box.height, left : left + box.width]
         shares.append(match_share(p, p.median(dim=0).values, tolerance, background))
     return float(torch.tensor(shares).median())
+
+
+def pattern_core(
+    class_x: Tensor,
+    box: Box,
+    *,
+    background: float | None,
+    match_tolerance: float = 0.1,
+    min_pattern_share: float = 0.5,
+) -> Box | None:
+    """The part of ``box``, grown by half its height and width on every side, that the
+    class's images ``class_x`` (N, C, H, W) in [0, 1] repeat: the bounding box of the
+    largest 8-connected group of pixels where at least ``min_pattern_share`` of the images
+    are within ``match_tolerance`` of the class's median (all channels) and the median is
+    not plain ``background``; ``None`` when no pixel qualifies.
+
+    An attribution box is as wide as the method's blur (an occlusion window, a Grad-CAM
+    cell): around a small planted pattern it takes in pixels of the object that vary from
+    image to image, so the box as a whole is not a repeated patch though its core is.
+    """
+    dh, dw = (box.height + 1) // 2, (box.width + 1) // 2
+    top, left = max(0, box.top - dh), max(0, box.left - dw)
+    area = class_x[:, :, top : box.top + box.height + dh, left : box.left + box.width + dw]
+    median = area.median(dim=0).values
+    repeat = ((area - median).abs() <= match_tolerance).all(dim=1).float().mean(dim=0)
+    core = repeat >= min_pattern_share
+    if background is not None:
+        core &= (median - background).abs().amax(dim=0) > match_tolerance
+    if not bool(core.any()):
+        return None
+    labels, n = ndimage.label(core.numpy(), structure=np.ones((3, 3), dtype=bool))
+    sizes = ndimage.sum(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+    rows, cols = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+    return Box(
+        top + int(rows.min()),
+        left + int(cols.min()),
+        int(rows.max() - rows.min() + 1),
+        int(cols.max() - cols.min() + 1),
+    )

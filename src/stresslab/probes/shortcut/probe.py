@@ -17,8 +17,9 @@ from stresslab.models.base import default_cam_layer
 from stresslab.models.layers import choose_cam_layer
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.probes.shortcut import images as imgs
-from stresslab.probes.shortcut.find import class_region, layer_resolution, refine
-from stresslab.probes.shortcut.pattern import PATTERN, describe_region
+from stresslab.probes.shortcut.find import Found, class_regions, layer_resolution, search
+from stresslab.probes.shortcut.pattern import PATTERN, RegionKind, describe_region, pattern_core
+from stresslab.probes.shortcut.regions import Box
 from stresslab.probes.shortcut.report import report
 from stresslab.probes.shortcut.transplant import background_test, transplant_test
 
@@ -38,11 +39,14 @@ class ShortcutProbe(Probe):
     explain probe's most faithful of the two, see :meth:`_auto`) of correctly
     classified images of each of ``sources`` (test: a shared sample of ``max_images``;
     train: a seeded sample of as many), and the box around its top ``top_fraction`` of
-    pixels (at most ``max_region_fraction`` of the image); a Grad-CAM box, as coarse as its
-    layer, is refined by occlusion (``occlusion_window``, ``occlusion_stride``,
-    ``occlusion_fill``) of ``refine_images`` of the class's images near it (0: not refined;
-    see :func:`refine`). The box is described across the class's training images (constant
-    pattern, background or object; see :func:`describe_region`) and transplanted: pasted
+    pixels (at most ``max_region_fraction`` of the image), then up to ``max_regions`` in all,
+    each the top of what the earlier ones leave (see :func:`regions_of`); a Grad-CAM box, as
+    coarse as its layer, is refined by occlusion (``occlusion_window``, ``occlusion_stride``,
+    ``occlusion_fill``) of ``refine_images`` of the class's images near it, and the other
+    regions come from those occlusion maps anywhere in the image (0: not refined; see
+    :func:`search`). Each box is described across the class's training images (constant
+    pattern, background or object; see :func:`describe_region`); the strongest of each
+    class and the others that hold a constant pattern are transplanted: pasted
     from class-A images onto up to ``n_transplant`` correctly classified test images of other
     classes, against a same-size box from a random place of the same images pasted at the
     same place. A constant pattern that flips predictions to A significantly more often than the control
@@ -81,6 +85,7 @@ class ShortcutProbe(Probe):
         min_images: int = 5,
         n_examples: int = 4,
         max_kind_images: int = 2000,
+        max_regions: int = 3,
     ) -> None:
         if method not in ("auto", "gradcam", "occlusion"):
             raise ValueError(f"method must be auto, gradcam or occlusion; got {method!r}")
@@ -92,6 +97,9 @@ class ShortcutProbe(Probe):
             raise ValueError("need 0 < alpha < 1, min_ratio >= 1 and min_flip_rate in [0, 1]")
         if not 0.0 < background_quantile < 1.0 or n_transplant < 1 or min_images < 1:
             raise ValueError("need 0 < background_quantile < 1, n_transplant >= 1 and min_images >= 1")
+        if max_regions < 1:
+            raise ValueError(f"max_regions must be at least 1; got {max_regions}")
+        self.max_regions = max_regions
         self.method, self.layer = method, layer
         self.occlusion = (occlusion_window, occlusion_stride, occlusion_fill)
         self.refine_images = refine_images
@@ -178,56 +186,14 @@ class ShortcutProbe(Probe):
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         res = ProbeResult()
-        names = list(ctx.info.class_names)
         method_name, method = self._attribution(ctx, res.warnings, res.summary)
         recipients = imgs.correct_test_images(ctx, self.max_images)
         sets = {"test": recipients} if "test" in self.sources else {}
         if "train" in self.sources:
             sets["train"] = imgs.correct_train_images(ctx, self.max_images)
-        h, w = ctx.info.height, ctx.info.width
         refiner = self._refiner(ctx) if self._coarse(ctx, method, recipients.x) else None
-        regions: list[dict[str, Any]] = []
-        maps_by: dict[tuple[str, int], Tensor] = {}
-        with ctx.track("shortcut: attribution", len(sets)) as advance:
-            for name, s in sets.items():
-                maps = self._maps(method, ctx, s.x, s.y) if len(s.y) else torch.empty(0, h, w)
-                for cls in range(ctx.info.num_classes):
-                    of_class = s.y == cls
-                    found = class_region(
-                        maps[of_class], self.top_fraction, self.max_region_fraction, self.min_images
-                    )
-                    if found is None:
-                        continue
-                    if refiner is not None:
-                        found = refine(
-                            found,
-                            refiner,
-                            ctx.model,
-                            s.x[of_class][: self.refine_images],
-                            cls,
-                            top_fraction=self.top_fraction,
-                            max_fraction=self.max_region_fraction,
-                            batch_size=max(ctx.batch_size, 256),
-                        )
-                    maps_by[(name, cls)] = found.mean_map
-                    regions.append(
-                        {
-                            "source": name,
-                            "class": cls,
-                            "class_name": names[cls],
-                            "box": found.box.to_dict(),
-                            "box_text": found.box.describe(),
-                            "share": round(found.share, 4),
-                            "area": round(found.box.area / (h * w), 4),
-                            "consistency": round(found.consistency, 4),
-                            "n_images": found.n_images,
-                            "refined_by_occlusion": found.refined,
-                            "_box": found.box,
-                            "_donors": s.x[of_class],
-                            "_donor_index": s.index[of_class],
-                        }
-                    )
-                advance(1)
+        regions, maps_by = self._find_regions(ctx, method, refiner, sets)
+        regions = self._describe(ctx, regions)
         plain = ctx.info.background is not None
         n_tests = len(regions) + (0 if plain else len({r["class"] for r in regions}))
         alpha = self.alpha / max(1, n_tests)
@@ -246,6 +212,7 @@ class ShortcutProbe(Probe):
             "min_ratio": self.min_ratio,
             "min_flip_rate": self.min_flip_rate,
             "top_fraction": self.top_fraction,
+            "max_regions": self.max_regions,
             "refined_by_occlusion": refiner is not None,
             "refine_images": self.refine_images if refiner is not None else 0,
             "n_transplant": self.n_transplant,
@@ -259,6 +226,117 @@ class ShortcutProbe(Probe):
         return (
             "it describes each found region across the class's training images and, by default, "
             "searches training images too; there are none"
+        )
+
+    def _class_regions(
+        self, ctx: ProbeContext, refiner: Attribution | None, maps: Tensor, x: Tensor, cls: int
+    ) -> list[Found]:
+        """Up to ``max_regions`` regions of class ``cls`` from its images ``x`` and their
+        maps, strongest first; with a coarse method, the search of :func:`search`."""
+        n = 1 if refiner is not None else self.max_regions
+        found = class_regions(maps, self.top_fraction, self.max_region_fraction, self.min_images, n)
+        if refiner is None or not found:
+            return found
+        return search(
+            found[0],
+            refiner,
+            ctx.model,
+            x[: self.refine_images],
+            cls,
+            top_fraction=self.top_fraction,
+            max_fraction=self.max_region_fraction,
+            batch_size=max(ctx.batch_size, 256),
+            n_regions=self.max_regions,
+        )
+
+    def _find_regions(
+        self,
+        ctx: ProbeContext,
+        method: Attribution,
+        refiner: Attribution | None,
+        sets: dict[str, imgs.Images],
+    ) -> tuple[list[dict[str, Any]], dict[tuple[str, int], Tensor]]:
+        """Every source's regions per class (rank 1: the strongest) and each class's mean
+        map per source."""
+        h, w = ctx.info.height, ctx.info.width
+        regions: list[dict[str, Any]] = []
+        maps_by: dict[tuple[str, int], Tensor] = {}
+        with ctx.track("shortcut: attribution", len(sets)) as advance:
+            for name, s in sets.items():
+                maps = self._maps(method, ctx, s.x, s.y) if len(s.y) else torch.empty(0, h, w)
+                for cls in range(ctx.info.num_classes):
+                    of_class = s.y == cls
+                    found = self._class_regions(ctx, refiner, maps[of_class], s.x[of_class], cls)
+                    if found:
+                        maps_by[(name, cls)] = found[0].mean_map
+                    for rank, f in enumerate(found, start=1):
+                        regions.append(
+                            {
+                                "source": name,
+                                "class": cls,
+                                "class_name": ctx.info.class_names[cls],
+                                "rank": rank,
+                                "box": f.box.to_dict(),
+                                "box_text": f.box.describe(),
+                                "share": round(f.share, 4),
+                                "area": round(f.box.area / (h * w), 4),
+                                "consistency": round(f.consistency, 4),
+                                "n_images": f.n_images,
+                                "refined_by_occlusion": f.refined,
+                                "_box": f.box,
+                                "_donors": s.x[of_class],
+                                "_donor_index": s.index[of_class],
+                            }
+                        )
+                advance(1)
+        return regions, maps_by
+
+    def _describe(self, ctx: ProbeContext, regions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each region's kind (:func:`describe_region`, on the class's training images); a
+        region that is not a constant pattern as a whole but holds one (:func:`pattern_core`)
+        is narrowed to it. The regions to test: every class's strongest, and the others that
+        hold a constant pattern (only a pattern can be a shortcut; testing the rest would
+        cost Bonferroni power)."""
+        kept = []
+        for rec in regions:
+            g = ctx.generator(101 + rec["class"])
+            own = imgs.class_training_images(ctx, rec["class"], self.max_kind_images, g)
+            others = imgs.other_training_images(ctx, rec["class"], self.max_kind_images, g)
+            kind = self._kind(own, others, rec["_box"], ctx, g)
+            if kind.kind != PATTERN:
+                core = pattern_core(
+                    own,
+                    rec["_box"],
+                    background=ctx.info.background,
+                    match_tolerance=self.kind_settings["match_tolerance"],
+                    min_pattern_share=self.kind_settings["min_pattern_share"],
+                )
+                narrowed = self._kind(own, others, core, ctx, g) if core is not None else None
+                if core is not None and narrowed is not None and narrowed.kind == PATTERN:
+                    kind = narrowed
+                    h, w = ctx.info.height, ctx.info.width
+                    rec.update(
+                        _box=core,
+                        box=core.to_dict(),
+                        box_text=core.describe(),
+                        area=round(core.area / (h * w), 4),
+                        narrowed_to_pattern=True,
+                    )
+            rec["kind"] = kind.to_dict()
+            if rec["rank"] == 1 or kind.kind == PATTERN:
+                kept.append(rec)
+        return kept
+
+    def _kind(
+        self, own: Tensor, others: Tensor, box: Box, ctx: ProbeContext, g: torch.Generator
+    ) -> RegionKind:
+        return describe_region(
+            own,
+            others,
+            box,
+            background=ctx.info.background,
+            generator=g,
+            **self.kind_settings,  # type: ignore[arg-type]
         )
 
     def _recipients(self, recipients: imgs.Images, cls: int, ctx: ProbeContext) -> tuple[Tensor, Tensor]:
@@ -275,16 +353,7 @@ class ShortcutProbe(Probe):
         totals: list[Any],
     ) -> None:
         cls, box = rec["class"], rec["_box"]
-        g = ctx.generator(101 + cls)
-        kind = describe_region(
-            imgs.class_training_images(ctx, cls, self.max_kind_images, g),
-            imgs.other_training_images(ctx, cls, self.max_kind_images, g),
-            box,
-            background=ctx.info.background,
-            generator=g,
-            **self.kind_settings,  # type: ignore[arg-type]
-        )
-        rec["kind"] = kind.to_dict()
+        kind = rec["kind"]["kind"]
         rx, rindex = self._recipients(recipients, cls, ctx)
         if len(rx) == 0:
             rec.update(flip={"n": 0, "flips": 0}, control={"n": 0, "flips": 0}, p_value=1.0, shortcut=False)
@@ -306,8 +375,8 @@ class ShortcutProbe(Probe):
             flip=test.region.to_dict(),
             control=test.control.to_dict(),
             p_value=test.p_value,
-            shortcut=significant and kind.kind == PATTERN,
-            object_reliance=significant and kind.kind != PATTERN,
+            shortcut=significant and kind == PATTERN,
+            object_reliance=significant and kind != PATTERN,
         )
         if math.isfinite(test.ratio):
             rec["ratio"] = round(test.ratio, 4)
