@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from stresslab.data.base import DatasetInfo, Split
+from stresslab.data.cache import CacheSettings
 from stresslab.data.convert import convert_images
 from stresslab.data.coverage import coverage_warnings
 from stresslab.data.hierarchy import check_coarse, coarse_map
@@ -55,7 +56,12 @@ def _check_raw(raw: RawDataset, name: str) -> None:
 
 
 def _take(x: Tensor, index: Tensor) -> Tensor:
-    """``x[index]`` along the first axis; numpy's take is ~6x faster than torch indexing on CPU."""
+    """``x[index]`` along the first axis; numpy's take is ~6x faster than torch indexing on CPU.
+
+    ``x`` itself when ``index`` is every row in order (a whole test set), so images backed
+    by the on-disk cache stay a memory map instead of being copied into memory."""
+    if len(index) == len(x) and torch.equal(index, torch.arange(len(x))):
+        return x
     return torch.from_numpy(np.take(x.numpy(), index.numpy(), axis=0))
 
 
@@ -93,6 +99,7 @@ def load_split(
     download: bool = False,
     drop_train_indices: Sequence[int] = (),
     relabel: Mapping[int, int] | None = None,
+    cache: CacheSettings | None = None,
 ) -> Split:
     """Load a registered dataset and split it into train / validation / test.
 
@@ -115,6 +122,9 @@ def load_split(
             Only for datasets whose loader takes it.
         drop_train_indices, relabel: official training indices to leave out, and official
             training index -> new class; applied after the split and subsets (kept as they were).
+        cache: whether and where large datasets are decoded once into the on-disk uint8
+            cache (:mod:`stresslab.data.cache`); ``None`` is ``auto`` in the default folder.
+            Setting it for a dataset whose loader does not cache is a ConfigError.
 
     Returns:
         A :class:`Split` of uint8 images (N, C, H, W) and int64 labels, with ``*_index``
@@ -132,7 +142,13 @@ def load_split(
     """
     loader = DATASETS.get(dataset)
     _check_arguments(val_fraction, train_subset, test_subset, image_size, channels)
-    given = {"download": download, "skip_bad": skip_bad, "image_size": image_size, "channels": channels}
+    given = {
+        "download": download,
+        "skip_bad": skip_bad,
+        "image_size": image_size,
+        "channels": channels,
+        "cache": None if cache == CacheSettings() else cache,
+    }
     options = _loader_options(loader, given)
     raw = loader(Path(root).expanduser() if root is not None else None, **options)
     _check_raw(raw, dataset)

@@ -35,6 +35,7 @@ LOADER_OPTIONS: dict[str, str] = {
     "skip_bad": "leave out unreadable files instead of failing",
     "image_size": "size hint while decoding images of varying sizes",
     "channels": "channel-count hint while decoding images of varying modes",
+    "cache": "decode once into the on-disk uint8 cache (data.cache, data.cache_dir)",
 }
 #: Options that :func:`load_split` also applies itself to every dataset (resizing and
 #: channel conversion), so a loader that does not take them is not an error.
