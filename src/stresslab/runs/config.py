@@ -37,6 +37,10 @@ class DataConfig(Strict):
     # (e.g. the labels label_issues flags in cross_val mode; see `stresslab suggest`).
     drop_train_indices: list[int] = Field(default_factory=list)
     relabel: dict[int, int] = Field(default_factory=dict)
+    # Large image folders / .npz files are decoded once into an on-disk uint8 cache (auto:
+    # above 1 GiB decoded); cache_dir defaults to $STRESSLAB_CACHE or ~/.cache/stresslab.
+    cache: Literal["auto", "always", "never"] = "auto"
+    cache_dir: str | None = None
 
 
 class ModelConfig(Strict):
