@@ -210,3 +210,15 @@ def test_auto_keeps_small_sets_in_memory_and_env_sets_the_folder(
 def test_cache_on_a_dataset_that_does_not_cache_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.cache"):
         load_split("cifar10", root=str(tmp_path), cache=CacheSettings("always"))
+
+
+def test_run_config_passes_the_cache_settings(tmp_path: Path) -> None:
+    from stresslab.runs.config import RunConfig
+    from stresslab.runs.prepare import load_data
+
+    write_image_folder(tmp_path / "data", n_train=2, n_test=1, mixed=False)
+    data = {"dataset": "image_folder", "root": str(tmp_path / "data"), "cache": "always"}
+    split = load_data(RunConfig.model_validate({"data": {**data, "cache_dir": str(tmp_path / "cache")}}))
+    assert (_entry(tmp_path) / "manifest.json").is_file() and len(split.test_y) == 3
+    with pytest.raises(ValueError, match="cache"):
+        RunConfig.model_validate({"data": {**data, "cache": "sometimes"}})
