@@ -49,6 +49,9 @@ CACHE_ENV = "STRESSLAB_CACHE"
 #: Version of the entry layout; a manifest of another version is rebuilt.
 LAYOUT_VERSION = 1
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once at import, as stresslab.files does: umask is process-wide
+
 CacheMode = Literal["auto", "always", "never"]
 Stamp = tuple[str, int, int]  # (absolute path, size in bytes, modification time in ns)
 
@@ -196,6 +199,7 @@ class ImageCache:
             self.manifest_path.unlink(missing_ok=True)
             fd, name = tempfile.mkstemp(dir=self.folder, prefix=".images.", suffix=".tmp")
             os.close(fd)
+            os.chmod(name, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         except OSError as exc:
             raise DataError(
                 f"image cache folder {self.folder} is not writable ({exc}); set data.cache_dir or "
