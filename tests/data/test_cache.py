@@ -222,3 +222,20 @@ def test_run_config_passes_the_cache_settings(tmp_path: Path) -> None:
     assert (_entry(tmp_path) / "manifest.json").is_file() and len(split.test_y) == 3
     with pytest.raises(ValueError, match="cache"):
         RunConfig.model_validate({"data": {**data, "cache": "sometimes"}})
+
+
+@pytest.mark.parametrize("damage", ["not json", "no shape"])
+def test_damaged_manifest_is_rebuilt(tmp_path: Path, decodes: list[Path], damage: str) -> None:
+    write_image_folder(tmp_path / "data", n_train=2, n_test=1, mixed=False)
+    settings = _always(tmp_path)
+    first = load_split("image_folder", root=str(tmp_path / "data"), val_fraction=0.0, cache=settings)
+    expected, n = first.test_x.clone(), len(decodes)
+    manifest = _entry(tmp_path) / "manifest.json"
+    if damage == "not json":
+        manifest.write_text("{")
+    else:
+        record = json.loads(manifest.read_text())
+        del record["shape"]
+        manifest.write_text(json.dumps(record))
+    again = load_split("image_folder", root=str(tmp_path / "data"), val_fraction=0.0, cache=settings)
+    assert len(decodes) == 2 * n and torch.equal(again.test_x, expected)

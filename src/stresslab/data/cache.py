@@ -139,7 +139,14 @@ class ImageCache:
         if not isinstance(manifest, dict) or manifest.get("key") != self.key:
             logger.info("image cache %s is stale (source files or settings changed): rebuilding", self.folder)
             return None
-        shape = tuple(int(s) for s in manifest["shape"])
+        try:
+            shape = tuple(int(s) for s in manifest["shape"])
+        except (KeyError, TypeError, ValueError):
+            logger.warning("image cache manifest %s has no valid shape: rebuilding", self.manifest_path)
+            return None
+        if len(shape) != 4 or min(shape) < 0:
+            logger.warning("image cache manifest %s has shape %s: rebuilding", self.manifest_path, shape)
+            return None
         expected = int(np.prod(shape, dtype=np.int64))
         try:
             actual = self.data_path.stat().st_size
