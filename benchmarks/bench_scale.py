@@ -102,12 +102,48 @@ def _status() -> dict[str, int]:
     return out
 
 
+def data_only(args: argparse.Namespace, sampler: Sampler) -> None:
+    """The data path alone: load the split, then one batched pass of an untrained
+    ``fast_cnn`` over the whole test set (as ``Predictions.compute`` does for every run)."""
+    import torch
+
+    from stresslab.data import load_split
+    from stresslab.data.cache import CacheSettings
+    from stresslab.models.factory import build_model
+    from stresslab.probes.predictions import Predictions
+
+    t0 = time.perf_counter()
+    split = load_split("image_folder", root=args.root, cache=CacheSettings(args.cache, args.cache_dir))
+    loaded = time.perf_counter() - t0
+    after_load = _status()
+    torch.manual_seed(0)
+    model = build_model("fast_cnn", split.info)
+    p = Predictions.compute(model, split.test_x, split.test_y, split.test_index, batch_size=256)
+    sampler.stop.set()
+    sampler.join()
+    status = _status()
+    report = {
+        "load_s": round(loaded, 1),
+        "predict_s": round(time.perf_counter() - t0 - loaded, 1),
+        "n_test": len(split.test_y),
+        "anon_after_load_mb": round(after_load["RssAnon"] / 1024),
+        "peak_rss_mb": round(status["VmHWM"] / 1024),
+        "peak_anon_mb": round(max(sampler.peak["RssAnon"], status["RssAnon"]) / 1024),
+        "peak_file_mb": round(max(sampler.peak["RssFile"], status["RssFile"]) / 1024),
+        "logit_sum": float(p.logits.double().sum()),
+    }
+    Path(args.report).write_text(json.dumps(report))
+
+
 def child(args: argparse.Namespace) -> None:
     """One run in this process; writes the figures to ``args.report``."""
     import stresslab
 
     sampler = Sampler()
     sampler.start()
+    if args.data_only:
+        data_only(args, sampler)
+        return
     cfg: dict[str, Any] = {
         "name": "scale",
         "device": "cpu",
@@ -152,7 +188,8 @@ def measure(root: Path, cache: str, args: argparse.Namespace, work: Path) -> dic
     out, report = work / f"{root.name}-{cache}", work / f"{root.name}-{cache}.json"
     cmd = [sys.executable, __file__, "--child", "--root", str(root), "--cache", cache,
            "--cache-dir", str(work / "cache"), "--out", str(out), "--report", str(report),
-           "--epochs", str(args.epochs), *(["--probes", *args.probes] if args.probes else [])]  # fmt: skip
+           "--epochs", str(args.epochs), *(["--probes", *args.probes] if args.probes else []),
+           *(["--data-only"] if args.data_only else [])]  # fmt: skip
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     result: dict[str, Any] = json.loads(report.read_text())
@@ -169,6 +206,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--compare-up-to", type=int, default=5000, help="also run in memory up to this size")
     parser.add_argument("--probes", nargs="*", default=None, help="default: the default probes")
+    parser.add_argument("--data-only", action="store_true", help="only load the data and predict once")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("--root", "--cache", "--cache-dir", "--out", "--report"):
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -181,6 +219,10 @@ def main() -> int:
         root = generate(n, args.train_per_class)
         modes = ["always", "never"] if n <= args.compare_up_to else ["always"]
         results = {mode: measure(root, mode, args, work) for mode in modes}
+        if args.data_only:
+            for mode, r in results.items():
+                print(f"== {n} test images, data.cache={mode}: {r}")
+            continue
         for mode, r in results.items():
             head = f"\n== {n} test images, data.cache={mode}: wall {r['wall_s']} s"
             print(f"{head}, peak RSS {r['peak_rss_mb']} MB (anonymous {r['peak_anon_mb']} MB, "
