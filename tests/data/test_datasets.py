@@ -456,8 +456,15 @@ def test_each_loader_declares_the_options_it_uses() -> None:
     options = {name: DATASETS.get(name).options for name in DATASETS.names()}
     for name in ("fashion_mnist", "cifar10", "cifar100", "svhn", "stl10"):
         assert options[name] == {"download"}, name
-    assert options["image_folder"] == {"skip_bad", "image_size", "channels", "class_names", "crop_pct"}
-    assert options["npz"] == frozenset()
+    assert options["image_folder"] == {
+        "skip_bad",
+        "image_size",
+        "channels",
+        "class_names",
+        "crop_pct",
+        "cache",
+    }
+    assert options["npz"] == {"cache"}
 
 
 @pytest.mark.parametrize(

@@ -149,3 +149,13 @@ def test_agrees_with_cleanvision_on_planted_issues(tmp_path) -> None:  # type: i
     theirs = cleanvision_flags(x, tmp_path)
     assert set(np.flatnonzero(theirs["dark"])) >= {40, 41}
     assert {5, 6} <= set(np.flatnonzero(theirs["exact_duplicates"]))
+
+
+def test_pixel_signature_in_chunks_equals_one_pass() -> None:
+    x = torch.randint(0, 256, (11, 3, 20, 18), dtype=torch.uint8)
+    whole = pixel_signature(x, chunk=64)
+    assert torch.equal(pixel_signature(x, chunk=4), whole)
+    # Hand check: a 16x16 gray image is not shrunk; its signature is its pixels minus their mean.
+    g = torch.randint(0, 256, (1, 1, 16, 16), dtype=torch.uint8)
+    expected = g.flatten(1).float() - g.float().mean()
+    assert torch.allclose(pixel_signature(g), expected)

@@ -59,6 +59,10 @@ class Split:
     of the report. ``train_coarse`` / ``val_coarse`` / ``test_coarse`` are the superclass
     labels, int64 (N,) aligned with the labels, for datasets with ``info.coarse_names``
     (CIFAR-100), else ``None``.
+
+    Images of a large dataset may be views of the on-disk cache (:mod:`stresslab.data.cache`,
+    a copy-on-write memory map): read them in batches (``to_float(x[i : i + b])``), never
+    convert a whole set to floats, and do not write into them.
     """
 
     info: DatasetInfo

@@ -8,6 +8,7 @@ loader can report (or skip) every bad file at once.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,12 @@ def convert_images(
         # Assignment broadcasts a single channel over three (1 -> 3 by repetition).
         out[start : start + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
     return out
+
+
+def workers() -> int:
+    """Threads for decoding files: PIL releases the GIL while decoding, so threads beyond
+    the core count still help with I/O."""
+    return min(32, (os.cpu_count() or 1) + 4)
 
 
 def read_header(path: Path) -> tuple[tuple[int, int], bool] | str:

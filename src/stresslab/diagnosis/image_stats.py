@@ -10,6 +10,8 @@ import numpy as np
 
 #: The properties :func:`image_properties` returns, in column order.
 PROPERTIES = ("brightness", "contrast", "sharpness", "object_area")
+#: Images converted to float at a time.
+CHUNK = 1024
 
 
 def image_properties(
@@ -22,7 +24,18 @@ def image_properties(
     Laplacian of the channel mean, in [0, 4] (low for blurred images); ``object_area``:
     share of pixels farther than ``tolerance`` from the plain ``background`` value in some
     channel, in [0, 1], NaN for every image when the dataset has no plain background.
+
+    Computed :data:`CHUNK` images at a time: only one chunk is ever held as floats, so a
+    memory-mapped test set larger than memory streams through.
     """
+    parts = [_properties(x[i : i + CHUNK], background, tolerance) for i in range(0, len(x), CHUNK)]
+    if not parts:
+        return {name: np.zeros(0, dtype=np.float64) for name in PROPERTIES}
+    return {name: np.concatenate([p[name] for p in parts]) for name in PROPERTIES}
+
+
+def _properties(x: np.ndarray, background: float | None, tolerance: float) -> dict[str, np.ndarray]:
+    """:func:`image_properties` of one chunk of images."""
     f = x.astype(np.float32) / 255.0
     n = len(f)
     flat = f.reshape(n, -1)

@@ -43,6 +43,10 @@ class DataConfig(Strict):
     # Resize the shorter side to image_size / crop_pct, then centre-crop (a model's own
     # preprocessing, as timm's and torchvision's evaluation transforms; image_folder).
     crop_pct: float | None = Field(None, gt=0.0, le=1.0)
+    # Large image folders / .npz files are decoded once into an on-disk uint8 cache (auto:
+    # above 1 GiB decoded); cache_dir defaults to $STRESSLAB_CACHE or ~/.cache/stresslab.
+    cache: Literal["auto", "always", "never"] = "auto"
+    cache_dir: str | None = None
 
 
 class ModelConfig(Strict):

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from stresslab.data import DATASETS, load_split
 from stresslab.data.base import Split, to_float
+from stresslab.data.cache import CacheSettings
 from stresslab.devices import model_device, pick_device
 from stresslab.errors import ConfigError, StresslabError
 from stresslab.models import build_model, check_model_name
@@ -140,6 +141,7 @@ def load_data(cfg: RunConfig) -> Split:
         relabel=d.relabel,
         class_names=d.class_names,
         crop_pct=d.crop_pct,
+        cache=CacheSettings(d.cache, d.cache_dir),
     )
 
 

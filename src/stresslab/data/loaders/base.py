@@ -37,6 +37,7 @@ LOADER_OPTIONS: dict[str, str] = {
     "channels": "channel-count hint while decoding images of varying modes",
     "class_names": "a trained model's classes, in label order, that class folders are matched to by name",
     "crop_pct": "resize the shorter side to image_size / crop_pct, then centre-crop (a model's own)",
+    "cache": "decode once into the on-disk uint8 cache (data.cache, data.cache_dir)",
 }
 #: Options that :func:`load_split` also applies itself to every dataset (resizing and
 #: channel conversion), so a loader that does not take them is not an error.

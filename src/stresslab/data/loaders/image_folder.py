@@ -4,19 +4,18 @@ or test images alone: ``test/<class>/*`` or ``<class>/*``)."""
 from __future__ import annotations
 
 import logging
-import os
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from stresslab.data.convert import decode_image, read_header
+from stresslab.data.cache import CacheSettings
+from stresslab.data.convert import decode_image, read_header, workers
 from stresslab.data.loaders._class_names import match_folders
 from stresslab.data.loaders.base import RawDataset, register_dataset
+from stresslab.data.loaders.folder_cache import FolderImages, Header, cached_folder, choose_size
 from stresslab.data.sampling import stratified_sample
 from stresslab.errors import DataError
 
@@ -42,11 +41,6 @@ def _list_class_files(folder: Path) -> dict[str, list[Path]]:
     if stray:
         logger.warning("ignoring %d files outside class folders in %s", len(stray), folder)
     return classes
-
-
-def _workers() -> int:
-    # PIL releases the GIL while decoding, so threads beyond the core count still help with I/O.
-    return min(32, (os.cpu_count() or 1) + 4)
 
 
 def _checked_classes(folder: Path, what: str) -> dict[str, list[Path]]:
@@ -125,6 +119,7 @@ def load_image_folder(
     channels: int | None = None,
     class_names: Sequence[str] | None = None,
     crop_pct: float | None = None,
+    cache: CacheSettings | None = None,
 ) -> RawDataset:
     """Images in ``root/train/<class>/*`` and ``root/test/<class>/*`` (PNG, JPEG, ... via PIL).
 
@@ -141,7 +136,8 @@ def load_image_folder(
     of test images for a trained model.
 
     Unreadable, truncated or non-image files raise one DataError listing every bad path, or
-    with ``skip_bad=True`` are left out and listed in ``RawDataset.skipped``.
+    with ``skip_bad=True`` are left out and listed in ``RawDataset.skipped``. ``cache``:
+    whether and where the decoded images are kept on disk (:mod:`stresslab.data.cache`).
     """
     if root is None:
         raise DataError("image_folder needs `--data-root DIR` with train/<class>/ folders of images")
@@ -160,19 +156,21 @@ def load_image_folder(
     all_paths = tr_paths + te_paths
     # Without training files the defaults (size, channels) come from the test files.
     n_first = len(tr_paths) or len(te_paths)
-    headers, decoded, size, n_channels = _decode_all(all_paths, n_first, image_size, channels, crop_pct)
-    errors = [h for h in headers if isinstance(h, str)] + [d for d in decoded.values() if isinstance(d, str)]
-    if errors and not skip_bad:
+    images = cached_folder(root, all_paths, n_first, image_size, channels, crop_pct, cache or CacheSettings())
+    if not isinstance(images, FolderImages):
+        images = _decode_in_memory(all_paths, n_first, image_size, channels, crop_pct, images)
+    if images.errors and not skip_bad:
         raise DataError(
-            f"{len(errors)} bad image file(s) under {root} (fix or remove them, or set skip_bad: true):\n  "
-            + "\n  ".join(errors)
+            f"{len(images.errors)} bad image file(s) under {root} "
+            "(fix or remove them, or set skip_bad: true):\n  " + "\n  ".join(images.errors)
         )
-    skipped = [str(all_paths[i]) for i, h in enumerate(headers) if isinstance(h, str)]
-    skipped += [str(all_paths[i]) for i, d in decoded.items() if isinstance(d, str)]
+    skipped = [str(all_paths[i]) for i in images.bad]
     if skipped:
         logger.warning("skipped %d bad image file(s) under %s", len(skipped), root)
-
-    train_x, train_y = _stack(decoded, range(len(tr_paths)), tr_labels, n_channels, size)
+    size, n_channels = images.size, images.channels
+    n_train = sum(1 for i in images.kept if i < len(tr_paths))
+    labels = torch.tensor([(tr_labels + te_labels)[i] for i in images.kept], dtype=torch.long)
+    train_x, train_y = images.x[:n_train], labels[:n_train]
     if len(train_y) == 0 and train_files:
         raise DataError(f"no readable training images under {root / 'train'}")
     # Classes left with few or no training images are reported by load_split (Split.warnings).
@@ -182,7 +180,7 @@ def load_image_folder(
     if not train_files:
         source += "; test images only, no training set"
     if test_files is not None:
-        test_x, test_y = _stack(decoded, range(len(tr_paths), len(all_paths)), te_labels, n_channels, size)
+        test_x, test_y = images.x[n_train:], labels[n_train:]
     else:
         n_held = round(len(train_y) * HOLDOUT_FRACTION)
         held = stratified_sample(train_y, n_held, seed=HOLDOUT_SEED, keep_one_out=True)
@@ -197,7 +195,6 @@ def load_image_folder(
     return RawDataset(train_x, train_y, test_x, test_y, names, source=source, skipped=skipped)
 
 
-Header = tuple[tuple[int, int], bool] | str  # (size (W, H), grayscale), or why the file is bad
 Decoded = dict[int, np.ndarray | str]
 
 
@@ -207,21 +204,16 @@ def _decode_all(
     image_size: int | None,
     channels: int | None,
     crop_pct: float | None = None,
+    headers: list[Header] | None = None,
 ) -> tuple[list[Header], Decoded, tuple[int, int], int]:
     """Read every header, pick the size (width, height) and channel count, decode every
     readable file (threads). Returns the headers (a string: why a file is bad), the decoded
     HxWxC uint8 arrays (or error strings) by position in ``paths``, the size and channels.
     The first ``n_train`` paths are the training files the defaults are taken from."""
-    with ThreadPoolExecutor(_workers()) as pool:
-        headers = list(pool.map(read_header, paths))
-        good_train = [h for h in headers[:n_train] if not isinstance(h, str)]
-        if image_size is not None:
-            size = (image_size, image_size)
-        elif good_train:
-            size = Counter(h[0] for h in good_train).most_common(1)[0][0]
-        else:
-            size = (1, 1)  # every training file is bad; the caller's error says so
-        n_channels = channels or (1 if good_train and all(h[1] for h in good_train) else 3)
+    with ThreadPoolExecutor(workers()) as pool:
+        if headers is None:
+            headers = list(pool.map(read_header, paths))
+        size, n_channels = choose_size(headers, n_train, image_size, channels)
         todo = [i for i, h in enumerate(headers) if not isinstance(h, str)]
 
         def decode(i: int) -> np.ndarray | str:
@@ -231,16 +223,24 @@ def _decode_all(
     return headers, decoded, size, n_channels
 
 
-def _stack(
-    decoded: Decoded, indices: range, labels: list[int], n_channels: int, size: tuple[int, int]
-) -> tuple[Tensor, Tensor]:
-    """The readable images among ``indices`` as uint8 (N, C, H, W) and their int64 labels
-    (``labels`` is indexed from ``indices.start``)."""
-    keep = [i for i in indices if not isinstance(decoded.get(i, "bad"), str)]
-    arrays = [decoded[i] for i in keep]
-    if not arrays:
-        empty = torch.empty(0, n_channels, size[1], size[0], dtype=torch.uint8)
-        return empty, torch.empty(0, dtype=torch.long)
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    y = torch.tensor([labels[i - indices.start] for i in keep], dtype=torch.long)
-    return x, y
+def _decode_in_memory(
+    paths: list[Path],
+    n_train: int,
+    image_size: int | None,
+    channels: int | None,
+    crop_pct: float | None,
+    headers: list[Header] | None,
+) -> FolderImages:
+    """Every readable file of ``paths`` decoded into one uint8 (N, C, H, W) tensor in memory
+    (``headers``: the files' headers where already read)."""
+    headers, decoded, size, n_channels = _decode_all(paths, n_train, image_size, channels, crop_pct, headers)
+    bad = [i for i, h in enumerate(headers) if isinstance(h, str)]
+    bad += [i for i, d in decoded.items() if isinstance(d, str)]
+    errors = [h for h in headers if isinstance(h, str)] + [d for d in decoded.values() if isinstance(d, str)]
+    kept = [i for i in range(len(paths)) if not isinstance(decoded.get(i, "bad"), str)]
+    arrays = [decoded[i] for i in kept]
+    if arrays:
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    else:
+        x = torch.empty(0, n_channels, size[1], size[0], dtype=torch.uint8)
+    return FolderImages(x, kept, errors, bad, size, n_channels)

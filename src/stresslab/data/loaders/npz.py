@@ -8,7 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stresslab.data.cache import CacheSettings
 from stresslab.data.loaders.base import RawDataset, register_dataset
+from stresslab.data.loaders.npz_cache import cached_npz
 from stresslab.errors import DataError
 
 _ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -56,7 +58,7 @@ def _npz_labels(arr: np.ndarray, key: str, path: Path) -> Tensor:
     return torch.from_numpy(labels)
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def _read_arrays(path: Path, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -64,6 +66,8 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     with npz:
         arrays: dict[str, np.ndarray] = {}
         for key in (*_ARRAY_KEYS, "class_names"):
+            if key in skip and key in npz.files:
+                continue
             if key not in npz.files:
                 if key == "class_names":
                     continue
@@ -97,7 +101,7 @@ def _class_names(arrays: dict[str, np.ndarray], labels: dict[str, Tensor], path:
 
 
 @register_dataset("npz")
-def load_npz(root: Path | None) -> RawDataset:
+def load_npz(root: Path | None, *, cache: CacheSettings | None = None) -> RawDataset:
     """A ``.npz`` file (``root`` is the file) with ``x_train, y_train, x_test, y_test``.
 
     Images may be NHW, NHWC or NCHW, uint8 or float in [0, 1]; ``class_names`` (an array of
@@ -106,8 +110,9 @@ def load_npz(root: Path | None) -> RawDataset:
     """
     if root is None:
         raise DataError("npz needs `--data-root FILE.npz`")
-    arrays = _read_arrays(root)
-    train_x, test_x = (
+    stored = cached_npz(root, cache or CacheSettings(), _npz_images)
+    arrays = _read_arrays(root, skip=("x_train", "x_test") if stored is not None else ())
+    train_x, test_x = stored or (
         _npz_images(arrays["x_train"], "x_train", root),
         _npz_images(arrays["x_test"], "x_test", root),
     )

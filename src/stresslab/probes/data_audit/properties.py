@@ -95,11 +95,14 @@ def image_properties(x: Tensor, chunk: int = 2048) -> dict[str, Tensor]:
     return {k: torch.cat(v) if v else torch.empty(0) for k, v in parts.items()}
 
 
-def pixel_signature(x: Tensor, side: int = 16) -> Tensor:
+def pixel_signature(x: Tensor, side: int = 16, chunk: int = 2048) -> Tensor:
     """Near-duplicate signatures (N, side * side): the 8-bit gray image shrunk to at most
     ``side`` x ``side`` (area average) minus its mean. Cosine similarity of two signatures is
     the Pearson correlation of the shrunk images: 1 for a copy, a brightened or
-    contrast-stretched copy; 0 for a constant image against anything."""
+    contrast-stretched copy; 0 for a constant image against anything. Computed ``chunk``
+    images at a time, so only one chunk is ever held as gray levels."""
+    if len(x) > chunk:
+        return torch.cat([pixel_signature(x[i : i + chunk], side, chunk) for i in range(0, len(x), chunk)])
     g = gray8(x).float()[:, None]
     h, w = g.shape[2:]
     if h > side or w > side:
