@@ -15,7 +15,8 @@ from torch import Tensor
 def _check(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
     if maps.ndim != 3 or masks.shape != maps.shape:
         raise ValueError(
-            f"maps must be (N, H, W) and masks the same shape; got {tuple(maps.shape)} and {tuple(masks.shape)}"
+            "maps must be (N, H, W) and masks the same shape; "
+            f"got {tuple(maps.shape)} and {tuple(masks.shape)}"
         )
     return maps.detach().flatten(1).double().cpu(), masks.detach().flatten(1).bool().cpu()
 

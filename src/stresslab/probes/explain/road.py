@@ -101,7 +101,8 @@ def road_curves(
     n, c, h, w = x.shape
     if maps.shape != (n, h, w) or target.shape != (n,):
         raise ValueError(
-            f"maps must be ({n}, {h}, {w}) and target ({n},); got {tuple(maps.shape)} and {tuple(target.shape)}"
+            f"maps must be ({n}, {h}, {w}) and target ({n},); "
+            f"got {tuple(maps.shape)} and {tuple(target.shape)}"
         )
     p = len(pct)
     morf_m, lerf_m = removal_masks(maps.detach().cpu(), pct)
