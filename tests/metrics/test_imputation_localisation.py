@@ -61,6 +61,7 @@ def test_an_image_with_every_pixel_removed_is_refused() -> None:
 
 def test_mass_and_rank_accuracy_on_a_known_mask() -> None:
     maps = torch.tensor([[[4.0, 1.0], [0.0, 5.0]], [[1.0, 1.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    tied = torch.tensor([[[2.0, 2.0], [2.0, 0.0]]])
     masks = torch.tensor(
         [[[True, False], [False, False]], [[True, True], [False, False]], [[True, False], [False, False]]]
     )
@@ -70,7 +71,10 @@ def test_mass_and_rank_accuracy_on_a_known_mask() -> None:
     assert math.isnan(mass[2].item())  # no mass
     rank = relevance_rank_accuracy(maps, masks)
     assert rank[0].item() == 0.0  # top-1 pixel is (1, 1), outside
-    assert rank[1].item() == 1.0  # ties in raster order: the first two pixels
+    assert math.isnan(rank[1].item()) and math.isnan(rank[2].item())  # constant maps rank nothing
+    # ties in raster order: the top two are (0, 0) and (0, 1), one of them in the mask (0, 0), (1, 1)
+    diagonal = torch.tensor([[[True, False], [False, True]]])
+    assert relevance_rank_accuracy(tied, diagonal).item() == 0.5
     empty = relevance_rank_accuracy(maps[:1], torch.zeros(1, 2, 2, dtype=torch.bool))
     assert math.isnan(empty.item())
 

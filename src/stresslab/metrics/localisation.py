@@ -41,8 +41,8 @@ def relevance_rank_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
     """Share of a map's K highest-ranked pixels that lie inside its mask, K = the mask's size.
 
     ``maps`` (N, H, W), ``masks`` (N, H, W) bool -> (N,) float64 in [0, 1]; NaN where the
-    mask is empty. Ties are broken in raster order (a stable sort), so a constant map scores
-    the share of the mask among the first K pixels.
+    mask is empty or the map is constant (it ranks nothing). Other ties are broken in raster
+    order (a stable sort; Quantus's ``argsort`` leaves their order unspecified).
     """
     a, s = _check(maps, masks)
     k = s.sum(1)
@@ -50,7 +50,8 @@ def relevance_rank_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
     ranked = s.gather(1, order)
     first_k = torch.arange(a.shape[1])[None, :] < k[:, None]
     hits = (ranked & first_k).sum(1).double()
-    return torch.where(k > 0, hits / k.clamp(min=1).double(), torch.full_like(hits, float("nan")))
+    ranks = (k > 0) & (a.amax(1) > a.amin(1))
+    return torch.where(ranks, hits / k.clamp(min=1).double(), torch.full_like(hits, float("nan")))
 
 
 def box_masks(shape: tuple[int, int, int], boxes: Sequence[tuple[int, int, int, int]]) -> Tensor:
