@@ -261,11 +261,18 @@ def further_runs(
         return np.asarray(out)
 
     def road_ours() -> np.ndarray:
-        return road_curves(model, x, maps, target, percentages=pct, noise=0.0).morf.mean(0).numpy()
+        curves = road_curves(model, x, maps, target, percentages=pct, noise=0.0)
+        return torch.cat([curves.morf.mean(0), curves.lerf.mean(0)]).numpy()
 
     def road_theirs() -> np.ndarray:
-        out = road_q(model=model, x_batch=xs, y_batch=ys, a_batch=a, device="cpu", batch_size=len(x))
-        return np.array([out[p] for p in pct])
+        out = []
+        for order in (
+            a,
+            a.max() + 1e-3 - a,
+        ):  # Quantus removes most relevant first; LeRF = MoRF of the reverse
+            res = road_q(model=model, x_batch=xs, y_batch=ys, a_batch=order, device="cpu", batch_size=len(x))
+            out += [res[p] for p in pct]
+        return np.array(out)
 
     def loc_ours() -> np.ndarray:
         mass = relevance_mass_accuracy(maps.clamp(min=0), on_object)
@@ -281,7 +288,7 @@ def further_runs(
         return max_sensitivity(method, model, x, target, maps, **kw).numpy()
 
     return {
-        "ROAD (MoRF, 5 percentages)": (road_ours, road_theirs),
+        "ROAD (MoRF + LeRF, 5 pcts)": (road_ours, road_theirs),
         "localisation (mass + rank)": (loc_ours, loc_theirs),
         f"max-sensitivity ({samples} samples)": (sens_ours, sens_q),
     }
