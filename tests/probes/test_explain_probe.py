@@ -394,3 +394,12 @@ def test_further_test_settings_are_checked_naming_the_setting() -> None:
     with pytest.raises(ValueError, match="road_images and sensitivity_images must be >= 0"):
         ExplainProbe(road_images=-1)
     assert ExplainProbe(road_percentages=[25, 75]).settings.road_percentages == (25.0, 75.0)
+
+
+def test_max_sensitivity_sample_shrinks_with_the_cost_of_a_map() -> None:
+    from stresslab.probes.explain.further_tests import sensitivity_cap
+
+    assert sensitivity_cap(32, 1) == 32  # Grad-CAM, saliency, occlusion
+    assert sensitivity_cap(32, 20) == 8  # SmoothGrad with 20 samples: 1/20, at least 8
+    assert sensitivity_cap(64, 4) == 16
+    assert sensitivity_cap(6, 20) == 6  # never more than the subset
