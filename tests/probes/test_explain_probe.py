@@ -403,3 +403,11 @@ def test_max_sensitivity_sample_shrinks_with_the_cost_of_a_map() -> None:
     assert sensitivity_cap(32, 20) == 8  # SmoothGrad with 20 samples: 1/20, at least 8
     assert sensitivity_cap(64, 4) == 16
     assert sensitivity_cap(6, 20) == 6  # never more than the subset
+
+
+def test_occlusion_counts_its_window_positions_as_passes() -> None:
+    from stresslab.attributions import Saliency
+    from stresslab.probes.explain.further_tests import passes_per_map
+
+    assert passes_per_map(Occlusion(8, 2, "gray"), 28, 28) == 121  # 11 x 11 window positions
+    assert passes_per_map(Saliency(), 28, 28) == 1
