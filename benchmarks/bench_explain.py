@@ -8,6 +8,11 @@ with the maps checked equal (max abs difference). Grad-CAM maps per second: stre
 model, layer and batch, with the Pearson correlation of the upsampled maps (both bilinear
 with half-pixel centers; Pearson ignores pytorch-grad-cam's min-max scaling).
 
+ROAD (noisy linear imputation, most relevant first), localisation (relevance mass and rank
+accuracy on the object) and max-sensitivity (uniform noise): stresslab vs Quantus 0.6.0 on the
+same model, images, saliency maps and noise draws, images per second and the largest
+difference of their numbers.
+
 Model: the repo's ``custom_cnn`` (the default model) on 1x28x28 Fashion-MNIST test images
 (random images when the Debian files are absent). Medians over repeats, measured
 alternately in one process.
@@ -15,6 +20,7 @@ alternately in one process.
     pip install grad-cam          # pytorch-grad-cam, for this benchmark only
     .venv/bin/python benchmarks/bench_explain.py            # 2-core CPU: about 1 minute when idle
     .venv/bin/python benchmarks/bench_explain.py --quick
+    pip install quantus==0.6.0    # for the ROAD, localisation and max-sensitivity rows
     .venv/bin/python benchmarks/bench_explain.py --device cuda --occ-images 64 --cam-images 1024
 """
 
@@ -32,10 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stresslab.attributions import GradCam, Occlusion
+from stresslab.attributions import GradCam, Occlusion, Saliency
 from stresslab.attributions.occlusion import window_starts
 from stresslab.data.base import DatasetInfo
+from stresslab.metrics.localisation import relevance_mass_accuracy, relevance_rank_accuracy
 from stresslab.models import build_model, default_cam_layer, get_layer
+from stresslab.probes.explain.road import road_curves
+from stresslab.probes.explain.sensitivity import max_sensitivity, uniform_noise
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
@@ -208,11 +217,125 @@ def bench_gradcam(model: nn.Module, x: Tensor, target: Tensor, repeats: int, dev
             print(f"ratio stresslab vs {name}: {median_of(times, name) / ours_t:.2f}x{target_note}")
 
 
+def _quantus_explain(method: Saliency) -> Callable[..., np.ndarray]:
+    def explain(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **_: object) -> np.ndarray:
+        t = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+        return method.attribute(model, torch.as_tensor(inputs).float(), t, batch_size=len(t))[:, None].numpy()
+
+    return explain
+
+
+def further_runs(
+    model: nn.Module, x: Tensor, target: Tensor, samples: int
+) -> dict[str, tuple[Callable[[], np.ndarray], Callable[[], np.ndarray]]]:
+    """(stresslab, Quantus) callables per test, each returning comparable numbers: ROAD accuracy
+    per percentage (noise 0 so both are deterministic; the noise costs nothing), the per-image
+    relevance mass and rank accuracy, and per-image max-sensitivity on the same noise draws."""
+    import quantus
+
+    method = Saliency()
+    maps = method.attribute(model, x, target, batch_size=len(x))
+    xs, ys, a = x.numpy(), target.numpy(), maps[:, None].numpy()
+    pct = [10.0, 30.0, 50.0, 70.0, 90.0]
+    road_q = quantus.ROAD(percentages=pct, noise=0.0, disable_warnings=True)
+    on_object = x[:, 0] > 0.05  # Fashion-MNIST's background is 0
+    s = on_object[:, None].numpy()
+    mass_q = quantus.RelevanceMassAccuracy(disable_warnings=True)
+    rank_q = quantus.RelevanceRankAccuracy(disable_warnings=True)
+    radius = 0.05
+    noise = uniform_noise(tuple(x.shape), samples, radius, torch.Generator().manual_seed(3))
+
+    def perturb_factory() -> Callable[..., np.ndarray]:
+        step = iter(range(samples))
+
+        def perturb(arr: np.ndarray, **_: object) -> np.ndarray:
+            return np.clip(arr + noise[next(step)].reshape(arr.shape[0], -1).numpy(), 0.0, 1.0)
+
+        return perturb
+
+    def sens_q() -> np.ndarray:
+        perturb = perturb_factory()
+        metric = quantus.MaxSensitivity(nr_samples=samples, perturb_func=perturb, disable_warnings=True)
+        explain = _quantus_explain(method)
+        out = metric(model=model, x_batch=xs, y_batch=ys, a_batch=a, explain_func=explain, batch_size=len(x))
+        return np.asarray(out)
+
+    def road_ours() -> np.ndarray:
+        curves = road_curves(model, x, maps, target, percentages=pct, noise=0.0)
+        return torch.cat([curves.morf.mean(0), curves.lerf.mean(0)]).numpy()
+
+    def road_theirs() -> np.ndarray:
+        out = []
+        for order in (
+            a,
+            a.max() + 1e-3 - a,
+        ):  # Quantus removes most relevant first; LeRF = MoRF of the reverse
+            res = road_q(model=model, x_batch=xs, y_batch=ys, a_batch=order, device="cpu", batch_size=len(x))
+            out += [res[p] for p in pct]
+        return np.array(out)
+
+    def loc_ours() -> np.ndarray:
+        mass = relevance_mass_accuracy(maps.clamp(min=0), on_object)
+        return torch.cat([mass, relevance_rank_accuracy(maps, on_object)]).numpy()
+
+    def loc_theirs() -> np.ndarray:
+        kw = {"model": model, "x_batch": xs, "y_batch": ys, "a_batch": a, "s_batch": s, "batch_size": len(x)}
+        return np.concatenate([np.asarray(mass_q(**kw)), np.asarray(rank_q(**kw))])
+
+    def sens_ours() -> np.ndarray:
+        g = torch.Generator().manual_seed(3)
+        kw = {"radius": radius, "samples": samples, "generator": g, "batch_size": len(x) * samples}
+        return max_sensitivity(method, model, x, target, maps, **kw).numpy()
+
+    return {
+        "ROAD (MoRF + LeRF, 5 pcts)": (road_ours, road_theirs),
+        "localisation (mass + rank)": (loc_ours, loc_theirs),
+        f"max-sensitivity ({samples} samples)": (sens_ours, sens_q),
+    }
+
+
+def bench_further(model: nn.Module, x: Tensor, target: Tensor, repeats: int, samples: int) -> None:
+    """stresslab vs Quantus on ROAD, localisation and max-sensitivity: images/s and max |diff|."""
+    try:
+        runs = further_runs(model, x, target, samples)
+    except ImportError:
+        print(
+            "\nquantus is not installed (pip install quantus==0.6.0): no ROAD, localisation, sensitivity rows"
+        )
+        return
+    n = len(x)
+    print(f"\nSaliency maps of {n} images 1x28x28 scored by stresslab and Quantus (same maps and noise)")
+    print("images/s from wall time and from the process's CPU time (fair on a shared machine)")
+    head = f"{'test':<30}{'stresslab img/s':>16}{'Quantus img/s':>15}{'ratio (wall)':>13}{'ratio (CPU)':>12}"
+    print(f"{head}{'max |diff|':>12}")
+    for name, (ours, theirs) in runs.items():
+        wall: dict[str, list[float]] = {"ours": [], "theirs": []}
+        cpu: dict[str, list[float]] = {"ours": [], "theirs": []}
+        a, b = ours(), theirs()  # warm-up
+        for _ in range(repeats):
+            for key, fn in (("ours", ours), ("theirs", theirs)):
+                t0, c0 = time.perf_counter(), time.process_time()
+                out = fn()
+                wall[key].append(time.perf_counter() - t0)
+                cpu[key].append(time.process_time() - c0)
+                a, b = (out, b) if key == "ours" else (a, out)
+        w_ours, w_theirs = median_of(wall, "ours"), median_of(wall, "theirs")
+        c_ratio = median_of(cpu, "theirs") / median_of(cpu, "ours")
+        diff = float(np.nanmax(np.abs(a - b)))
+        print(
+            f"{name:<30}{n / w_ours:>16.1f}{n / w_theirs:>15.1f}{w_theirs / w_ours:>12.1f}x"
+            f"{c_ratio:>11.1f}x{diff:>12.2e}"
+        )
+    print("target: >= 10x Quantus on the same work, the same numbers")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--occ-images", type=int, default=8, help="images for occlusion")
     ap.add_argument("--cam-images", type=int, default=128, help="batch size for Grad-CAM")
     ap.add_argument("--naive-images", type=int, default=1, help="images for the naive occlusion loop")
+    ap.add_argument("--further-images", type=int, default=64, help="images for ROAD, localisation, ...")
+    ap.add_argument("--samples", type=int, default=8, help="max-sensitivity noise draws per image")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
@@ -220,11 +343,13 @@ def main() -> None:
         action="store_true",
         help="8 occlusion images, 128 Grad-CAM images, 1 naive image, 3 repeats",
     )
+    ap.add_argument("--further-only", action="store_true", help="only the Quantus rows")
     args = ap.parse_args()
     if args.quick:
         args.occ_images, args.cam_images, args.naive_images, args.repeats = 4, 64, 1, 3
+        args.further_images, args.samples = 32, 4
     device = torch.device(args.device)
-    images, source = load_images(max(args.occ_images, args.cam_images), seed=0)
+    images, source = load_images(max(args.occ_images, args.cam_images, args.further_images), seed=0)
     info = DatasetInfo("fashion_mnist", tuple(str(k) for k in range(10)), 1, 28, 28, (0.286,), (0.353,))
     torch.manual_seed(0)
     model = build_model("custom_cnn", info).to(device).eval()
@@ -234,11 +359,15 @@ def main() -> None:
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, model custom_cnn "
         f"(untrained, seed 0), {source}, {args.repeats} repeats (medians)"
     )
-    xo = images[: args.occ_images].to(device)
-    n_naive = max(1, min(args.naive_images, args.occ_images))
-    bench_occlusion(model, xo, preds[: args.occ_images], args.repeats, device, n_naive)
-    xc = images[: args.cam_images].to(device)
-    bench_gradcam(model, xc, preds[: args.cam_images], args.repeats, device)
+    if not args.further_only:
+        xo = images[: args.occ_images].to(device)
+        n_naive = max(1, min(args.naive_images, args.occ_images))
+        bench_occlusion(model, xo, preds[: args.occ_images], args.repeats, device, n_naive)
+        xc = images[: args.cam_images].to(device)
+        bench_gradcam(model, xc, preds[: args.cam_images], args.repeats, device)
+    if device.type == "cpu":  # Quantus's numpy paths run on the CPU
+        k = args.further_images
+        bench_further(model, images[:k], preds[:k].cpu(), args.repeats, args.samples)
 
 
 if __name__ == "__main__":

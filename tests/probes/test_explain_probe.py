@@ -22,7 +22,15 @@ from stresslab.probes.predictions import Predictions
 
 torch.set_num_threads(1)
 
-FAST = {"curve_steps": 6, "random_maps": 1, "cases_per_figure": 3}
+FAST = {
+    "curve_steps": 6,
+    "random_maps": 1,
+    "cases_per_figure": 3,
+    "road_images": 16,
+    "road_percentages": [20, 60],
+    "sensitivity_images": 6,
+    "sensitivity_samples": 2,
+}
 FAST_METHODS = {"gradcam": {}, "saliency": {}, "smoothgrad": {"samples": 3}, "occlusion": {"window": 4}}
 
 
@@ -195,6 +203,19 @@ def test_probe_end_to_end_with_failures_results() -> None:
     assert len(res.tables[0].rows) == len(methods)
     assert any("faithful than random" in s for s in res.summary)
     assert any("background" in s for s in res.summary)
+    # The further tests, on the quality sample (here all 60 test images; ROAD on 16, max-sensitivity on 6).
+    for m in methods:
+        for key in ("road_morf", "road_lerf", "localisation", "localisation_rank"):
+            assert 0.0 <= res.metrics[f"{m}.{key}"] <= 1.0
+        assert -1.0 <= res.metrics[f"{m}.road_gap"] <= 1.0
+        assert res.metrics[f"{m}.max_sensitivity"] >= 0.0
+    assert 0.0 < res.metrics["object_area"] < 1.0
+    further = next(t for t in res.tables if t.title == "Further tests of each explanation method")
+    assert len(further.rows) == len(methods) and len(further.columns) == 7
+    assert "ROAD" in further.caption and "on 16 images" in further.caption
+    assert res.data["settings"]["further_tests"]["road_images"] == 16
+    assert res.data["settings"]["further_tests"]["sensitivity_images"] == 6
+    assert any(s.startswith("ROAD on 16 images") for s in res.summary)
     json.dumps(res.data)
 
     assert ctx.model.training
@@ -226,8 +247,10 @@ def test_probe_alone_derives_cases_and_is_reproducible() -> None:
     assert "background_share_errors" not in a.metrics
     assert [t.title for t in a.tables] == [
         "Quality of each explanation method",
+        "Further tests of each explanation method",
         "Map concentration against prediction uncertainty",
     ]
+    assert "integrated_gradients.road_gap" in a.metrics and "gradcam.localisation" not in a.metrics
     assert "integrated_gradients.deletion_auc" in a.metrics
 
 
@@ -320,7 +343,13 @@ def test_undefined_values_are_left_out_not_written_as_numbers() -> None:
         assert any(w.startswith(f"{label}: the faithfulness test is undefined") for w in res.warnings)
     for key in ("background_share_errors", "background_share_correct", "background_share_p"):
         assert key not in res.metrics
-    quality, shares, per_class, concentration = res.tables
+    quality, shares, per_class, further, concentration = res.tables
+    # All-zero maps: no mass to localise, no norm to divide by; the model's top class never moves.
+    for m in ("gradcam", "saliency", "occlusion"):
+        for key in ("localisation", "localisation_rank", "max_sensitivity"):
+            assert f"{m}.{key}" not in res.metrics, key
+        assert res.metrics[f"{m}.road_morf"] == res.metrics[f"{m}.road_lerf"] == 1.0
+    assert all(row[4:] == [None] * 3 for row in further.rows) and "A dash" in further.caption
     # Maps without attribution have no concentration: dashes and warnings, no metrics.
     assert all(row[1:7] == [None] * 6 for row in concentration.rows)
     assert not any("concentration" in k for k in res.metrics)
@@ -353,3 +382,34 @@ def test_shipped_configs_and_quick_preset_use_the_methods_form() -> None:
         occlusion = probe.methods["occlusion"]
         assert isinstance(occlusion, Occlusion) and occlusion.sizes(28, 28) == (8, 2)
         assert occlusion.fill == "gray"
+
+
+def test_further_test_settings_are_checked_naming_the_setting() -> None:
+    with pytest.raises(
+        ValueError, match=r"road_percentages must be numbers in \(0, 100\), got \[0.0, 50.0\]"
+    ):
+        ExplainProbe(road_percentages=[0, 50])
+    with pytest.raises(ValueError, match="road_percentages must be a list"):
+        ExplainProbe(road_percentages="10")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sensitivity_radius in"):
+        ExplainProbe(sensitivity_radius=0.0)
+    with pytest.raises(ValueError, match="road_images and sensitivity_images must be >= 0"):
+        ExplainProbe(road_images=-1)
+    assert ExplainProbe(road_percentages=[25, 75]).settings.road_percentages == (25.0, 75.0)
+
+
+def test_max_sensitivity_sample_shrinks_with_the_cost_of_a_map() -> None:
+    from stresslab.probes.explain.further_tests import sensitivity_cap
+
+    assert sensitivity_cap(32, 1) == 32  # Grad-CAM, saliency, occlusion
+    assert sensitivity_cap(32, 20) == 8  # SmoothGrad with 20 samples: 1/20, at least 8
+    assert sensitivity_cap(64, 4) == 16
+    assert sensitivity_cap(6, 20) == 6  # never more than the subset
+
+
+def test_occlusion_counts_its_window_positions_as_passes() -> None:
+    from stresslab.attributions import Saliency
+    from stresslab.probes.explain.further_tests import passes_per_map
+
+    assert passes_per_map(Occlusion(8, 2, "gray"), 28, 28) == 121  # 11 x 11 window positions
+    assert passes_per_map(Saliency(), 28, 28) == 1

@@ -40,6 +40,10 @@ SMALL: dict[str, dict[str, Any]] = {
         "methods": {"gradcam": {}, "saliency": {}, "occlusion": {"window": 4, "stride": 4}},
         "curve_steps": 4,
         "random_maps": 1,
+        "road_images": 8,
+        "road_percentages": [50],
+        "sensitivity_images": 4,
+        "sensitivity_samples": 2,
     },
     "adversarial": {
         "attacks": {"fgsm_linf": {}, "pgd_linf": {"steps": 2}},

@@ -24,6 +24,8 @@ from stresslab.probes.explain.concentration_present import concentration_figure,
 from stresslab.probes.explain.data_randomization import DataRandomizationSettings, data_randomization_test
 from stresslab.probes.explain.data_randomization_present import present_data_randomization
 from stresslab.probes.explain.figures import explain_figures
+from stresslab.probes.explain.further_tests import further_tests
+from stresslab.probes.explain.further_tests_present import present_further_tests
 from stresslab.probes.explain.layer_check import fit_cam_layers
 from stresslab.probes.explain.layer_names import resolve_cam_layers
 from stresslab.probes.explain.present import present
@@ -76,6 +78,14 @@ class ExplainProbe(Probe):
     measured on a separate seeded sample of ``quality_images`` test images (``ctx.sample``;
     0: on the explained cases only), with the mean gain over random and its 95% confidence
     interval beside each p-value; the galleries show the cases, most faithful method first.
+    Further tests on the same sample: ROAD (Rong et al. 2022), the model's prediction kept or
+    not as the most (MoRF) or least (LeRF) relevant ``road_percentages`` of the pixels are
+    filled by noisy linear imputation (noise ``road_noise``), on ``road_images`` of the sample;
+    localisation, the share of positive attribution on the object where the dataset has a plain
+    background (relevance mass accuracy) and relevance rank accuracy (Arras et al. 2022); and
+    max-sensitivity (Yeh et al. 2019), the largest relative change of a map over
+    ``sensitivity_samples`` uniform input perturbations of radius ``sensitivity_radius``, on
+    ``sensitivity_images`` of the sample (0 switches ROAD or max-sensitivity off).
     A CAM method with no ``layer`` explains the layer that gives non-constant maps on
     at least 95% of the first 128 sample images (the model's ``cam_layer`` when it does).
 
@@ -107,6 +117,12 @@ class ExplainProbe(Probe):
         background_tolerance: float = 0.05,
         cases_per_figure: int = 6,
         quality_images: int = 256,
+        road_percentages: Sequence[float] = (10.0, 30.0, 50.0, 70.0, 90.0),
+        road_noise: float = 0.01,
+        road_images: int = 128,
+        sensitivity_images: int = 32,
+        sensitivity_samples: int = 8,
+        sensitivity_radius: float = 0.05,
         data_randomization: Mapping[str, Any] | None = None,
     ) -> None:
         specs = method_specs(methods)
@@ -129,6 +145,12 @@ class ExplainProbe(Probe):
             background_tolerance=background_tolerance,
             cases_per_figure=cases_per_figure,
             quality_images=quality_images,
+            road_percentages=_percentages(road_percentages),
+            road_noise=road_noise,
+            road_images=road_images,
+            sensitivity_images=sensitivity_images,
+            sensitivity_samples=sensitivity_samples,
+            sensitivity_radius=sensitivity_radius,
         )
 
     def check(self, model: nn.Module, sample: Tensor) -> None:
@@ -193,6 +215,8 @@ class ExplainProbe(Probe):
         quality = compute(ctx, sample, methods, s) if sample else explained
         checks = run_checks(quality, s)
         present(res, explained, checks, s, quality)
+        tests = further_tests(ctx, quality, s)
+        tests_record = present_further_tests(res, quality, tests, s, checks.ranking)
         explained, quality = reordered(explained, checks.ranking), reordered(quality, checks.ranking)
         found = concentration(quality)
         present_concentration(res, quality, found, s.faithfulness_alpha)
@@ -208,6 +232,7 @@ class ExplainProbe(Probe):
         res.data["settings"]["cam_layer_check"] = layer_notes.record
         res.data["settings"]["quality_images"] = len(quality.cases)
         res.data["settings"]["ranking"] = checks.ranking
+        res.data["settings"]["further_tests"] = tests_record
         if self.data_randomization is not None:
             if ctx.train_config is None:
                 res.warnings.append(
@@ -233,6 +258,18 @@ class ExplainProbe(Probe):
                     "background zero attribution by construction; its background share says nothing"
                 )
         return notes
+
+
+def _percentages(values: Sequence[float]) -> tuple[float, ...]:
+    """``road_percentages`` as a tuple of floats; a single number, a string or a list of
+    anything but numbers is refused."""
+    if (
+        isinstance(values, (str, bytes))
+        or not isinstance(values, Sequence)
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values)
+    ):
+        raise ValueError(f"road_percentages must be a list of percentages in (0, 100), got {values!r}")
+    return tuple(float(v) for v in values)
 
 
 def _indices(indices: Sequence[int] | None) -> tuple[int, ...] | None:

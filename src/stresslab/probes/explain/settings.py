@@ -53,6 +53,12 @@ class ExplainSettings:
     background_tolerance: float = 0.05
     cases_per_figure: int = 6
     quality_images: int = 256
+    road_percentages: tuple[float, ...] = (10.0, 30.0, 50.0, 70.0, 90.0)
+    road_noise: float = 0.01
+    road_images: int = 128
+    sensitivity_images: int = 32
+    sensitivity_samples: int = 8
+    sensitivity_radius: float = 0.05
 
     def __post_init__(self) -> None:
         counts = (
@@ -85,6 +91,25 @@ class ExplainSettings:
         if not 0.0 < self.faithfulness_alpha < 1.0:
             raise ValueError(f"faithfulness_alpha must be in (0, 1), got {self.faithfulness_alpha}")
         check_fill(self.curve_fill)
+        self._check_further_tests()
+
+    def _check_further_tests(self) -> None:
+        """ROAD and max-sensitivity settings (see ``ExplainProbe``)."""
+        pct = self.road_percentages
+        if not pct or any(isinstance(p, bool) or not 0.0 < float(p) < 100.0 for p in pct):
+            raise ValueError(f"road_percentages must be numbers in (0, 100), got {list(pct)!r}")
+        if self.road_noise < 0:
+            raise ValueError(f"road_noise must be >= 0 (pixel units), got {self.road_noise}")
+        if self.road_images < 0 or self.sensitivity_images < 0:
+            raise ValueError(
+                "road_images and sensitivity_images must be >= 0 (0: off), got "
+                f"{self.road_images} and {self.sensitivity_images}"
+            )
+        if self.sensitivity_samples < 1 or not 0.0 < self.sensitivity_radius <= 1.0:
+            raise ValueError(
+                "sensitivity_samples must be >= 1 and sensitivity_radius in (0, 1] (pixel units), got "
+                f"{self.sensitivity_samples} and {self.sensitivity_radius}"
+            )
 
 
 def method_specs(methods: MethodsSpec) -> dict[str, dict[str, Any]]:
