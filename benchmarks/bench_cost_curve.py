@@ -53,6 +53,7 @@ PROBES = (
     "label_issues",
     "shortcut",
 )
+THREADS: list[str] = []  # ["--threads", N] passed on to each configuration's process
 TRAIN_IMAGES = 6000  # the training set every probe reads (and the images axis's model learns)
 
 
@@ -171,7 +172,7 @@ def worker(spec: Spec, out: str) -> None:
 def measure(spec: Spec, run_dir: Path, timeout: float) -> dict[str, Any]:
     """Run ``spec`` in a child process; each finished probe's seconds, the total, and
     whether it ran past ``timeout`` (then ``total_s`` is the timeout, a lower bound)."""
-    cmd = [sys.executable, __file__, "--worker", json.dumps(asdict(spec)), str(run_dir)]
+    cmd = [sys.executable, __file__, "--worker", json.dumps(asdict(spec)), str(run_dir), *THREADS]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -183,6 +184,13 @@ def measure(spec: Spec, run_dir: Path, timeout: float) -> dict[str, Any]:
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         record = {"timed_out": False, **json.loads(lines[-1])}
     record["wall_s"] = time.perf_counter() - t0
+    return {**record, **read_run(run_dir)}
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """What a configuration's run directory holds: each finished probe's wall seconds (as the
+    run recorded them), CPU seconds (``<probe>.cpu``) and the run's ``metrics.json``."""
+    record: dict[str, Any] = {}
     results = run_dir / "results"
     for probe in PROBES:
         path = results / f"{probe}.json"
@@ -210,7 +218,22 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     return slope, min(local), max(local)
 
 
-def medians(records: dict[str, list[dict[str, Any]]], key: str) -> float:
+def collect(todo: list[Spec], repeats: int, work: Path) -> dict[str, list[dict[str, Any]]]:
+    """The configurations' records read back from the folder of a stopped benchmark (its
+    temporary folder, named in its log): what each finished; a run without ``metrics.json``
+    counts as timed out."""
+    out: dict[str, list[dict[str, Any]]] = {f"{s.axis}/{s.label}": [] for s in todo}
+    for rep in range(repeats):
+        for spec in todo:
+            run_dir = work / f"{spec.axis}-{spec.label.replace(':', '_')}-{rep}"
+            if run_dir.is_dir():
+                record = read_run(run_dir)
+                record["timed_out"] = not record["metrics"]
+                out[f"{spec.axis}/{spec.label}"].append(record)
+    return out
+
+
+def medians(records: list[dict[str, Any]], key: str) -> float:
     """Median of ``key`` over a configuration's repeats; NaN where any repeat lacks it (a
     timed-out configuration that never reached that probe)."""
     values = [r.get(key) for r in records]
@@ -296,7 +319,7 @@ def plot(rows: list[dict[str, Any]], out: Path, key: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), layout="constrained")
     for ax, axis, xlabel in zip(
         axes,
         ("images", "pixels", "models"),
@@ -317,8 +340,9 @@ def plot(rows: list[dict[str, Any]], out: Path, key: str) -> None:
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel(f"{'CPU' if key == 'cpu_s' else 'wall'} seconds")
-    axes[2].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, fontsize=7, loc="outside right center")
     fig.savefig(out / "cost_curve.png", dpi=72)
     plt.close(fig)
 
@@ -478,6 +502,10 @@ def parse() -> argparse.Namespace:
         "--checkpoint", type=Path, help="a fast_cnn state dict for the images axis (default: train one)"
     )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
+    ap.add_argument(
+        "--collect", type=Path, help="read back the folder of a stopped benchmark run with the same arguments"
+    )
+    ap.add_argument("--threads", type=int, help="torch threads per configuration (default: torch's)")
     ap.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     quick = args.quick
@@ -492,21 +520,34 @@ def parse() -> argparse.Namespace:
 def main() -> int:
     args = parse()
     if args.worker:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         worker(Spec(**json.loads(args.worker[0])), args.worker[1])
         return 0
     import torch
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        THREADS.extend(["--threads", str(args.threads)])
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         work = Path(tmp)
+        sys.stderr.write(f"working in {work}\n")
         t0 = time.perf_counter()
-        if args.checkpoint:
+        if args.collect:
+            checkpoint, accuracy = args.checkpoint, math.nan
+            todo = specs(args, str(checkpoint))
+            runs = collect(todo, args.repeats, args.collect)
+        elif args.checkpoint:
             checkpoint, accuracy = args.checkpoint, math.nan
         else:
             checkpoint, accuracy = train_checkpoint(work, args.epochs)
             sys.stderr.write(f"fast_cnn trained in {time.perf_counter() - t0:.0f} s: {accuracy:.2%}\n")
-        todo = specs(args, str(checkpoint))
-        runs = run_all(todo, args.repeats, args.timeout, work, args.jobs)
+        if not args.collect:
+            todo = specs(args, str(checkpoint))
+            runs = run_all(todo, args.repeats, args.timeout, work, args.jobs)
+    todo = [s for s in todo if runs[f"{s.axis}/{s.label}"]]
     (args.out / "runs.json").write_text(json.dumps({"accuracy": accuracy, "runs": runs}, indent=1))
     rows = write_times(todo, runs, args.out)
     largest = max((s for s in todo if s.axis == "images"), key=lambda s: s.n, default=None)
@@ -516,7 +557,8 @@ def main() -> int:
     fits = write_fits(rows, args.out, key)
     plot(rows, args.out, key)
     write_sample_sizes(runs, rows, args.out)
-    print(f"stresslab's default probes, {torch.get_num_threads()} torch threads, {args.repeats} repeat(s)")
+    threads = args.threads or torch.get_num_threads()
+    print(f"stresslab's default probes, {threads} torch threads, {args.repeats} repeat(s)")
     trained = args.checkpoint or f"{args.epochs} epochs"
     print(f"images axis: fast_cnn trained on {TRAIN_IMAGES} images ({trained}), {accuracy:.2%} test accuracy")
     print_table(rows, fits, key)
