@@ -73,9 +73,16 @@ class Spec:
 
 def specs(args: argparse.Namespace, checkpoint: str) -> list[Spec]:
     """Every configuration of the three axes the arguments ask for."""
-    out = [Spec("images", n, f"{n}", "fast_cnn", {}, 28, n, checkpoint) for n in args.images]
+    out = []
+    if "images" in args.axes:
+        out += [Spec("images", n, f"{n}", "fast_cnn", {}, 28, n, checkpoint) for n in args.images]
     fc = {"fc": 128}
-    out += [Spec("pixels", px * px, f"{px}px", "fast_cnn", fc, px, args.pixel_images) for px in args.pixels]
+    if "pixels" in args.axes:
+        out += [
+            Spec("pixels", px * px, f"{px}px", "fast_cnn", fc, px, args.pixel_images) for px in args.pixels
+        ]
+    if "models" not in args.axes:
+        return out
     px = args.model_px
     vit = {"img_size": px}
     for i, (name, margs) in enumerate(
@@ -489,6 +496,9 @@ def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer sizes, one repeat")
     ap.add_argument("--out", type=Path, default=Path("bench_out/cost_curve"))
+    ap.add_argument(
+        "--axes", nargs="*", default=["images", "pixels", "models"], help="images, pixels, models"
+    )
     ap.add_argument("--images", type=int, nargs="*", help="test-set sizes of the images axis")
     ap.add_argument("--pixels", type=int, nargs="*", help="image sides (px) of the pixels axis")
     ap.add_argument("--pixel-images", type=int, help="test images of the pixels axis")
@@ -539,12 +549,12 @@ def main() -> int:
             checkpoint, accuracy = args.checkpoint, math.nan
             todo = specs(args, str(checkpoint))
             runs = collect(todo, args.repeats, args.collect)
-        elif args.checkpoint:
-            checkpoint, accuracy = args.checkpoint, math.nan
         else:
-            checkpoint, accuracy = train_checkpoint(work, args.epochs)
-            sys.stderr.write(f"fast_cnn trained in {time.perf_counter() - t0:.0f} s: {accuracy:.2%}\n")
-        if not args.collect:
+            if args.checkpoint or "images" not in args.axes:
+                checkpoint, accuracy = args.checkpoint, math.nan
+            else:
+                checkpoint, accuracy = train_checkpoint(work, args.epochs)
+                sys.stderr.write(f"fast_cnn trained in {time.perf_counter() - t0:.0f} s: {accuracy:.2%}\n")
             todo = specs(args, str(checkpoint))
             runs = run_all(todo, args.repeats, args.timeout, work, args.jobs)
     todo = [s for s in todo if runs[f"{s.axis}/{s.label}"]]
