@@ -225,15 +225,17 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     return slope, min(local), max(local)
 
 
-def collect(todo: list[Spec], repeats: int, work: Path) -> dict[str, list[dict[str, Any]]]:
-    """The configurations' records read back from the folder of a stopped benchmark (its
-    temporary folder, named in its log): what each finished; a run without ``metrics.json``
-    counts as timed out."""
+def collect(todo: list[Spec], repeats: int, folders: list[Path]) -> dict[str, list[dict[str, Any]]]:
+    """The configurations' records read back from the folders of stopped benchmarks (their
+    temporary folders, named in their logs; the first folder holding a configuration gives
+    it): what each finished; a run without ``metrics.json`` counts as timed out."""
     out: dict[str, list[dict[str, Any]]] = {f"{s.axis}/{s.label}": [] for s in todo}
     for rep in range(repeats):
         for spec in todo:
-            run_dir = work / f"{spec.axis}-{spec.label.replace(':', '_')}-{rep}"
-            if run_dir.is_dir():
+            name = f"{spec.axis}-{spec.label.replace(':', '_')}-{rep}"
+            found = [folder / name for folder in folders if (folder / name).is_dir()]
+            if found:
+                run_dir = found[0]
                 record = read_run(run_dir)
                 record["timed_out"] = not record["metrics"]
                 out[f"{spec.axis}/{spec.label}"].append(record)
@@ -513,7 +515,10 @@ def parse() -> argparse.Namespace:
     )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     ap.add_argument(
-        "--collect", type=Path, help="read back the folder of a stopped benchmark run with the same arguments"
+        "--collect",
+        type=Path,
+        nargs="+",
+        help="read back the folders of stopped benchmark runs (give the same sizes as they had)",
     )
     ap.add_argument("--threads", type=int, help="torch threads per configuration (default: torch's)")
     ap.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
