@@ -349,9 +349,9 @@ def plot(rows: list[dict[str, Any]], out: Path, key: str) -> None:
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel(f"{'CPU' if key == 'cpu_s' else 'wall'} seconds")
-    handles, names = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, names, fontsize=7, loc="outside right center")
+    legend = {name: h for ax in axes for h, name in zip(*ax.get_legend_handles_labels(), strict=True)}
+    if legend:
+        fig.legend(list(legend.values()), list(legend), fontsize=7, loc="outside right center")
     fig.savefig(out / "cost_curve.png", dpi=72)
     plt.close(fig)
 
