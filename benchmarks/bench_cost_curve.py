@@ -21,7 +21,7 @@ configuration that runs past ``--timeout`` is stopped; the probes it finished ke
 times, the others are missing. Writes ``times.csv``, ``fits.csv``, ``sample_sizes.csv`` and
 ``cost_curve.png`` under ``--out``.
 
-    .venv/bin/python benchmarks/bench_cost_curve.py --quick    # a few minutes on 2 cores
+    .venv/bin/python benchmarks/bench_cost_curve.py --quick    # fewer sizes, one repeat
     .venv/bin/python benchmarks/bench_cost_curve.py            # every size, 3 repeats
 """
 
