@@ -420,3 +420,17 @@ def test_a_hand_built_shortcut_is_flagged_at_its_place_and_a_model_without_one_i
     clean = ShortcutProbe(sources=["train"], **FAST).run(_planted_context(corner=0.0))
     assert clean.metrics["n_shortcuts"] == 0, clean.data["regions"]
     assert not any(r.get("shortcut") for r in clean.data["regions"])
+
+
+def test_a_pattern_box_is_narrowed_only_to_a_core_that_sets_the_class_further_apart() -> None:
+    from stresslab.probes.shortcut.pattern import RegionKind
+    from stresslab.probes.shortcut.probe import _apart
+
+    def kind(share: float, others: float) -> RegionKind:
+        return RegionKind(PATTERN, share, 0.1, others, math.nan, 1.0)
+
+    border_patch, square = kind(0.79, 0.37), kind(0.80, 0.0)  # bench_diagnosis's Bag, measured
+    assert _apart(border_patch) == pytest.approx(0.79 / 0.37) and _apart(square) == math.inf
+    assert _apart(square) > _apart(border_patch)  # narrowed to the square
+    assert not _apart(square) > _apart(kind(0.79, 0.0))  # a box no other class matches stays
+    assert _apart(kind(0.6, math.nan)) == math.inf  # others not seen: no contrast to gain

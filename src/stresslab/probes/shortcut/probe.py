@@ -295,8 +295,9 @@ class ShortcutProbe(Probe):
         """Each region's kind (:func:`describe_region`, on the class's training images); a
         region is narrowed to the constant pattern it holds (:func:`pattern_core`) when it is
         not one as a whole, or when it is one but its core sets the class further apart from
-        the other classes (a patch of plain border beside a planted square, repeated by the
-        class more often than by others, is a weaker pattern than the square). The regions
+        the other classes (more times over: a patch of plain border beside a planted square,
+        repeated by the class twice as often as by others, is a weaker pattern than the
+        square that no other class carries). The regions
         to test: every class's strongest, and the others that hold a constant pattern (only
         a pattern can be a shortcut; testing the rest would cost Bonferroni power)."""
         kept = []
@@ -432,7 +433,11 @@ class ShortcutProbe(Probe):
 
 
 def _apart(kind: RegionKind) -> float:
-    """How much more often a region's class repeats its pattern than the other classes do
-    (share minus others' share, in [-1, 1]; the share alone when others were not seen)."""
+    """How many times as often a region's class repeats its pattern as the other classes
+    do (share over others' share; inf when no other image repeats it or others were not
+    seen). A ratio, not a difference: a box the other classes never match is not narrowed
+    further, so a tested pattern keeps the context the attribution gave it."""
     others = kind.others_pattern_share
-    return kind.pattern_share - (others if math.isfinite(others) else 0.0)
+    if not math.isfinite(others) or others <= 0.0:
+        return math.inf
+    return kind.pattern_share / others
