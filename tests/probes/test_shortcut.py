@@ -299,6 +299,33 @@ def test_pattern_core_narrows_a_blurred_box_to_the_repeated_pixels() -> None:
     assert pattern_core(x, Box(6, 10, 3, 3), background=0.0) is None  # the object does not repeat
 
 
+def test_pattern_core_keeps_a_class_square_and_drops_a_border_every_class_shares() -> None:
+    from stresslab.probes.shortcut.pattern import pattern_core
+
+    g = torch.Generator().manual_seed(0)
+
+    def images(n: int) -> torch.Tensor:  # a varied object inside a black border of 2 pixels
+        x = torch.zeros(n, 1, 16, 16)
+        x[:, :, 2:14, 2:14] = 0.2 + 0.8 * torch.rand(n, 1, 12, 12, generator=g)
+        return x
+
+    own, others = images(50), images(200)
+    own[:40, :, 0:3, 0:3] = 1.0  # a white square on 80% of the class, in the border
+    near = Box(0, 1, 3, 8)  # the square's right part and black border beside it
+    # Without the contrast, the border that every class shares joins the square's core.
+    assert pattern_core(own, near, background=None) == Box(0, 0, 5, 13)
+    assert pattern_core(own, near, background=None, other_x=others) == Box(0, 0, 3, 3)
+    assert pattern_core(own, Box(0, 6, 2, 6), background=None, other_x=others) is None
+    # Colour, size and place are free: a gray 2x5 bar at the bottom edge.
+    own[:40, :, 14:16, 9:14] = 0.5
+    assert pattern_core(own, Box(13, 8, 3, 6), background=None, other_x=others) == Box(14, 9, 2, 5)
+    # With a declared background the contrast changes nothing for a class-specific pattern.
+    assert pattern_core(own, near, background=0.0, other_x=others) == Box(0, 0, 3, 3)
+    rest = describe_region(own, others, Box(0, 6, 2, 6), background=None, generator=g)
+    assert rest.kind != PATTERN and rest.others_pattern_share == 1.0  # the border: no shortcut
+    assert describe_region(own, others, Box(0, 0, 3, 3), background=None, generator=g).kind == PATTERN
+
+
 class _Detectors(nn.Module):
     """Hand-set 5x5 filters, each summing to 0 (a uniform patch, such as occlusion's fill,
     answers nothing): a horizontal, a vertical and a diagonal line, and a bright 3x3 square
@@ -393,3 +420,17 @@ def test_a_hand_built_shortcut_is_flagged_at_its_place_and_a_model_without_one_i
     clean = ShortcutProbe(sources=["train"], **FAST).run(_planted_context(corner=0.0))
     assert clean.metrics["n_shortcuts"] == 0, clean.data["regions"]
     assert not any(r.get("shortcut") for r in clean.data["regions"])
+
+
+def test_a_pattern_box_is_narrowed_only_to_a_core_that_sets_the_class_further_apart() -> None:
+    from stresslab.probes.shortcut.pattern import RegionKind
+    from stresslab.probes.shortcut.probe import _apart
+
+    def kind(share: float, others: float) -> RegionKind:
+        return RegionKind(PATTERN, share, 0.1, others, math.nan, 1.0)
+
+    border_patch, square = kind(0.79, 0.37), kind(0.80, 0.0)  # bench_diagnosis's Bag, measured
+    assert _apart(border_patch) == pytest.approx(0.79 / 0.37) and _apart(square) == math.inf
+    assert _apart(square) > _apart(border_patch)  # narrowed to the square
+    assert not _apart(square) > _apart(kind(0.79, 0.0))  # a box no other class matches stays
+    assert _apart(kind(0.6, math.nan)) == math.inf  # others not seen: no contrast to gain

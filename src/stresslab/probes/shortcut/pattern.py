@@ -87,7 +87,11 @@ def describe_region(
     ``match_tolerance``; a plain-background patch never counts as a repeat), and at least
     ``pattern_ratio`` times as often as boxes of the same size elsewhere on the object do
     (boxes not overlapping this one, centered on pixels that are object in most of the
-    class's images; without such places the share alone decides). Unlike the object, it is
+    class's images; without such places the share alone decides), and at least
+    ``pattern_ratio`` times as often as the other classes' images repeat the same median
+    patch (a patch every class shares, such as a plain border where no background is
+    declared, is no shortcut; without ``other_x`` images this contrast is skipped). Unlike
+    the object, it is
     the same in most images, also when only most of them carry it (where a per-pixel
     variance would be high). Otherwise a box that is mostly plain background
     (``background`` value, ``background_tolerance``) is *background*, else *object*.
@@ -112,8 +116,10 @@ def describe_region(
     std = class_x.std(dim=0).mean(dim=0) if n > 1 else torch.zeros(h, w)
     obj_std = float(std[on_object].mean()) if bool(on_object.any()) else math.nan
     std_ratio = float(std[box.rows, box.cols].mean()) / obj_std if obj_std > 0 else math.nan
-    constant = share >= min_pattern_share and (
-        not math.isfinite(object_share) or share >= pattern_ratio * object_share
+    constant = (
+        share >= min_pattern_share
+        and (not math.isfinite(object_share) or share >= pattern_ratio * object_share)
+        and (not math.isfinite(others) or share >= pattern_ratio * others)
     )
     if not plain and constant:
         kind = PATTERN
@@ -159,14 +165,22 @@ def pattern_core(
     box: Box,
     *,
     background: float | None,
+    other_x: Tensor | None = None,
     match_tolerance: float = 0.1,
     min_pattern_share: float = 0.5,
+    pattern_ratio: float = 2.0,
 ) -> Box | None:
     """The part of ``box``, grown by half its height and width on every side, that the
     class's images ``class_x`` (N, C, H, W) in [0, 1] repeat: the bounding box of the
     largest 8-connected group of pixels where at least ``min_pattern_share`` of the images
-    are within ``match_tolerance`` of the class's median (all channels) and the median is
-    not plain ``background``; ``None`` when no pixel qualifies.
+    are within ``match_tolerance`` of the class's median (all channels), the median is
+    not plain ``background``, and, given other classes' images ``other_x`` (M, C, H, W),
+    that share is at least ``pattern_ratio`` times the share of ``other_x`` within the
+    same tolerance of the class's median there; ``None`` when no pixel qualifies.
+
+    The contrast against other classes keeps what every class shares (a black border
+    where no plain background is declared, a frame, a constant corner) out of the core:
+    only what sets the class apart can be a shortcut to it.
 
     An attribution box is as wide as the method's blur (an occlusion window, a Grad-CAM
     cell): around a small planted pattern it takes in pixels of the object that vary from
@@ -176,8 +190,12 @@ def pattern_core(
     top, left = max(0, box.top - dh), max(0, box.left - dw)
     area = class_x[:, :, top : box.top + box.height + dh, left : box.left + box.width + dw]
     median = area.median(dim=0).values
-    repeat = ((area - median).abs() <= match_tolerance).all(dim=1).float().mean(dim=0)
+    repeat = _pixel_match_share(area, median, match_tolerance)
     core = repeat >= min_pattern_share
+    if other_x is not None and len(other_x) > 0:
+        r, c = slice(top, top + area.shape[2]), slice(left, left + area.shape[3])
+        others = _pixel_match_share(other_x[:, :, r, c], median, match_tolerance)
+        core &= repeat >= pattern_ratio * others
     if background is not None:
         core &= (median - background).abs().amax(dim=0) > match_tolerance
     if not bool(core.any()):
@@ -191,3 +209,9 @@ def pattern_core(
         int(rows.max() - rows.min() + 1),
         int(cols.max() - cols.min() + 1),
     )
+
+
+def _pixel_match_share(x: Tensor, reference: Tensor, tolerance: float) -> Tensor:
+    """(h, w) share of the images ``x`` (N, C, h, w) whose pixel is within ``tolerance`` of
+    ``reference`` (C, h, w) in every channel."""
+    return ((x - reference).abs() <= tolerance).all(dim=1).float().mean(dim=0)

@@ -293,26 +293,31 @@ class ShortcutProbe(Probe):
 
     def _describe(self, ctx: ProbeContext, regions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each region's kind (:func:`describe_region`, on the class's training images); a
-        region that is not a constant pattern as a whole but holds one (:func:`pattern_core`)
-        is narrowed to it. The regions to test: every class's strongest, and the others that
-        hold a constant pattern (only a pattern can be a shortcut; testing the rest would
-        cost Bonferroni power)."""
+        region is narrowed to the constant pattern it holds (:func:`pattern_core`) when it is
+        not one as a whole, or when it is one but its core sets the class further apart from
+        the other classes (more times over: a patch of plain border beside a planted square,
+        repeated by the class twice as often as by others, is a weaker pattern than the
+        square that no other class carries). The regions
+        to test: every class's strongest, and the others that hold a constant pattern (only
+        a pattern can be a shortcut; testing the rest would cost Bonferroni power)."""
         kept = []
         for rec in regions:
             g = ctx.generator(101 + rec["class"])
             own = imgs.class_training_images(ctx, rec["class"], self.max_kind_images, g)
             others = imgs.other_training_images(ctx, rec["class"], self.max_kind_images, g)
             kind = self._kind(own, others, rec["_box"], ctx, g)
-            if kind.kind != PATTERN:
-                core = pattern_core(
-                    own,
-                    rec["_box"],
-                    background=ctx.info.background,
-                    match_tolerance=self.kind_settings["match_tolerance"],
-                    min_pattern_share=self.kind_settings["min_pattern_share"],
-                )
-                narrowed = self._kind(own, others, core, ctx, g) if core is not None else None
-                if core is not None and narrowed is not None and narrowed.kind == PATTERN:
+            core = pattern_core(
+                own,
+                rec["_box"],
+                background=ctx.info.background,
+                other_x=others,
+                match_tolerance=self.kind_settings["match_tolerance"],
+                min_pattern_share=self.kind_settings["min_pattern_share"],
+                pattern_ratio=self.kind_settings["pattern_ratio"],
+            )
+            if core is not None and core != rec["_box"]:
+                narrowed = self._kind(own, others, core, ctx, g)
+                if narrowed.kind == PATTERN and (kind.kind != PATTERN or _apart(narrowed) > _apart(kind)):
                     kind = narrowed
                     h, w = ctx.info.height, ctx.info.width
                     rec.update(
@@ -425,3 +430,14 @@ class ShortcutProbe(Probe):
             rec["_examples"] = (before, torch.where(mask[None, None], means[cls][None], before))
             out.append(rec)
         return out
+
+
+def _apart(kind: RegionKind) -> float:
+    """How many times as often a region's class repeats its pattern as the other classes
+    do (share over others' share; inf when no other image repeats it or others were not
+    seen). A ratio, not a difference: a box the other classes never match is not narrowed
+    further, so a tested pattern keeps the context the attribution gave it."""
+    others = kind.others_pattern_share
+    if not math.isfinite(others) or others <= 0.0:
+        return math.inf
+    return kind.pattern_share / others
