@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from stresslab.diagnosis.image_stats import PROPERTIES, image_properties
+from stresslab.diagnosis.image_stats import PROPERTIES, image_properties, unit_pixels
 from stresslab.diagnosis.novelty import (
     combined,
     measured_positions,
@@ -263,11 +263,11 @@ def shortcut(rec: Mapping[str, Any], t: TestSet, ev: Evidence) -> None:
     for s in data.get("shortcuts", []):
         cls, b = int(s["class"]), s["box"]
         rows, cols = slice(b["top"], b["top"] + b["height"]), slice(b["left"], b["left"] + b["width"])
-        donors = t.train_images[t.train_labels == cls][:, :, rows, cols].astype(np.float32) / 255.0
+        donors = unit_pixels(t.train_images[t.train_labels == cls][:, :, rows, cols])
         if not len(donors):
             continue
         reference = np.median(donors, axis=0)
-        patches = t.images[:, :, rows, cols].astype(np.float32) / 255.0
+        patches = unit_pixels(t.images[:, :, rows, cols])
         match = np.abs(patches - reference).reshape(n, -1).mean(axis=1) <= tol
         present[match & (preds == cls)] = True
 

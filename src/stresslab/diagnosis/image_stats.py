@@ -14,10 +14,19 @@ PROPERTIES = ("brightness", "contrast", "sharpness", "object_area")
 CHUNK = 1024
 
 
+def unit_pixels(x: np.ndarray) -> np.ndarray:
+    """Images as float32 in [0, 1]: uint8 (0..255) divided by 255, floats (already in [0, 1],
+    as a run given float images keeps them) passed through."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    return x.astype(np.float32, copy=False)
+
+
 def image_properties(
     x: np.ndarray, background: float | None = None, tolerance: float = 0.05
 ) -> dict[str, np.ndarray]:
-    """Per-image properties of uint8 images ``x`` (N, C, H, W), each an (N,) float64 array.
+    """Per-image properties of images ``x`` (N, C, H, W), uint8 (0..255) or floats in
+    [0, 1], each an (N,) float64 array.
 
     ``brightness``: mean pixel value in [0, 1]; ``contrast``: standard deviation of the
     pixel values in [0, 1] (RMS contrast); ``sharpness``: mean absolute 4-neighbour
@@ -36,7 +45,7 @@ def image_properties(
 
 def _properties(x: np.ndarray, background: float | None, tolerance: float) -> dict[str, np.ndarray]:
     """:func:`image_properties` of one chunk of images."""
-    f = x.astype(np.float32) / 255.0
+    f = unit_pixels(x)
     n = len(f)
     flat = f.reshape(n, -1)
     gray = f.mean(axis=1)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stresslab.diagnosis.image_stats import unit_pixels
+
 #: Pixel-space kNN: training images sampled, neighbour rank, and the side images are pooled to.
 PIXEL_TRAIN_SAMPLE = 3000
 PIXEL_K = 10
@@ -40,7 +42,7 @@ def percentile_among(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def _pooled(x: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(x).float().div_(255.0)
+    t = torch.from_numpy(unit_pixels(x))
     side = min(PIXEL_SIDE, t.shape[2], t.shape[3])
     return F.adaptive_avg_pool2d(t, side).flatten(1)
 
