@@ -48,6 +48,16 @@ def test_sanity_and_means_of_undefined_values() -> None:
     assert s.spearman is None and not s.passed and s.n_undefined == 2
 
 
+def test_sanity_counts_the_maps_constant_on_the_trained_model_apart() -> None:
+    """Of three undefined correlations, one map is constant on the trained model itself; the
+    other two are constant only on the randomized copy."""
+    maps = torch.rand(4, 5, 5)
+    maps[1] = 0.0
+    rho = torch.tensor([math.nan, math.nan, math.nan, 0.1], dtype=torch.float64)
+    s = sanity_check(rho, threshold=0.5, maps=maps)
+    assert s.n_undefined == 3 and s.n_constant_trained == 1
+
+
 def test_background_difference_p() -> None:
     a, b = torch.tensor([0.1, 0.5, 0.7, math.nan]), torch.tensor([0.2, 0.3])
     p = difference_p(a, b)

@@ -49,12 +49,15 @@ class Faithfulness:
 @dataclass(frozen=True)
 class Sanity:
     """Randomization test: ``spearman`` is the mean rank correlation over the images whose
-    maps are not constant (``None`` if every one is: ``n_undefined`` counts them);
-    ``passed`` when it is defined and below the threshold."""
+    maps are not constant (``None`` if every one is: ``n_undefined`` counts them, and
+    ``n_constant_trained`` those constant on the trained model itself, the rest being
+    constant on the randomized copy only); ``passed`` when it is defined and below the
+    threshold."""
 
     spearman: float | None
     passed: bool
     n_undefined: int
+    n_constant_trained: int = 0
 
 
 @dataclass(frozen=True)
@@ -149,10 +152,16 @@ def faithfulness_test(curves: Curves, random: Curves, alpha: float) -> Faithfuln
     return Faithfulness(wins, len(gain), p, p < alpha, "", mean, ci)
 
 
-def sanity_check(spearman: Tensor, threshold: float) -> Sanity:
-    """The randomization verdict from per-image correlations (N,) (NaN where undefined)."""
+def sanity_check(spearman: Tensor, threshold: float, maps: Tensor | None = None) -> Sanity:
+    """The randomization verdict from per-image correlations (N,) (NaN where undefined);
+    ``maps`` (N, H, W), the trained model's maps, to count those constant on it."""
     rho = finite_mean(spearman)
-    return Sanity(rho, rho is not None and rho < threshold, int((~torch.isfinite(spearman)).sum()))
+    constant = 0
+    if maps is not None and len(maps):
+        flat = maps.flatten(1)
+        constant = int((flat.amax(dim=1) == flat.amin(dim=1)).sum())
+    undefined = int((~torch.isfinite(spearman)).sum())
+    return Sanity(rho, rho is not None and rho < threshold, undefined, min(constant, undefined))
 
 
 def difference_p(a: Tensor, b: Tensor) -> float | None:
@@ -188,7 +197,7 @@ def run_checks(explained: Explained, settings: ExplainSettings) -> Checks:
             deletion_auc=finite_mean(r.curves.deletion_auc),
             insertion_auc=finite_mean(r.curves.insertion_auc),
             faithfulness=faithfulness_test(r.curves, explained.random, settings.faithfulness_alpha),
-            sanity=sanity_check(r.spearman, settings.randomization_threshold),
+            sanity=sanity_check(r.spearman, settings.randomization_threshold, r.maps),
             background=None if r.background_share is None else split_mean(r.background_share, is_err),
         )
     background = None

@@ -59,8 +59,9 @@ def method_notes(
         )
     if s.n_undefined and s.spearman is not None:
         res.warnings.append(
-            f"{label}: {s.n_undefined} of {n} maps are constant on the trained or the "
-            "randomized model; their rank correlation is undefined and left out"
+            f"{label}: {s.n_undefined} of {n} maps are constant ({s.n_constant_trained} on the "
+            f"trained model, {s.n_undefined - s.n_constant_trained} on the randomized copy only); "
+            "their rank correlation is undefined and left out"
         )
     elif s.spearman is None:
         res.warnings.append(
