@@ -25,6 +25,7 @@ BENCHMARKS = [
     "bench_data_audit.py",
     "bench_api.py",
     "bench_planted_faults.py",
+    "bench_shards.py",
 ]
 
 
