@@ -16,10 +16,14 @@ whatever the split: results do not depend on the number of shards.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -268,26 +272,17 @@ class RayShards(ShardExecutor):
 def python_path() -> str:
     """This process's import path for stresslab first, absolute, so Ray workers (whose working
     directory differs) import the same code."""
-    import os
-    from pathlib import Path
-
-    import stresslab
-
-    here = str(Path(stresslab.__file__).resolve().parent.parent)
+    here = str(Path(__file__).resolve().parent.parent)  # the folder holding stresslab/
     rest = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return os.pathsep.join(dict.fromkeys([here, *rest]))
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:
-    import copy
-
     return copy.deepcopy(model).cpu()
 
 
 def keyed_generator(*keys: int | str) -> torch.Generator:
     """A CPU generator seeded from ``keys`` alone (e.g. run seed, purpose, the official test
     index of a batch's first image), so a draw does not depend on which shard makes it."""
-    import hashlib
-
     digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF)
