@@ -40,19 +40,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-PROBES = (
-    "evaluation",
-    "failures",
-    "data_audit",
-    "explain",
-    "calibration",
-    "adversarial",
-    "corruption",
-    "representation",
-    "ood",
-    "label_issues",
-    "shortcut",
-)
+from stresslab.runs.config import DEFAULT_PROBES as PROBES
+
 THREADS: list[str] = []  # ["--threads", N] passed on to each configuration's process
 TRAIN_IMAGES = 6000  # the training set every probe reads (and the images axis's model learns)
 
