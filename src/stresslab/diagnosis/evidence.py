@@ -9,6 +9,10 @@ fill; :func:`collect` runs those whose probe ran and notes which evidence is mis
 Corruption and adversarial records give, per image of their samples, the smallest severity
 or epsilon at which the prediction changed from the clean one (for a failure: from one wrong
 class to another class); an image outside their samples, or one no step changed, stays empty.
+
+The file is longer than most on purpose: the column table, the two records every adapter
+shares and the adapters are read together (each adapter fills the columns declared above it),
+and each adapter is short.
 """
 
 from __future__ import annotations
