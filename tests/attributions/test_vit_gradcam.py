@@ -130,6 +130,7 @@ def test_attention_rollout_is_offered_on_a_vit_only_and_skipped_elsewhere_with_t
     assert list(with_offered(methods, cnn.model)) == list(methods)
     res = ExplainProbe(methods=["gradcam", "attention_rollout"], **QUICK).run(cnn)
     assert res.data["settings"]["methods"] == ["gradcam"]
+    assert "occlusion" not in res.captions["cases_01"]  # only the columns shown are described
     skipped = "attention rollout (attention_rollout) was skipped: the model has no attention layers"
     assert any(skipped in w for w in res.warnings)
     only = ExplainProbe(methods=["attention_rollout"], **QUICK).run(cnn)

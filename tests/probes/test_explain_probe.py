@@ -197,6 +197,12 @@ def test_probe_end_to_end_with_failures_results() -> None:
 
     assert list(res.figures) == ["cases_01", "cases_02", "deletion_insertion", "concentration_vs_uncertainty"]
     assert all(stem in res.captions for stem in res.figures)
+    assert "Grad-CAM for the predicted and the true class" in res.captions["cases_01"]
+    assert "occlusion drop in blue-white-red" in res.captions["cases_01"]
+    # The concentration measures run on the quality sample, and the captions say so.
+    concentration = next(t for t in res.tables if t.title.startswith("Map concentration"))
+    assert "the 60 test images of the seeded random sample" in concentration.caption
+    assert "Each sampled test image's map entropy" in res.captions["concentration_vs_uncertainty"]
     titles = [t.title for t in res.tables]
     assert titles[0] == "Quality of each explanation method"
     assert any("per true class" in t for t in titles)
@@ -266,6 +272,9 @@ def test_oversized_occlusion_window_is_shrunk_with_a_warning() -> None:
         quality_images=0,  # the checks on the one case: no correct case to compare with
     ).run(_ctx(_split()))
     assert any("occlusion window 20" in w and "used 3x3" in w for w in res.warnings)
+    concentration = next(t for t in res.tables if t.title.startswith("Map concentration"))
+    assert "the explained cases, which are chosen" in concentration.caption
+    assert "Grad-CAM" not in res.captions["cases_01"]  # occlusion alone: no true-class column
     assert math.isfinite(res.metrics["occlusion.deletion_auc"])
     # The record holds the window actually used (12 // 4 = 3), not the configured one.
     used = res.data["settings"]["method_settings"]["occlusion"]

@@ -24,9 +24,16 @@ def _p(rank: Rank) -> str | None:
 
 
 def present_concentration(
-    res: ProbeResult, explained: Explained, found: dict[str, MethodConcentration], alpha: float
+    res: ProbeResult,
+    explained: Explained,
+    found: dict[str, MethodConcentration],
+    alpha: float,
+    sampled: bool = False,
 ) -> None:
-    """Metrics, table, summary line and warnings of the concentration measures into ``res``."""
+    """Metrics, table, summary line and warnings of the concentration measures into ``res``.
+
+    ``sampled``: ``explained`` is the probe's seeded random sample of test images (the quality
+    sample), not its chosen cases; the caption says which."""
     rows: list[list[Any]] = []
     parts: list[str] = []
     diffuse: list[str] = []
@@ -61,6 +68,12 @@ def present_concentration(
             parts.append(f"{label} rho = {e.rho:+.2f} (p = {e.p_value:.3g}, n = {e.n})")
             if e.p_value < alpha:
                 (diffuse if e.rho > 0 else focused).append(label)
+    over = (
+        f"the {len(explained.cases)} test images of the seeded random sample"
+        if sampled
+        else "the explained cases, which are chosen (errors, uncertain and correct predictions), not a "
+        "random sample"
+    )
     res.tables.append(
         Table(
             title="Map concentration against prediction uncertainty",
@@ -78,9 +91,8 @@ def present_concentration(
             caption=(
                 "Each map as a distribution over pixels of |attribution|: its entropy normalized by log "
                 f"(pixels) (1 uniform, 0 one pixel) and the share of its mass in the top {TOP_FRACTION:.0%} "
-                "of pixels. Rank corr.: Spearman's rho with the prediction's entropy over the explained "
-                "cases, two-sided p-value. Diffuse maps when uncertain: entropy rho > 0, share rho < 0. "
-                "The cases are chosen (errors, uncertain and correct predictions), not a random sample. "
+                f"of pixels. Rank corr.: Spearman's rho with the prediction's entropy over {over}, "
+                "two-sided p-value. Diffuse maps when uncertain: entropy rho > 0, share rho < 0. "
                 "A dash: undefined (see the warnings)."
             ),
         )

@@ -100,6 +100,18 @@ def explain_figures(res: ProbeResult, explained: Explained, checks: Checks, case
     deletion/insertion curves, with captions, into ``res``."""
     columns = map_columns(explained, checks)
     n = len(explained.cases)
+    # The caption describes the columns these methods give, no others.
+    notes = []
+    both = [r.method.label for r in explained.methods.values() if r.true_maps is not None]
+    if both:
+        notes.append(f"{', '.join(both)} for the predicted and the true class ('why X and not Y')")
+    for r in explained.methods.values():
+        if r.true_confidence is not None:
+            notes.append(
+                f"{r.method.label} drop in blue-white-red (red: covering it lowers the predicted class), "
+                "and the true class's probability with the patch at each place"
+            )
+    column_notes = "; " + "; ".join(notes) if notes else ""
     for part, start in enumerate(range(0, n, cases_per_figure), start=1):
         rows = list(range(start, min(start + cases_per_figure, n)))
         stem = f"cases_{part:02d}"
@@ -108,11 +120,7 @@ def explain_figures(res: ProbeResult, explained: Explained, checks: Checks, case
         )
         res.captions[stem] = (
             f"Cases {rows[0] + 1}-{rows[-1] + 1} of {n}: image (test index, kind, true and predicted "
-            "class, "
-            "confidence, entropy H in nats) and each method's map; Grad-CAM for the predicted and "
-            "the true "
-            "class ('why X and not Y'); occlusion drop in blue-white-red (red: covering it lowers the "
-            "predicted class), and the true class's probability with the patch at each place."
+            "class, confidence, entropy H in nats) and each method's map" + column_notes + "."
         )
     steps = explained.random.deletion.shape[1] - 1
     fractions = [k / steps for k in range(steps + 1)]

@@ -219,11 +219,12 @@ class ExplainProbe(Probe):
         tests_record = present_further_tests(res, quality, tests, s, checks.ranking)
         explained, quality = reordered(explained, checks.ranking), reordered(quality, checks.ranking)
         found = concentration(quality)
-        present_concentration(res, quality, found, s.faithfulness_alpha)
+        present_concentration(res, quality, found, s.faithfulness_alpha, sampled=bool(sample))
         explain_figures(res, explained, checks, s.cases_per_figure)
         res.figures["concentration_vs_uncertainty"] = concentration_figure(quality, found)
+        which = "sampled test image's" if sample else "explained case's"
         res.captions["concentration_vs_uncertainty"] = (
-            "Is a map more diffuse when the prediction is uncertain? Each explained case's map entropy "
+            f"Is a map more diffuse when the prediction is uncertain? Each {which} map entropy "
             "(top) and top-10% mass share (bottom) against the prediction's entropy, per method; "
             "Spearman's rho and p in the titles."
         )
