@@ -498,7 +498,12 @@ def novelty(t: TestSet, ev: Evidence, seed: int) -> None:
     else:
         ev.missing["pixel_distance_percentile"] = "the test or training images were not available"
         ev.missing["shape_distance_percentile"] = "the test or training images were not available"
-    names = ("ood_percentile", "feature_distance_percentile", "pixel_distance_percentile")
+    names = (
+        "ood_percentile",
+        "feature_distance_percentile",
+        "pixel_distance_percentile",
+        "shape_distance_percentile",
+    )
     witnesses = {k: v for k in names if (v := _floats(ev, k, n)) is not None}
     if not witnesses:
         ev.missing["novelty_percentile"] = "no out-of-distribution witness was measured"

@@ -7,9 +7,11 @@ keeps its true class as a close second.
 
 ``novelty``: how far an image is from the training data, from independent witnesses joined
 on one scale: the logit-space OOD score (energy), the feature-space kNN distance (both from
-the ``ood`` probe) and the pixel-space kNN distance to a seeded sample of training images
+the ``ood`` probe), the pixel-space kNN distance to a seeded sample of training images
 (computed here, model-free: it sees inverted, noise or foreign images a confident model may
-embed among the classes). Each is turned into its percentile among the correctly classified
+embed among the classes) and the same distance on the images' coarse shape (7x7,
+standardized per image: darkening, flattening or blockiness barely move it, a foreign
+layout does). Each is turned into its percentile among the correctly classified
 test images; the novelty is their mean, and its own percentile among the correct images is
 what the rule cuts (so one extreme witness alone does not decide).
 """
