@@ -1,15 +1,18 @@
 """Planted faults: does the diagnosis give each failure the cause that was planted?
 
 A copy of Fashion-MNIST (the Debian IDX files) is written as an ``.npz`` the ``npz`` loader
-reads, with four kinds of faults planted in disjoint test images (their positions kept):
+reads, with four kinds of faults planted in disjoint test images (their positions kept), in
+several variants each with ``--planting wide`` (the default; ``classic``: the first variant
+of each, at the earlier fixed strengths):
 
-- ``label_error``: ``--n-each`` test images get a uniformly random other label;
-- ``image_quality``: ``--n-each`` test images damaged: a third darkened to 15% of their
-  brightness, a third blurred (Gaussian, sigma 2.5 pixels), a third flattened to 15% contrast
-  around mid-gray;
-- ``out_of_distribution``: ``--n-each`` test images replaced by handwritten digits
-  (scikit-learn's ``load_digits``, 8x8 upscaled to 28x28), which belong to none of the
-  classes, with random labels;
+- ``label_error``: ``--n-each`` test images, half given a uniformly random other label,
+  half one fixed other label per class (a systematic swap);
+- ``image_quality``: ``--n-each`` test images damaged, :data:`DAMAGE` in equal shares,
+  strengths drawn per image (see :func:`_damage`);
+- ``out_of_distribution``: ``--n-each`` test images replaced by images that belong to none
+  of the classes, :data:`FOREIGN` in equal shares (handwritten digits, scikit-learn's
+  ``load_digits`` 8x8 upscaled to 28x28; crops of its sample photographs; synthetic
+  textures), with random labels;
 - ``shortcut``: a 4x4 white square (rows 0-3, columns 0-3) on ``--pattern-share`` (80%) of
   the training images of ``--pattern-class`` (Bag); ``--n-each`` test images of other
   classes get the same square.
