@@ -33,6 +33,7 @@ import argparse
 import csv
 import json
 import logging
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -322,8 +323,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="bench_diagnosis_"))
     planted, variant = plant(args, tmp / "planted.npz")
-    if args.rescore is not None:
-        _report(rediagnose(args.rescore, tmp / "planted.npz"), planted, variant)
+    if args.rescore is not None:  # the copy planted again is only compared with the run's
+        try:
+            _report(rediagnose(args.rescore, tmp / "planted.npz"), planted, variant)
+        finally:
+            shutil.rmtree(tmp)
         return
     probes = ["evaluation", "failures", "label_issues", "representation", "shortcut"]
     probes += [p for p in ("ood", "data_audit") if p in PROBES.names()]
