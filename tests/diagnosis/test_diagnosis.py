@@ -37,8 +37,33 @@ def row(**kw: object) -> dict[str, object]:
     ("evidence", "cause"),
     [
         ({"shortcut_present": True, "label_issue": True, "quality_flags": "low brightness"}, "shortcut"),
-        ({"quality_flags": "low contrast", "ood_percentile": 100.0, "label_issue": True}, "image_quality"),
+        ({"quality_flags": "low contrast", "ood_percentile": 50.0, "label_issue": True}, "image_quality"),
         ({"quality_flags": "", "ood_percentile": 99.5, "label_issue": True}, "out_of_distribution"),
+        # Novel with a layout no training image has: out of distribution, flagged or not.
+        (
+            {
+                "quality_flags": "low sharpness",
+                "novelty_percentile": 100.0,
+                "shape_distance_percentile": 99.5,
+            },
+            "out_of_distribution",
+        ),
+        # Novel, flagged and familiar in shape: a damaged image of a class.
+        (
+            {"quality_flags": "low contrast", "novelty_percentile": 100.0, "shape_distance_percentile": 60.0},
+            "image_quality",
+        ),
+        (  # at the shape cut: still familiar
+            {"quality_flags": "low contrast", "novelty_percentile": 99.5, "shape_distance_percentile": 99.0},
+            "image_quality",
+        ),
+        # Novel and unflagged: out of distribution whatever its shape.
+        (
+            {"quality_flags": "", "novelty_percentile": 99.5, "shape_distance_percentile": 20.0},
+            "out_of_distribution",
+        ),
+        # Novel in shape alone is no evidence: the novelty decides whether the image is far.
+        ({"novelty_percentile": 90.0, "shape_distance_percentile": 100.0}, "model_error"),
         ({"ood_percentile": 99.0, "label_issue": True}, "label_error"),  # at the cut: not OOD
         ({"label_issue": True, "knn_share_true": 0.0, "knn_share_pred": 0.9}, "label_error"),
         ({"label_issue": True, "knn_share_true": 0.5, "knn_share_pred": 0.5}, "ambiguous"),  # a look-alike
@@ -69,8 +94,8 @@ def test_label_error_needs_the_given_label_below_the_cut() -> None:
 def test_vocabulary_is_in_precedence_order() -> None:
     assert CAUSES == (
         "shortcut",
-        "image_quality",
         "out_of_distribution",
+        "image_quality",
         "label_error",
         "ambiguous",
         "model_error",

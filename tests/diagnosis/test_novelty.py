@@ -30,6 +30,26 @@ def test_pixel_distance_is_the_kth_nearest_training_image() -> None:
     assert np.isnan(d[2])  # not measured
 
 
+def test_shape_distance_discounts_damage_but_not_layout() -> None:
+    train = np.zeros((12, 1, 28, 28), dtype=np.uint8)
+    for j in range(12):  # a bright 8x8 square, one place each
+        top, left = 4 * (j // 4), 4 * (j % 4) + 2
+        train[j, :, top : top + 8, left : left + 8] = 200
+    base = train[5:6].astype(np.float64)
+    dark = np.rint(base * 0.2)
+    flat = np.rint(128 + (base - 128) * 0.2)
+    noisy = np.clip(base + np.random.default_rng(0).normal(0, 40, base.shape), 0, 255)
+    bar = np.zeros_like(base)
+    bar[..., 12:16, :] = 200  # a layout no training image has
+    test = np.concatenate([base, dark, flat, np.rint(noisy), bar]).astype(np.uint8)
+    d = pixel_distance(test, train, np.arange(5), seed=0, shape=True)
+    # Darkened and flattened copies keep the layout: the same shape distance as the original
+    # (up to rounding to uint8); noise changes it little.
+    assert d[1:3] == pytest.approx([d[0]] * 2, rel=0.02) and d[3] == pytest.approx(d[0], rel=0.15)
+    # The bar is no square anywhere: farther in shape than any damaged square.
+    assert d[4] > 1.1 * d[:4].max()
+
+
 def test_combined_novelty_and_runner_up_by_hand() -> None:
     a, b = np.array([10.0, 90.0, 50.0, 99.0]), np.array([30.0, 10.0, 50.0, np.nan])
     correct = np.array([True, True, False, False])

@@ -77,7 +77,12 @@ def diagnose(
         row["cause"] = decide(row, th)
         rows.append(row)
     counts = Counter(r["cause"] for r in rows)
-    found = {**ev.thresholds, "ood_percentile": th.ood_percentile, "neighbour_share": th.neighbour_share}
+    found = {
+        **ev.thresholds,
+        "ood_percentile": th.ood_percentile,
+        "shape_percentile": th.shape_percentile,
+        "neighbour_share": th.neighbour_share,
+    }
     if th.given_label_below is not None:
         found["given_label_below"] = th.given_label_below
     found["quality_tail_percent"] = th.quality_tail

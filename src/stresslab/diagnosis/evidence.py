@@ -104,6 +104,12 @@ COLUMNS: tuple[Column, ...] = (
         "percentile of the pixel-space kNN distance to training images among correct test images",
     ),
     Column(
+        "shape_distance_percentile",
+        "float",
+        "images",
+        "percentile of the coarse-shape kNN distance to training images among correct test images",
+    ),
+    Column(
         "novelty_percentile",
         "float",
         "ood",
@@ -487,9 +493,17 @@ def novelty(t: TestSet, ev: Evidence, seed: int) -> None:
         which = measured_positions(t.correct, seed)
         dist = pixel_distance(t.images, t.train_images, which, seed)
         ev.column("pixel_distance_percentile", n)[:] = _objects(percentile_among(dist, dist[t.correct]))
+        form = pixel_distance(t.images, t.train_images, which, seed, shape=True)
+        ev.column("shape_distance_percentile", n)[:] = _objects(percentile_among(form, form[t.correct]))
     else:
         ev.missing["pixel_distance_percentile"] = "the test or training images were not available"
-    names = ("ood_percentile", "feature_distance_percentile", "pixel_distance_percentile")
+        ev.missing["shape_distance_percentile"] = "the test or training images were not available"
+    names = (
+        "ood_percentile",
+        "feature_distance_percentile",
+        "pixel_distance_percentile",
+        "shape_distance_percentile",
+    )
     witnesses = {k: v for k in names if (v := _floats(ev, k, n)) is not None}
     if not witnesses:
         ev.missing["novelty_percentile"] = "no out-of-distribution witness was measured"

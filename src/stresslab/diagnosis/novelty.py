@@ -7,9 +7,11 @@ keeps its true class as a close second.
 
 ``novelty``: how far an image is from the training data, from independent witnesses joined
 on one scale: the logit-space OOD score (energy), the feature-space kNN distance (both from
-the ``ood`` probe) and the pixel-space kNN distance to a seeded sample of training images
+the ``ood`` probe), the pixel-space kNN distance to a seeded sample of training images
 (computed here, model-free: it sees inverted, noise or foreign images a confident model may
-embed among the classes). Each is turned into its percentile among the correctly classified
+embed among the classes) and the same distance on the images' coarse shape (7x7,
+standardized per image: darkening, flattening or blockiness barely move it, a foreign
+layout does). Each is turned into its percentile among the correctly classified
 test images; the novelty is their mean, and its own percentile among the correct images is
 what the rule cuts (so one extreme witness alone does not decide).
 """
@@ -28,6 +30,8 @@ PIXEL_K = 10
 PIXEL_SIDE = 14
 #: Correctly classified test images the pixel distance is measured on (the reference).
 PIXEL_REFERENCE = 2000
+#: Side of the coarse grid the shape distance compares images on.
+SHAPE_SIDE = 7
 
 
 def percentile_among(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -47,23 +51,40 @@ def _pooled(x: np.ndarray) -> torch.Tensor:
     return F.adaptive_avg_pool2d(t, side).flatten(1)
 
 
+def _shape(x: np.ndarray) -> torch.Tensor:
+    """Images reduced to their coarse shape: the channel mean average-pooled to at most
+    7x7, then standardized per image (mean 0, standard deviation 1; a flat image stays flat)."""
+    t = torch.from_numpy(unit_pixels(x)).mean(dim=1, keepdim=True)
+    side = min(SHAPE_SIDE, t.shape[2], t.shape[3])
+    f = F.adaptive_avg_pool2d(t, side).flatten(1)
+    f = f - f.mean(dim=1, keepdim=True)
+    return f / f.std(dim=1, keepdim=True).clamp_min(1e-3)
+
+
 def pixel_distance(
-    images: np.ndarray, train_images: np.ndarray, which: np.ndarray, seed: int = 0
+    images: np.ndarray, train_images: np.ndarray, which: np.ndarray, seed: int = 0, *, shape: bool = False
 ) -> np.ndarray:
-    """Euclidean distance (pixels in [0, 1], images average-pooled to at most 14x14) of the
-    test images at positions ``which`` to their 10th nearest of up to 3,000 training images
-    drawn with ``seed``; (N,) float64, NaN outside ``which``. Cost: len(which) x 3,000 x 196."""
+    """Euclidean distance of the test images at positions ``which`` to their 10th nearest of
+    up to 3,000 training images drawn with ``seed``; (N,) float64, NaN outside ``which``.
+
+    ``shape=False``: pixels in [0, 1], images average-pooled to at most 14x14 (cost:
+    len(which) x 3,000 x 196). ``shape=True``: the images' coarse shape (see :func:`_shape`;
+    units: standard deviations of the image's own 7x7 grid, cost len(which) x 3,000 x 49),
+    which discounts what damage does to an image of a class (darkening, flattening,
+    washing out, noise and blockiness at most a few pixels across) but not what sets an
+    image of no class apart (its layout)."""
     n = len(images)
     out = np.full(n, np.nan)
     if not len(which) or not len(train_images):
         return out
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(train_images), min(PIXEL_TRAIN_SAMPLE, len(train_images)), replace=False)
-    train = _pooled(train_images[np.sort(pick)])
+    form = _shape if shape else _pooled
+    train = form(train_images[np.sort(pick)])
     k = min(PIXEL_K, len(train))
     for start in range(0, len(which), 1024):
         rows = which[start : start + 1024]
-        d = torch.cdist(_pooled(images[rows]), train)
+        d = torch.cdist(form(images[rows]), train)
         out[rows] = d.topk(k, largest=False, dim=1).values[:, -1].double().numpy()
     return out
 

@@ -146,6 +146,8 @@ def _threshold_table(d: Diagnosis) -> Table:
     text = {
         "ood_percentile": "OOD: novelty (mean of the OOD witnesses' percentiles) above this "
         "percentile of correctly classified images",
+        "shape_percentile": "a novel image with a quality flag and a coarse-shape distance within "
+        "this percentile of correct images is a damaged one (image quality), not OOD",
         "given_label_below": "label error: the model's probability of the given label below this",
         "runner_up_probability_median": "median probability correct images give their runner-up class",
         "neighbour_share": "ambiguous: each of true and predicted label holds this share of the neighbours",

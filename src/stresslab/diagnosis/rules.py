@@ -3,9 +3,15 @@
 Each rule reads one failure's evidence row (column name -> value; ``None`` or NaN where a
 probe did not measure it) and the run's thresholds. The first rule that holds, in the order
 of :data:`RULES`, names the cause; the row keeps all its evidence. The order puts the most
-specific, physically measured evidence first: a shortcut region or a damaged image explain
-why a model is confidently wrong about an image that may also look mislabeled to confident
-learning, and an image far from the training data is flagged by confident learning too.
+specific, physically measured evidence first: a shortcut region, an image of no class or a
+damaged image explain why a model is confidently wrong about an image that may also look
+mislabeled to confident learning.
+
+Out of distribution comes before image quality: an image of no class often has properties
+outside the normal range too (a photograph is flatter, a texture sharper). A novel image is
+left to image quality only where it is flagged for its quality and its coarse shape (its
+7x7 standardized layout, see :mod:`stresslab.diagnosis.novelty`) is one the training images
+have: damage such as darkening, flattening or blur keeps the layout of an image of a class.
 
 Label errors need three witnesses where they were measured: confident learning's flag, no
 training neighbour with the given label, and the model giving the label less than correctly
@@ -40,14 +46,18 @@ class Thresholds:
     correctly classified test images' scores is out of distribution. ``neighbour_share``:
     neighbours are split between the true and the predicted class when each holds at
     least this share of the k nearest training images (default: 2 of 10).
-    ``quality_tail``: percent of the correctly classified images' range left out on each
-    side of an image property's normal range (used by the evidence step).
+    ``shape_percentile``: a novel image with a quality flag is a damaged image of a class
+    (not out of distribution) where its coarse-shape distance is at most this percentile
+    (0-100) of the correctly classified images'. ``quality_tail``: percent of the correctly classified
+    images' range left out on each side of an image property's normal range (used by the
+    evidence step).
     ``given_label_below``: a label error needs the model's probability of the given label
     below this (None: not used); the diagnosis sets it to the median probability correctly
     classified images give their runner-up class.
     """
 
     ood_percentile: float = 99.0
+    shape_percentile: float = 99.0
     neighbour_share: float = 0.2
     quality_tail: float = 0.5
     given_label_below: float | None = None
@@ -66,19 +76,32 @@ def is_shortcut(row: Row, th: Thresholds) -> bool:
     return row.get("shortcut_present") is True
 
 
-def is_image_quality(row: Row, th: Thresholds) -> bool:
-    """Some image property lies outside the correctly classified images' range."""
-    return bool(row.get("quality_flags"))
-
-
-def is_out_of_distribution(row: Row, th: Thresholds) -> bool:
-    """The novelty (the mean of the OOD witnesses' percentiles: energy, feature-space and
-    pixel-space kNN distance, those measured) is above ``ood_percentile`` of the correctly
+def _novel(row: Row, th: Thresholds) -> bool:
+    """The novelty (the mean of the OOD witnesses' percentiles: energy, feature-space,
+    pixel-space and coarse-shape kNN distance, those measured) is above ``ood_percentile`` of the correctly
     classified images' novelty; where no novelty was formed, the OOD score's percentile."""
     p = row.get("novelty_percentile")
     if not _given(p):
         p = row.get("ood_percentile")
     return _given(p) and float(p or 0.0) > th.ood_percentile
+
+
+def _familiar_shape(row: Row, th: Thresholds) -> bool:
+    """The coarse-shape distance was measured and is within ``shape_percentile`` of the
+    correctly classified images' (the image keeps a layout the training images have)."""
+    p = row.get("shape_distance_percentile")
+    return _given(p) and float(p or 0.0) <= th.shape_percentile
+
+
+def is_out_of_distribution(row: Row, th: Thresholds) -> bool:
+    """Novel (see :func:`_novel`), unless the image is flagged for its quality and keeps a
+    familiar coarse shape (then it is a damaged image of a class)."""
+    return _novel(row, th) and not (bool(row.get("quality_flags")) and _familiar_shape(row, th))
+
+
+def is_image_quality(row: Row, th: Thresholds) -> bool:
+    """Some image property lies outside the correctly classified images' range."""
+    return bool(row.get("quality_flags"))
 
 
 def is_label_error(row: Row, th: Thresholds) -> bool:
@@ -111,8 +134,8 @@ def is_model_error(row: Row, th: Thresholds) -> bool:
 
 RULES: tuple[tuple[str, Callable[[Row, Thresholds], bool]], ...] = (
     ("shortcut", is_shortcut),
-    ("image_quality", is_image_quality),
     ("out_of_distribution", is_out_of_distribution),
+    ("image_quality", is_image_quality),
     ("label_error", is_label_error),
     ("ambiguous", is_ambiguous),
     ("model_error", is_model_error),
