@@ -21,8 +21,12 @@ configuration that runs past ``--timeout`` is stopped; the probes it finished ke
 times, the others are missing. Writes ``times.csv``, ``fits.csv``, ``sample_sizes.csv`` and
 ``cost_curve.png`` under ``--out``.
 
-    .venv/bin/python benchmarks/bench_cost_curve.py --quick    # fewer sizes, one repeat
-    .venv/bin/python benchmarks/bench_cost_curve.py            # every size, 3 repeats
+Each configuration runs with one torch thread (``--threads``) and its time is the process's
+CPU seconds; ``--probes`` measures a part of the default probes in a process, ``--work``
+keeps the run folders and ``--collect`` joins the parts measured apart.
+
+    .venv/bin/python benchmarks/bench_cost_curve.py --quick    # fewer sizes
+    .venv/bin/python benchmarks/bench_cost_curve.py            # every size, one repeat
 """
 
 from __future__ import annotations
@@ -349,11 +353,12 @@ def plot(rows: list[dict[str, Any]], out: Path, key: str) -> None:
         ("test images (28 px)", "pixels per image (H x W)", "model"),
         strict=True,
     ):
-        for probe in PROBES:
+        for i, probe in enumerate(PROBES):  # 11 probes: tab20's colours, one each
             pts = sorted((r["x"], r[key]) for r in rows if r["axis"] == axis and r["probe"] == probe)
             pts = [(x, y) for x, y in pts if y == y and y > 0]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=probe)
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                ax.plot(xs, ys, marker="o", ms=3, label=probe, color=plt.get_cmap("tab20")(i))
         ax.set_yscale("log")
         if axis != "models":
             ax.set_xscale("log")
