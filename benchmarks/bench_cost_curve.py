@@ -21,13 +21,18 @@ configuration that runs past ``--timeout`` is stopped; the probes it finished ke
 times, the others are missing. Writes ``times.csv``, ``fits.csv``, ``sample_sizes.csv`` and
 ``cost_curve.png`` under ``--out``.
 
-    .venv/bin/python benchmarks/bench_cost_curve.py --quick    # fewer sizes, one repeat
-    .venv/bin/python benchmarks/bench_cost_curve.py            # every size, 3 repeats
+Each configuration runs with one torch thread (``--threads``) and its time is the process's
+CPU seconds; ``--probes`` measures a part of the default probes in a process, ``--work``
+keeps the run folders and ``--collect`` joins the parts measured apart.
+
+    .venv/bin/python benchmarks/bench_cost_curve.py --quick    # fewer sizes
+    .venv/bin/python benchmarks/bench_cost_curve.py            # every size, one repeat
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -58,17 +63,21 @@ class Spec:
     px: int
     n: int
     checkpoint: str | None = None
+    probes: tuple[str, ...] = PROBES  # the default probes this process runs, in their order
+    train: int = TRAIN_IMAGES  # training images the probes read
 
 
 def specs(args: argparse.Namespace, checkpoint: str) -> list[Spec]:
     """Every configuration of the three axes the arguments ask for."""
     out = []
+    common = {"probes": tuple(args.probes), "train": args.train_images}
     if "images" in args.axes:
-        out += [Spec("images", n, f"{n}", "fast_cnn", {}, 28, n, checkpoint) for n in args.images]
+        out += [Spec("images", n, f"{n}", "fast_cnn", {}, 28, n, checkpoint, **common) for n in args.images]
     fc = {"fc": 128}
     if "pixels" in args.axes:
         out += [
-            Spec("pixels", px * px, f"{px}px", "fast_cnn", fc, px, args.pixel_images) for px in args.pixels
+            Spec("pixels", px * px, f"{px}px", "fast_cnn", fc, px, args.pixel_images, **common)
+            for px in args.pixels
         ]
     if "models" not in args.axes:
         return out
@@ -78,8 +87,15 @@ def specs(args: argparse.Namespace, checkpoint: str) -> list[Spec]:
         (("fast_cnn", {}), ("resnet18", {}), ("timm:vit_small_patch16_224", vit))
     ):
         if name.split(":")[-1].split("_")[0] in args.models or name in args.models:
-            out.append(Spec("models", i, name, name, margs, px, args.model_images))
+            out.append(Spec("models", i, name, name, margs, px, args.model_images, **common))
     return out
+
+
+def run_dir_name(spec: Spec, rep: int) -> str:
+    """The folder of ``spec``'s repeat ``rep``: axis, label, repeat, and the probes when they
+    are a part of the default ones (so that parts measured apart can be collected together)."""
+    part = "" if tuple(spec.probes) == PROBES else "-" + "+".join(spec.probes)
+    return f"{spec.axis}-{spec.label.replace(':', '_')}-{rep}{part}"
 
 
 def train_checkpoint(work: Path, epochs: int) -> tuple[Path, float]:
@@ -143,7 +159,7 @@ def worker(spec: Spec, out: str) -> None:
 
     split = load_split(
         "fashion_mnist",
-        train_subset=TRAIN_IMAGES,
+        train_subset=spec.train,
         test_subset=spec.n if spec.n < 10000 else None,
         image_size=spec.px if spec.px != 28 else None,
     )
@@ -159,7 +175,7 @@ def worker(spec: Spec, out: str) -> None:
         val=(split.val_x, split.val_y),
         class_names=split.info.class_names,
         background=split.info.background,
-        probes="default",
+        probes="default" if tuple(spec.probes) == PROBES else list(spec.probes),
         out=out,
     )
     sys.stdout.write(json.dumps({"total_s": time.perf_counter() - t0}) + "\n")
@@ -216,18 +232,31 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
 
 def collect(todo: list[Spec], repeats: int, folders: list[Path]) -> dict[str, list[dict[str, Any]]]:
     """The configurations' records read back from the folders of stopped benchmarks (their
-    temporary folders, named in their logs; the first folder holding a configuration gives
-    it): what each finished; a run without ``metrics.json`` counts as timed out."""
+    temporary folders, named in their logs): what each finished. A configuration measured in
+    parts (``--probes``) is joined from every folder holding a part, the first one giving a
+    probe's time; the configuration counts as timed out when a part lacks ``metrics.json``."""
     out: dict[str, list[dict[str, Any]]] = {f"{s.axis}/{s.label}": [] for s in todo}
     for rep in range(repeats):
         for spec in todo:
-            name = f"{spec.axis}-{spec.label.replace(':', '_')}-{rep}"
-            found = [folder / name for folder in folders if (folder / name).is_dir()]
-            if found:
-                run_dir = found[0]
-                record = read_run(run_dir)
-                record["timed_out"] = not record["metrics"]
-                out[f"{spec.axis}/{spec.label}"].append(record)
+            stem = f"{spec.axis}-{spec.label.replace(':', '_')}-{rep}"
+            found = [
+                d
+                for folder in folders
+                for d in sorted(folder.glob(stem + "*"))
+                if d.is_dir() and (d.name == stem or d.name.startswith(stem + "-"))
+            ]
+            if not found:
+                continue
+            record: dict[str, Any] = {"timed_out": False, "metrics": {}}
+            for run_dir in found:
+                part = read_run(run_dir)
+                record["timed_out"] |= not part["metrics"]
+                for key, value in part.items():
+                    if key == "metrics":
+                        record["metrics"] = {**value, **record["metrics"]}
+                    else:
+                        record.setdefault(key, value)
+            out[f"{spec.axis}/{spec.label}"].append(record)
     return out
 
 
@@ -250,7 +279,7 @@ def run_all(
     def one(item: tuple[int, Spec]) -> tuple[str, dict[str, Any]]:
         rep, spec = item
         key = f"{spec.axis}/{spec.label}"
-        record = measure(spec, work / f"{spec.axis}-{spec.label.replace(':', '_')}-{rep}", timeout)
+        record = measure(spec, work / run_dir_name(spec, rep), timeout)
         done = "timed out" if record["timed_out"] else "done"
         sys.stderr.write(
             f"[{time.strftime('%H:%M:%S')}] {key} repeat {rep}: {done}, {record['wall_s']:.0f} s\n"
@@ -324,11 +353,12 @@ def plot(rows: list[dict[str, Any]], out: Path, key: str) -> None:
         ("test images (28 px)", "pixels per image (H x W)", "model"),
         strict=True,
     ):
-        for probe in PROBES:
+        for i, probe in enumerate(PROBES):  # 11 probes: tab20's colours, one each
             pts = sorted((r["x"], r[key]) for r in rows if r["axis"] == axis and r["probe"] == probe)
             pts = [(x, y) for x, y in pts if y == y and y > 0]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=probe)
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                ax.plot(xs, ys, marker="o", ms=3, label=probe, color=plt.get_cmap("tab20")(i))
         ax.set_yscale("log")
         if axis != "models":
             ax.set_xscale("log")
@@ -509,7 +539,23 @@ def parse() -> argparse.Namespace:
         nargs="+",
         help="read back the folders of stopped benchmark runs (give the same sizes as they had)",
     )
-    ap.add_argument("--threads", type=int, help="torch threads per configuration (default: torch's)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads per configuration (0: torch's default)"
+    )
+    ap.add_argument(
+        "--probes",
+        nargs="+",
+        choices=PROBES,
+        default=list(PROBES),
+        help="time only these default probes (default: all, in their order)",
+    )
+    ap.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="training images the probes read")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        help="folder for the configurations' run folders, kept after the benchmark (default: a "
+        "temporary folder, removed at the end)",
+    )
     ap.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     quick = args.quick
@@ -517,7 +563,8 @@ def parse() -> argparse.Namespace:
     args.pixels = args.pixels or ([28, 64] if quick else [28, 64, 128, 224])
     args.pixel_images = args.pixel_images or (64 if quick else 256)
     args.model_images = args.model_images or (64 if quick else 256)
-    args.repeats = args.repeats or (1 if quick else 3)
+    args.repeats = args.repeats or 1
+    args.probes = [p for p in PROBES if p in args.probes]
     return args
 
 
@@ -535,7 +582,14 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         THREADS.extend(["--threads", str(args.threads)])
-    with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
+    folder = (
+        contextlib.nullcontext(str(args.work))
+        if args.work
+        else tempfile.TemporaryDirectory(prefix="bench-cost-")
+    )
+    with folder as tmp:
         work = Path(tmp)
         sys.stderr.write(f"working in {work}\n")
         t0 = time.perf_counter()

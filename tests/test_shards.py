@@ -132,3 +132,34 @@ def test_transplant_numbers_do_not_depend_on_the_split() -> None:
     assert one.region.n == 40 and torch.equal(donors_one, donors_three)
     assert torch.equal(one.preds, three.preds) and (one.region, one.control) == (three.region, three.control)
     assert one.p_value == three.p_value
+
+
+def test_a_ray_worker_rebuilds_the_model_once_per_weights_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    ray = pytest.importorskip("ray")
+    from stresslab import shards
+
+    built: list[int] = []
+
+    def factory() -> torch.nn.Module:
+        built.append(1)
+        return torch.nn.Linear(2, 2)
+
+    class Ref:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def hex(self) -> str:
+            return self.key
+
+    weights = {"v1": torch.nn.Linear(2, 2).state_dict(), "v2": torch.nn.Linear(2, 2).state_dict()}
+    monkeypatch.setattr(ray, "get", lambda ref: {"factory": factory, "state": weights[ref.key],
+                                                  "module": None, "channels_last": False})  # fmt: skip
+    monkeypatch.setattr(shards, "_WORKER_MODEL", {})
+    first = shards._worker_model(Ref("v1"))
+    first.train()  # a task that left the mode changed: the next one still gets eval mode
+    again = shards._worker_model(Ref("v1"))
+    assert again is first and not again.training and len(built) == 1
+    other = shards._worker_model(Ref("v2"))
+    assert other is not first and len(built) == 2
+    assert torch.equal(other.weight, weights["v2"]["weight"])
+    assert not any(p.requires_grad for p in other.parameters())

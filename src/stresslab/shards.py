@@ -8,10 +8,12 @@ runs ``fn`` on each and returns the results in item order, for the caller to mer
 
 :class:`LocalShards` (the default) runs one shard, everything, in this process on the
 model as it is. :class:`RayShards` puts the model's weights and each shard's tensors in
-Ray's object store and runs one task per shard; each task rebuilds the model on CPU with
-the run's torch threads. Shard boundaries fall on multiples of ``align`` (the caller's
-batch size) so that batches, and the random draws seeded per batch, are the same
-whatever the split: results do not depend on the number of shards.
+Ray's object store and runs one task per shard with the run's torch threads; each worker
+process rebuilds the model on CPU once per weights version and keeps it for its later tasks
+(a shard function must leave the model as it found it, as probes do). Shard boundaries
+fall on multiples of ``align`` (the caller's batch size) so that batches, and the random
+draws seeded per batch, are the same whatever the split: results do not depend on the
+number of shards.
 """
 
 from __future__ import annotations
@@ -148,10 +150,45 @@ def _rebuild(shipped: dict[str, Any]) -> nn.Module:
     return model
 
 
-def run_shard(fn: ShardFn[R], shipped: dict[str, Any], data: dict[str, Tensor], threads: int) -> R:
-    """The body of one Ray task: set the threads, rebuild the model, run ``fn`` on the shard."""
+# The model a Ray worker process rebuilt last, keyed by the object-store id of the weights it
+# came from: a worker runs many tasks (every probe's shards), and rebuilding the model per task
+# (building it, initialising its weights, loading the shipped ones) cost more than a small
+# model's shard (resnet18: 0.8 s per task).
+_WORKER_MODEL: dict[str, nn.Module] = {}
+
+
+def _worker_model(ref: Any) -> nn.Module:
+    """The model of the shipped weights ``ref`` (an object reference), rebuilt once per worker
+    process and weights version; in eval mode, frozen, as :func:`_rebuild` leaves it."""
+    key = ref.hex()
+    model = _WORKER_MODEL.get(key)
+    if model is None:
+        import ray
+
+        _WORKER_MODEL.clear()
+        model = _WORKER_MODEL[key] = _rebuild(ray.get(ref))
+    return model.eval()
+
+
+def run_shard(fn: ShardFn[R], shipped: list[Any], data: dict[str, Tensor], threads: int) -> R:
+    """The body of one Ray task: set the threads, take the model (``shipped``: a one-element
+    list holding the weights' object reference, so that Ray passes the reference rather than
+    the weights), run ``fn`` on the shard."""
     torch.set_num_threads(threads)
-    return fn(_rebuild(shipped), data, _no_progress)
+    return fn(_worker_model(shipped[0]), data, _no_progress)
+
+
+_REMOTE: list[Any] = []  # run_shard as a Ray remote function, made once per process
+
+
+def _remote_run_shard() -> Any:
+    """``run_shard`` as one Ray remote function for the process's life: each ``ray.remote``
+    call makes a new function that Ray exports again and every worker imports again."""
+    if not _REMOTE:
+        import ray
+
+        _REMOTE.append(ray.remote(run_shard))
+    return _REMOTE[0]
 
 
 class RayShards(ShardExecutor):
@@ -250,11 +287,11 @@ class RayShards(ShardExecutor):
         if not bounds:
             return LocalShards().map(fn, model, data, align=align, advance=advance)
         shipped_ref = self._shipped(model)
-        task: Any = ray.remote(run_shard).options(num_cpus=self.threads, max_retries=0)
+        task: Any = _remote_run_shard().options(num_cpus=self.threads, max_retries=0)
         refs = []
         for a, b in bounds:
             part = ray.put({k: v[a:b].contiguous() for k, v in data.items()})
-            refs.append(task.remote(fn, shipped_ref, part, self.threads))
+            refs.append(task.remote(fn, [shipped_ref], part, self.threads))
         log.info("%d items in %d Ray tasks", bounds[-1][1], len(refs))
         order = {ref: i for i, ref in enumerate(refs)}
         results: list[Any] = [None] * len(refs)
