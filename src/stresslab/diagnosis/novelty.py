@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stresslab.data.indexed import IndexedArray
 from stresslab.diagnosis.image_stats import unit_pixels
 
 #: Pixel-space kNN: training images sampled, neighbour rank, and the side images are pooled to.
@@ -48,7 +49,7 @@ def _pooled(x: np.ndarray) -> torch.Tensor:
 
 
 def pixel_distance(
-    images: np.ndarray, train_images: np.ndarray, which: np.ndarray, seed: int = 0
+    images: np.ndarray, train_images: np.ndarray | IndexedArray, which: np.ndarray, seed: int = 0
 ) -> np.ndarray:
     """Euclidean distance (pixels in [0, 1], images average-pooled to at most 14x14) of the
     test images at positions ``which`` to their 10th nearest of up to 3,000 training images
