@@ -113,6 +113,12 @@ class OodProbe(Probe):
             return fit(None, ctx.split.train_y, self.k)
         if reference is not None:
             res.data["samples"]["reference"] = len(reference)
+            if len(reference) < 2:
+                res.warnings.append(
+                    f"Only {len(p.labels)} test images and no training images: too few to fit the "
+                    "Mahalanobis and kNN reference on half of them, so only the logit scores were computed."
+                )
+                return fit(None, p.labels, self.k)
             return fit(p.embeddings[reference], p.labels[reference], self.k)
         y = ctx.split.train_y
         n = len(y)
