@@ -174,6 +174,7 @@ def test_without_training_images_a_test_half_is_the_reference_and_the_other_half
     np.testing.assert_allclose(offer.scores["knn"], dist[:, 2], atol=1e-4)  # type: ignore[attr-defined]
     np.testing.assert_allclose(offer.scores["msp"], msp(p.logits[sc_pos]).numpy(), atol=1e-6)  # type: ignore[attr-defined]
     assert any("fitted on 25 test images" in s and "no image is both" in s for s in res.summary)
+    assert not any("Mahalanobis covariance" in w for w in res.warnings)  # 25 images, 16 dimensions
     # Three test images, one per class: no reference is left; the logit scores alone, with a warning.
     x, y = full.test_x[:3], full.test_y[:3]
     few = Split(full.info, full.train_x, full.train_y, full.val_x, full.val_y, x, y)

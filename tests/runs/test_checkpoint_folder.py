@@ -151,6 +151,7 @@ def test_cross_validated_label_issues_are_skipped_holdout_runs(tmp_path: Path) -
     assert said in reasons
     ood = run.results["ood"]
     assert ood.data["samples"]["reference"] == 4 and ood.data["samples"]["test"] == 4
+    assert any("Mahalanobis covariance comes from 4 images in 16 dimensions" in w for w in ood.warnings)
     assert "ood.uniform_noise.knn.auroc" in run.metrics
     report = (tmp_path / "run" / "report.html").read_text()
     assert "probe ood without training images" in report and "no image is both reference and scored" in report

@@ -119,15 +119,25 @@ class OodProbe(Probe):
                     "Mahalanobis and kNN reference on half of them, so only the logit scores were computed."
                 )
                 return fit(None, p.labels, self.k)
-            return fit(p.embeddings[reference], p.labels[reference], self.k)
-        y = ctx.split.train_y
-        n = len(y)
-        pos = torch.arange(n) if not self.max_train or self.max_train >= n else None
-        if pos is None:
-            pos = stratified_sample(y, int(self.max_train or n), seed=ctx.sample_seed)
-        train = self._predict(ctx, ctx.split.train_x[pos], y[pos])
-        res.data["samples"]["train"] = len(pos)
-        return fit(train.embeddings, train.labels, self.k)
+            feats, labels = p.embeddings[reference], p.labels[reference]
+        else:
+            y = ctx.split.train_y
+            n = len(y)
+            pos = torch.arange(n) if not self.max_train or self.max_train >= n else None
+            if pos is None:
+                pos = stratified_sample(y, int(self.max_train or n), seed=ctx.sample_seed)
+            train = self._predict(ctx, ctx.split.train_x[pos], y[pos])
+            res.data["samples"]["train"] = len(pos)
+            feats, labels = train.embeddings, train.labels
+        rank = len(labels) - len(torch.unique(labels))  # the scatter matrix's rank at most
+        if rank < feats.shape[1]:
+            res.warnings.append(
+                f"The Mahalanobis covariance comes from {len(labels)} images in {feats.shape[1]} "
+                f"dimensions (rank at most {rank}), kept invertible by a ridge only: its distances "
+                "are inflated along unseen directions, so read the mahalanobis score with care "
+                "(raise max_train, or use more images)."
+            )
+        return fit(feats, labels, self.k)
 
     def _halves(self, ctx: ProbeContext) -> tuple[Tensor | None, Tensor]:
         """(reference, scored): sorted test positions. With training images: ``None`` and every
