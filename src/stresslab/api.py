@@ -34,7 +34,7 @@ from stresslab.runs.from_checkpoint import checkpoint_base
 from stresslab.runs.given_model import as_module, normalize_layer, output_classes, wrap
 from stresslab.runs.inputs import as_pair, check_label_range
 from stresslab.runs.loaded import Run
-from stresslab.runs.prepare import Prepared, check_probes, probe_order, skip_without_training
+from stresslab.runs.prepare import Prepared, check_probes, on_test_split, probe_order, skip_without_training
 
 __all__ = ["IN_MEMORY", "load", "probe", "run"]
 
@@ -363,5 +363,6 @@ def probe(
             keep = tempfile.TemporaryDirectory(prefix="stresslab-probe-")
             target = Path(keep.name)
         prep = Prepared(cfg, built, dev, split, wrapped, meta={}, ready=True, skipped=skipped)
+        prep.on_test_split = on_test_split(built, split)
         execute_prepared(prep, target, show_progress=progress)
     return Run(target, keep_alive=keep)

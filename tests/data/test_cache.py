@@ -13,6 +13,7 @@ import torch
 
 from stresslab.data import load_split
 from stresslab.data.cache import CACHE_ENV, CacheSettings, ImageCache
+from stresslab.data.indexed import IndexedImages
 from stresslab.data.loaders import folder_cache
 from stresslab.errors import ConfigError, DataError
 from tests.data_factories import write_image_folder, write_npz
@@ -61,12 +62,18 @@ def test_cached_folder_has_the_in_memory_pixels_and_is_reused(tmp_path: Path, de
     cached = load_split("image_folder", cache=_always(tmp_path), **kwargs)  # type: ignore[arg-type]
     n_files = len(list((tmp_path / "data").rglob("*.png"))) + len(list((tmp_path / "data").rglob("*.jpg")))
     assert len(decodes) == n_files
-    for part in ("train_x", "val_x", "test_x", "train_y", "val_y", "test_y", "test_index"):
+    for part in ("test_x", "train_y", "val_y", "test_y", "test_index", "train_index", "val_index"):
         assert torch.equal(getattr(memory, part), getattr(cached, part)), part
     assert memory.info == cached.info
-    # The whole test set is a view of the memory-mapped cache file, not a copy.
-    assert _mapped_from(cached.test_x.data_ptr()) == str(_entry(tmp_path) / "images.u8")
-    assert _mapped_from(cached.train_x.data_ptr()) != str(_entry(tmp_path) / "images.u8")
+    # The whole test set is a view of the memory-mapped cache file, not a copy; the training
+    # and validation images are the cache file and their rows' positions, read by index.
+    mapped = str(_entry(tmp_path) / "images.u8")
+    assert _mapped_from(cached.test_x.data_ptr()) == mapped
+    for part in ("train_x", "val_x"):
+        view = getattr(cached, part)
+        assert isinstance(view, IndexedImages) and _mapped_from(view.base.data_ptr()) == mapped
+        assert view.shape == getattr(memory, part).shape and torch.equal(view[:], getattr(memory, part))
+    assert isinstance(memory.train_x, torch.Tensor)  # in memory: a tensor, as before
     again = load_split("image_folder", cache=_always(tmp_path), **kwargs)  # type: ignore[arg-type]
     assert len(decodes) == n_files  # second load: no image decoded
     assert torch.equal(again.test_x, memory.test_x)
@@ -173,7 +180,7 @@ def test_bad_files_are_cached_with_their_errors(tmp_path: Path, decodes: list[Pa
     memory = load_split("image_folder", root=root, skip_bad=True, cache=CacheSettings("never"))
     cached = load_split("image_folder", root=root, skip_bad=True, cache=settings)
     assert cached.skipped == memory.skipped and len(cached.skipped) == len(written.bad)
-    assert torch.equal(cached.train_x, memory.train_x) and torch.equal(cached.test_x, memory.test_x)
+    assert torch.equal(cached.train_x[:], memory.train_x) and torch.equal(cached.test_x, memory.test_x)
     n = len(decodes)
     with pytest.raises(DataError, match="bad image file"):  # without skip_bad: the same error, from the cache
         load_split("image_folder", root=str(tmp_path / "data"), cache=settings)
@@ -195,8 +202,8 @@ def test_npz_cache_matches_memory(tmp_path: Path) -> None:
     memory = load_split("npz", root=str(tmp_path / "d.npz"), cache=CacheSettings("never"))
     cached = load_split("npz", root=str(tmp_path / "d.npz"), cache=_always(tmp_path))
     for part in ("train_x", "val_x", "test_x", "train_y", "test_y"):
-        assert torch.equal(getattr(memory, part), getattr(cached, part)), part
-    assert memory.info == cached.info
+        assert torch.equal(getattr(memory, part)[:], getattr(cached, part)[:]), part
+    assert isinstance(cached.train_x, IndexedImages) and memory.info == cached.info
 
 
 def test_auto_keeps_small_sets_in_memory_and_env_sets_the_folder(

@@ -143,6 +143,46 @@ def test_probe_end_to_end_with_a_user_set(tmp_path) -> None:  # type: ignore[no-
     assert {"risk_coverage", "score_histograms", "most_out_of_distribution"} <= set(res.figures)
 
 
+def test_without_training_images_a_test_half_is_the_reference_and_the_other_half_is_scored() -> None:
+    from sklearn.neighbors import NearestNeighbors
+
+    from stresslab.data.base import Split
+
+    full = make_split(n_train=0, n_val=0, n_test=50, classes=3, seed=5)
+    split = Split(full.info, full.train_x, full.train_y, full.val_x, full.val_y, full.test_x, full.test_y)
+    split.test_index = torch.arange(100, 150)  # official indices differ from positions
+    torch.manual_seed(0)
+    model = TinyNet(split.info)
+    probe = build_probe("ood", {"n_images": 40, "k": 3, "builtin": ["uniform_noise"], "near": ["contrast"]})
+    assert probe.needs_training_data() is None and probe.without_training_data() is not None
+    ctx = _ctx(split, model)
+    res = probe.run(ctx)
+    ref = res.data["reference"]["index"]
+    offer = res.offer
+    assert offer is not None
+    scored = offer.index  # type: ignore[attr-defined]
+    # A class-stratified half; disjoint from the scored half; together every test image.
+    assert len(ref) == 25 and not set(ref) & set(scored) and sorted(ref + scored) == list(range(100, 150))
+    assert res.data["samples"]["reference"] == 25 and res.data["samples"]["test"] == 25
+    # The outlier sets are made from scored images only (25 of them, not n_images = 40).
+    assert res.data["samples"]["uniform_noise"] == 25 and ctx.samples["ood"] == 25
+    # kNN against the reference embeddings, by a peer: sklearn's k-th neighbour distance.
+    p = ctx.predictions
+    ref_pos, sc_pos = torch.tensor(ref) - 100, torch.tensor(scored) - 100
+    unit = torch.nn.functional.normalize(p.embeddings, dim=1).double().numpy()
+    dist, _ = NearestNeighbors(n_neighbors=3).fit(unit[ref_pos]).kneighbors(unit[sc_pos])
+    np.testing.assert_allclose(offer.scores["knn"], dist[:, 2], atol=1e-4)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(offer.scores["msp"], msp(p.logits[sc_pos]).numpy(), atol=1e-6)  # type: ignore[attr-defined]
+    assert any("fitted on 25 test images" in s and "no image is both" in s for s in res.summary)
+    assert not any("Mahalanobis covariance" in w for w in res.warnings)  # 25 images, 16 dimensions
+    # Three test images, one per class: no reference is left; the logit scores alone, with a warning.
+    x, y = full.test_x[:3], full.test_y[:3]
+    few = Split(full.info, full.train_x, full.train_y, full.val_x, full.val_y, x, y)
+    res = probe.run(_ctx(few, model))
+    assert "failure_auroc.knn" not in res.metrics and "uniform_noise.msp.auroc" in res.metrics
+    assert any("too few to fit" in w for w in res.warnings)
+
+
 def test_model_without_features_gets_logit_scores_and_a_warning() -> None:
     from tests.probes.test_representation import NoFeatures
 

@@ -125,13 +125,18 @@ def test_a_checkpoint_probed_on_a_test_folder(tmp_path: Path) -> None:
 def test_cross_validated_label_issues_are_skipped_holdout_runs(tmp_path: Path) -> None:
     ckpt = _checkpoint(tmp_path / "model.pt")
     data = _test_folder(tmp_path / "photos", {"bag": 90, "trouser": 30}, per_class=4)
-    probes = {"evaluation": {}, "label_issues": {"mode": "cross_val"}, "ood": {}, "shortcut": {}}
+    probes = {
+        "evaluation": {},
+        "label_issues": {"mode": "cross_val"},
+        "ood": {"builtin": ["uniform_noise"], "near": [], "k": 2},
+        "shortcut": {},
+    }
     run = stresslab.run(
         checkpoint=ckpt,
         overrides={"data.root": str(data), "probes": probes, "device": "cpu"},
         out=tmp_path / "run",
     )
-    assert set(run.results) == {"evaluation"}
+    assert set(run.results) == {"evaluation", "ood"}
     # The model's third class has no folder: absent, not 0% accurate, and out of the averages.
     table = next(t for t in run.results["evaluation"].tables if t.title.startswith("Per-class"))
     rows = {r[0]: r for r in table.rows}
@@ -140,7 +145,16 @@ def test_cross_validated_label_issues_are_skipped_holdout_runs(tmp_path: Path) -
     assert "classes absent from the test set" in " ".join(run.results["evaluation"].warnings)
     reasons = " | ".join(run.warnings)
     assert "probe label_issues skipped: mode cross_val trains models on folds" in reasons
-    assert "probe ood skipped" in reasons and "probe shortcut skipped" in reasons
+    assert "probe shortcut skipped" in reasons and "probe ood skipped" not in reasons
+    # ood fits its reference on half the 8 test images and scores the other half.
+    said = "probe ood without training images: its Mahalanobis and kNN reference is fitted on a seeded half"
+    assert said in reasons
+    ood = run.results["ood"]
+    assert ood.data["samples"]["reference"] == 4 and ood.data["samples"]["test"] == 4
+    assert any("Mahalanobis covariance comes from 4 images in 16 dimensions" in w for w in ood.warnings)
+    assert "ood.uniform_noise.knn.auroc" in run.metrics
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "probe ood without training images" in report and "no image is both reference and scored" in report
 
 
 def test_a_folder_with_classes_the_model_lacks_is_refused_before_anything_is_written(

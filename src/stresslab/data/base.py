@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from stresslab.data.indexed import Images
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -62,13 +64,15 @@ class Split:
 
     Images of a large dataset may be views of the on-disk cache (:mod:`stresslab.data.cache`,
     a copy-on-write memory map): read them in batches (``to_float(x[i : i + b])``), never
-    convert a whole set to floats, and do not write into them.
+    convert a whole set to floats, and do not write into them. The training and validation
+    images of a cached dataset are then an :class:`~stresslab.data.indexed.IndexedImages`
+    (the cache and the kept rows' positions): indexing it copies just the rows asked for.
     """
 
     info: DatasetInfo
-    train_x: Tensor
+    train_x: Images
     train_y: Tensor
-    val_x: Tensor
+    val_x: Images
     val_y: Tensor
     test_x: Tensor
     test_y: Tensor

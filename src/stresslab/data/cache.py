@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import tempfile
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,8 +227,27 @@ class ImageCache:
             )
 
 
+#: The memory maps :func:`_open` made that are still alive (see :func:`mapped_ranges`).
+_MAPPED: list[weakref.ref[np.ndarray]] = []
+
+
 def _open(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """The array file as a copy-on-write memory map (an empty array for zero rows)."""
     if shape[0] == 0:
         return np.empty(shape, dtype=np.uint8)
-    return np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
+    images = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
+    _MAPPED[:] = [r for r in _MAPPED if r() is not None]
+    _MAPPED.append(weakref.ref(images))
+    return images
+
+
+def mapped_ranges() -> list[tuple[int, int]]:
+    """(first address, end address) of each cache memory map alive in this process, so a
+    split can tell a view of the cache (kept as a view) from images in memory."""
+    out = []
+    for ref in _MAPPED:
+        images = ref()
+        if images is not None:
+            start = images.ctypes.data
+            out.append((start, start + images.nbytes))
+    return out

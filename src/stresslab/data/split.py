@@ -25,6 +25,7 @@ from stresslab.data.cache import CacheSettings
 from stresslab.data.convert import convert_images
 from stresslab.data.coverage import coverage_warnings
 from stresslab.data.hierarchy import check_coarse, coarse_map
+from stresslab.data.indexed import Images, IndexedImages, is_memory_mapped
 from stresslab.data.loaders import DATASETS, DatasetLoader, RawDataset
 from stresslab.data.loaders.base import SPLIT_OPTIONS
 from stresslab.data.sampling import stratified_sample
@@ -63,6 +64,17 @@ def _take(x: Tensor, index: Tensor) -> Tensor:
     if len(index) == len(x) and torch.equal(index, torch.arange(len(x))):
         return x
     return torch.from_numpy(np.take(x.numpy(), index.numpy(), axis=0))
+
+
+def _kept(x: Tensor, index: Tensor, size: tuple[int, int] | None, channels: int | None) -> Images:
+    """The rows ``index`` of ``x`` (a training set) as uint8 (N, C, H, W) of ``size`` and
+    ``channels``: a view (:class:`IndexedImages`) when ``x`` is a memory map of the image cache
+    that needs no conversion, so the training set is read by batches, never gathered."""
+    same = (size is None or tuple(x.shape[2:]) == tuple(size)) and channels in (None, x.shape[1])
+    whole = len(index) == len(x) and torch.equal(index, torch.arange(len(x)))
+    if same and not whole and is_memory_mapped(x):
+        return IndexedImages(x, index)
+    return convert_images(_take(x, index), size=size, channels=channels)
 
 
 def _check_count(value: int | None, name: str) -> None:
@@ -294,19 +306,21 @@ def _converted(
     indices: tuple[Tensor, Tensor, Tensor],
     size: tuple[int, int] | None,
     channels: int | None,
-) -> tuple[Tensor, ...]:
+) -> tuple[Images, Images, Tensor]:
     """The training, validation and test images at ``indices`` (positions in the official
     training, training and test sets) as uint8 (N, C, H, W) of ``size`` and ``channels``.
-    Only the images kept are converted: subsets of large sets stay cheap."""
-    sources = (raw.train_x, raw.train_x, raw.test_x)
-    return tuple(
-        convert_images(_take(x, index), size=size, channels=channels)
-        for x, index in zip(sources, indices, strict=True)
+    Only the images kept are converted: subsets of large sets stay cheap. Training and
+    validation images of the on-disk cache stay views of it (:func:`_kept`)."""
+    train_index, val_index, test_index = indices
+    return (
+        _kept(raw.train_x, train_index, size, channels),
+        _kept(raw.train_x, val_index, size, channels),
+        convert_images(_take(raw.test_x, test_index), size=size, channels=channels),
     )
 
 
 def _dataset_info(
-    dataset: str, raw: RawDataset, train_x: Tensor, notes: list[str], kept: tuple[Tensor, Tensor]
+    dataset: str, raw: RawDataset, train_x: Images, notes: list[str], kept: tuple[Tensor, Tensor]
 ) -> tuple[DatasetInfo, list[str]]:
     """The split's :class:`DatasetInfo` (shape and per-channel statistics of ``train_x``, uint8
     N x C x H x W: the test images where there is no training set) and its warnings, each

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from stresslab.data.indexed import IndexedArray
 from stresslab.diagnosis.image_stats import PROPERTIES, image_properties, unit_pixels
 from stresslab.diagnosis.novelty import (
     combined,
@@ -156,7 +157,8 @@ class TestSet:
     """What the run holds about its test images: ``probs`` (N, K) softmax probabilities,
     ``labels`` and ``index`` (N,) int (official test indices), ``class_names`` (K),
     optionally ``images`` uint8 (N, C, H, W), ``embeddings`` (N, D), the training images
-    ``train_images`` uint8 (M, C, H, W) with ``train_labels`` (M,), and the plain
+    ``train_images`` uint8 (M, C, H, W) (an array, or a view of the image cache that copies
+    the rows asked for) with ``train_labels`` (M,), and the plain
     ``background`` value in [0, 1] where the dataset has one."""
 
     __test__ = False  # not a pytest class
@@ -167,7 +169,7 @@ class TestSet:
     class_names: tuple[str, ...]
     images: np.ndarray | None = None
     embeddings: np.ndarray | None = None
-    train_images: np.ndarray | None = None
+    train_images: np.ndarray | IndexedArray | None = None
     train_labels: np.ndarray | None = None
     background: float | None = None
 

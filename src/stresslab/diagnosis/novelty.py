@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stresslab.data.indexed import IndexedArray
 from stresslab.diagnosis.image_stats import unit_pixels
 
 #: Pixel-space kNN: training images sampled, neighbour rank, and the side images are pooled to.
@@ -62,7 +63,12 @@ def _shape(x: np.ndarray) -> torch.Tensor:
 
 
 def pixel_distance(
-    images: np.ndarray, train_images: np.ndarray, which: np.ndarray, seed: int = 0, *, shape: bool = False
+    images: np.ndarray,
+    train_images: np.ndarray | IndexedArray,
+    which: np.ndarray,
+    seed: int = 0,
+    *,
+    shape: bool = False,
 ) -> np.ndarray:
     """Euclidean distance of the test images at positions ``which`` to their 10th nearest of
     up to 3,000 training images drawn with ``seed``; (N,) float64, NaN outside ``which``.

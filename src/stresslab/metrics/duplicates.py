@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -17,15 +18,35 @@ from torch import Tensor
 from stresslab.metrics.neighbors import cosine_topk
 
 
-def image_hashes(images: Tensor) -> list[bytes]:
-    """One 128-bit BLAKE2b digest per image of the raw uint8 bytes (N, C, H, W) -> N digests.
+class ImageRows(Protocol):
+    """uint8 images (N, C, H, W) read by rows: a tensor, or a view that copies the rows asked
+    for (a training set kept in the on-disk image cache)."""
+
+    @property
+    def shape(self) -> torch.Size: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: Any, /) -> Tensor: ...
+
+
+def image_hashes(images: ImageRows, chunk: int = 4096) -> list[bytes]:
+    """One 128-bit BLAKE2b digest per image of the raw uint8 bytes (N, C, H, W) -> N digests,
+    read ``chunk`` images at a time.
 
     Equal digests mean equal pixels (up to a 2^-64 collision chance at a billion images).
     """
     if images.dtype != torch.uint8:
         raise ValueError(f"exact duplicates hash uint8 images, got {images.dtype}")
-    flat = images.reshape(len(images), -1).contiguous().numpy()
-    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+    out: list[bytes] = []
+    for i in range(0, len(images), chunk):
+        part = images[i : i + chunk]
+        flat = part.reshape(len(part), -1).contiguous().numpy()
+        out += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+    return out
 
 
 @dataclass
@@ -40,7 +61,7 @@ class DuplicatePair:
     copies: int = 1
 
 
-def exact_duplicates(train_x: Tensor, test_x: Tensor) -> list[DuplicatePair]:
+def exact_duplicates(train_x: ImageRows, test_x: ImageRows) -> list[DuplicatePair]:
     """Test images whose uint8 pixels equal some training image's, in test order.
 
     Args:
@@ -60,7 +81,7 @@ def exact_duplicates(train_x: Tensor, test_x: Tensor) -> list[DuplicatePair]:
     ]
 
 
-def exact_groups(images: Tensor) -> list[list[int]]:
+def exact_groups(images: ImageRows) -> list[list[int]]:
     """Groups (each of >= 2 positions, ascending; groups by first position) of uint8 images
     (N, C, H, W) with equal pixels."""
     groups: dict[bytes, list[int]] = {}
@@ -110,7 +131,7 @@ def near_duplicates(
     ]
 
 
-def pixel_mae(train_x: Tensor, test_x: Tensor, pairs: list[DuplicatePair]) -> list[float]:
+def pixel_mae(train_x: ImageRows, test_x: ImageRows, pairs: list[DuplicatePair]) -> list[float]:
     """Mean absolute pixel difference of each pair, in uint8 units (0: identical, 255: opposite).
 
     A near-duplicate in feature space with a large pixel difference is a look-alike, not a copy.

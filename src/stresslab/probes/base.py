@@ -212,6 +212,13 @@ class Probe(ABC):
         reason, before anything runs, and the report states each reason."""
         return None
 
+    def without_training_data(self) -> str | None:
+        """How this probe, with its settings, runs without training images where it takes
+        the test set instead (split so that no image is both fitted on and scored), as a
+        sentence the report states; ``None`` (the default) when it needs no training images
+        or is skipped without them (:meth:`needs_training_data`)."""
+        return None
+
     @abstractmethod
     def run(self, ctx: ProbeContext) -> ProbeResult:
         """Run on ``ctx``; leave the model in the mode it came in, with no hooks left."""

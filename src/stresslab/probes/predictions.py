@@ -10,9 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stresslab.data.base import to_float
+from stresslab.data.indexed import Images, IndexedImages
 from stresslab.devices import model_device
 from stresslab.scoped import inference_scope
 from stresslab.shards import Advance, LocalShards, ShardExecutor
+
+#: Batches of a view of the image cache (:class:`IndexedImages`) copied into memory at a time.
+VIEW_BATCHES = 16
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ class Predictions:
     def compute(
         cls,
         model: nn.Module,
-        x: Tensor,
+        x: Images,
         y: Tensor,
         index: Tensor,
         *,
@@ -77,11 +81,21 @@ class Predictions:
 
         ``shards`` splits the images into shards of whole batches (default: one, here), so
         every image meets the same batch whatever the split and the numbers do not change.
+        A view of the image cache is copied :data:`VIEW_BATCHES` whole batches at a time.
         """
         if device is not None and device.type != model_device(model).type:
             raise ValueError(f"the model is on {model_device(model)}, not on the device given ({device})")
         fn = functools.partial(predict_shard, batch_size=batch_size)
-        parts = (shards or LocalShards()).map(fn, model, {"x": x}, align=batch_size)
+        runner = shards or LocalShards()
+        if isinstance(x, IndexedImages):
+            step = batch_size * VIEW_BATCHES
+            parts = [
+                part
+                for i in range(0, len(x), step)
+                for part in runner.map(fn, model, {"x": x[i : i + step]}, align=batch_size)
+            ]
+        else:
+            parts = runner.map(fn, model, {"x": x}, align=batch_size)
         logits = [lg for part in parts for lg in part[0]]
         feats = [f for part in parts for f in part[1]]
         lg = torch.cat(logits) if logits else torch.empty(0, 0)

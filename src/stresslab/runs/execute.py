@@ -142,10 +142,13 @@ def _write_failed(run: RunDir, stage: str, error: str, trace: str = "") -> None:
 def run_warnings(prep: Prepared, history: list[dict[str, float]]) -> list[dict[str, str]]:
     """Warnings about the run itself, as ``{"source", "message"}`` records: the data split's
     own warnings, files left out by ``skip_bad``, probes skipped for want of training images
-    (each with its reason), and a training loss that exploded."""
+    (each with its reason) or run on a split of the test set instead (each saying how), and a
+    training loss that exploded."""
     out = [{"source": "data", "message": str(w)} for w in getattr(prep.split, "warnings", [])]
     for name, why in prep.skipped.items():
         out.append({"source": "probes", "message": f"probe {name} skipped: {why}"})
+    for name, how in prep.on_test_split.items():
+        out.append({"source": "probes", "message": f"probe {name} without training images: {how}"})
     skipped = prep.split.skipped
     if skipped:
         shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")

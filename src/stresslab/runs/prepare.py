@@ -54,6 +54,7 @@ class Prepared:
     history: list[dict[str, float]] = field(default_factory=list)
     ready: bool = False  # a trained model handed over in memory: never trained, no checkpoint
     skipped: dict[str, str] = field(default_factory=dict)  # probe -> why it did not run
+    on_test_split: dict[str, str] = field(default_factory=dict)  # probe -> how it uses the test set
 
 
 def seed_everything(seed: int) -> None:
@@ -104,6 +105,19 @@ def skip_without_training(probes: dict[str, Probe], split: Split) -> dict[str, s
         del probes[name]
         log.warning("probe %s skipped: %s", name, why)
     return skipped
+
+
+def on_test_split(probes: Mapping[str, Probe], split: Split) -> dict[str, str]:
+    """Where ``split`` has no training images, ``{probe: how}`` for each probe of ``probes``
+    (those left after :func:`skip_without_training`) that takes a split of the test set
+    instead (:meth:`~stresslab.probes.base.Probe.without_training_data`), for the report;
+    empty when there are training images."""
+    if len(split.train_y):
+        return {}
+    out = {name: how for name, p in probes.items() if (how := p.without_training_data()) is not None}
+    for name, how in out.items():
+        log.info("probe %s without training images: %s", name, how)
+    return out
 
 
 def _check_trainable(cfg: RunConfig, split: Split, checkpoint: str | Path | None) -> None:
@@ -206,6 +220,7 @@ def prepare(cfg: RunConfig, checkpoint: str | Path | None = None) -> Prepared:
     model = build_model(cfg.model.name, info, cfg.model.args, cfg.model.source, weights)
     prep = Prepared(cfg, probes, device, split, model, model_meta(cfg, split))
     prep.skipped = skip_without_training(probes, split)
+    prep.on_test_split = on_test_split(probes, split)
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
         check_compatible(ckpt, cfg.model.name, info, checkpoint)

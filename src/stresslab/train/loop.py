@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stresslab.data.base import Split, to_float
+from stresslab.data.indexed import Images
 from stresslab.errors import TrainingDiverged
 from stresslab.progress import ProgressReporter
 from stresslab.train.callbacks import (
@@ -70,14 +71,15 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    x: Tensor,
+    x: Images,
     y: Tensor,
     batch_size: int,
     device: torch.device,
     channels_last: bool = False,
     amp: bool = False,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on uint8 images ``x`` (eval mode)."""
+    """Mean cross-entropy and accuracy of ``model`` on uint8 images ``x`` (N, C, H, W; a
+    tensor or a view of the image cache, read a batch at a time) in eval mode."""
     if len(y) == 0:
         return float("nan"), float("nan")
     was_training = model.training
@@ -159,7 +161,8 @@ def _non_finite_error(trainer: Trainer, where: str) -> str:
 class SupervisedTrainer(Trainer):
     """Cross-entropy training of a classifier on a preloaded split (see :func:`train`).
 
-    Data stays on the device; each epoch draws a permutation from a generator seeded with
+    Data stays on the device (on the CPU a view of the image cache stays a view, and each
+    step copies its batch from it by index); each epoch draws a permutation from a generator seeded with
     ``seed``; augmentation, erasing and mixing draw from one seeded with ``seed + 1``,
     adversarial examples from one seeded with ``seed + 2``. The score that picks the best
     epoch is the validation accuracy, or minus the mean training loss without a validation set.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from stresslab.metrics.duplicates import exact_duplicates, exact_groups, near_duplicates, nearest
+from stresslab.metrics.duplicates import ImageRows, exact_duplicates, exact_groups, near_duplicates, nearest
 
 
 @dataclass
@@ -22,12 +22,12 @@ class Pair:
     same_label: bool
 
 
-def exact_within(x: Tensor, y: Tensor) -> list[Pair]:
+def exact_within(x: ImageRows, y: Tensor) -> list[Pair]:
     """Each image of a group of equal uint8 images paired with the group's first."""
     return [Pair(i, g[0], 1.0, bool(y[i] == y[g[0]])) for g in exact_groups(x) for i in g[1:]]
 
 
-def exact_across(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor) -> list[Pair]:
+def exact_across(train_x: ImageRows, train_y: Tensor, test_x: ImageRows, test_y: Tensor) -> list[Pair]:
     """Test images with an equal training image (the first one)."""
     return [
         Pair(d.test, d.train, 1.0, bool(test_y[d.test] == train_y[d.train]))

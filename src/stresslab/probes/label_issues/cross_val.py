@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stresslab.data.base import Split, to_float
+from stresslab.data.indexed import rows
 from stresslab.probes.base import batched_forward
 from stresslab.progress import Advance, ProgressReporter
 from stresslab.train.config import TrainConfig
@@ -117,7 +118,7 @@ def out_of_fold_probs(
             kept = torch.nonzero(fold != f).flatten()
             part = Split(
                 split.info,
-                split.train_x[kept],
+                rows(split.train_x, kept),  # a view stays a view: training reads it by batch
                 split.train_y[kept],
                 split.val_x,
                 split.val_y,

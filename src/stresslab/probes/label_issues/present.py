@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from stresslab.data.base import to_float
+from stresslab.data.indexed import Images
 from stresslab.probes.base import Table
 from stresslab.probes.label_issues.confident import LabelIssues
 from stresslab.report.figures import image_gallery, matrix_figure
@@ -115,7 +116,7 @@ def noise_figure(issues: LabelIssues, names: Sequence[str], title: str) -> Figur
     )
 
 
-def gallery(x: Tensor, records: list[dict[str, Any]], names: Sequence[str], title: str, size: int) -> Figure:
+def gallery(x: Images, records: list[dict[str, Any]], names: Sequence[str], title: str, size: int) -> Figure:
     """The top ``size`` candidates from images ``x`` (rows = positions), titled with index,
     given -> suggested label and label quality."""
     top = records[:size]

@@ -12,6 +12,7 @@ from torch import Tensor
 from stresslab.data.base import to_float
 from stresslab.metrics.selective import aurc, risk_coverage
 from stresslab.probes.base import ProbeContext, ProbeResult, Table
+from stresslab.probes.predictions import Predictions
 from stresslab.report.figures import image_gallery, line_figure
 
 _KEYS = ("auroc", "aupr_in", "aupr_out", "fpr95")
@@ -106,9 +107,35 @@ def histograms(
     )
 
 
-def gallery(res: ProbeResult, ctx: ProbeContext, score: Tensor, name: str, size: int) -> None:
-    """The test images the score finds most out of distribution, with prediction and confidence."""
-    p = ctx.predictions
+def reference_note(res: ProbeResult, reference_index: Tensor, n_scored: int, seed: int) -> None:
+    """Say (summary and ``data["reference"]``) that the feature scores were fitted on the test
+    images at official indices ``reference_index`` and the rest, ``n_scored``, were scored."""
+    res.summary.append(
+        f"No training images: the Mahalanobis and kNN reference was fitted on {len(reference_index)} "
+        f"test images (a seeded, class-stratified half), and every score here is reported on the other "
+        f"{n_scored} test images and on outlier sets made from those only, so no image is both "
+        "reference and scored."
+    )
+    res.data["reference"] = {
+        "source": "test",
+        "seed": seed,
+        "n": len(reference_index),
+        "index": [int(i) for i in reference_index.tolist()],
+    }
+
+
+def gallery(
+    res: ProbeResult,
+    ctx: ProbeContext,
+    p: Predictions,
+    positions: Tensor,
+    score: Tensor,
+    name: str,
+    size: int,
+) -> None:
+    """The test images the score finds most out of distribution, with prediction and confidence;
+    ``p`` are the predictions scored (``score`` (M,) aligned with them) and ``positions`` (M,)
+    their positions in the test set."""
     if size <= 0 or not len(score):
         return
     top = torch.argsort(score, descending=True, stable=True)[:size]
@@ -119,7 +146,7 @@ def gallery(res: ProbeResult, ctx: ProbeContext, score: Tensor, name: str, size:
         for i in top.tolist()
     ]
     res.figures["most_out_of_distribution"] = image_gallery(
-        to_float(ctx.split.test_x[top]),
+        to_float(ctx.split.test_x[positions[top]]),
         titles,
         ncols=8,
         suptitle=f"Test images most out of distribution by {name}",

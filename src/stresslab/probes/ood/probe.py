@@ -21,6 +21,10 @@ from stresslab.probes.predictions import Predictions
 
 log = logging.getLogger(__name__)
 
+#: Added to the sample seed for the reference half of a test set without training images, so
+#: the halves do not follow the shared test samples.
+REFERENCE_SALT = 7_919
+
 
 @dataclass
 class OodScores(Offer):
@@ -46,6 +50,10 @@ class OodProbe(Probe):
     severity 5; ``sets``: the user's own, ``{name: {dataset: ..., root: ..., <loader
     options>}}``, read here so an unreadable set fails before training; ``k``: the kNN
     score's neighbour rank (Sun et al. use 50 on CIFAR-10 with all 50,000 images).
+
+    Without training images (a trained model probed on a test folder) the reference is a
+    seeded, class-stratified half of the test set, and every score is computed on the other
+    half and on outlier sets made from it, so no image is both reference and scored.
     """
 
     order = 38
@@ -86,11 +94,16 @@ class OodProbe(Probe):
         self.builtin, self.near, self.gallery_size = tuple(builtin), tuple(near), gallery_size
         self.user_sets = {name: load_user_set(name, spec) for name, spec in (sets or {}).items()}
 
-    def needs_training_data(self) -> str | None:
-        """Always a reason: the Mahalanobis and kNN scores are fitted on training embeddings."""
-        return "its Mahalanobis and kNN scores are fitted on training embeddings, and there are none"
+    def without_training_data(self) -> str | None:
+        """Without training images the reference is a seeded half of the test set."""
+        return (
+            "its Mahalanobis and kNN reference is fitted on a seeded half of the test set, and every "
+            "score is reported on the other half and on outlier sets made from it"
+        )
 
-    def _fit(self, ctx: ProbeContext, res: ProbeResult) -> Fitted:
+    def _fit(self, ctx: ProbeContext, res: ProbeResult, reference: Tensor | None) -> Fitted:
+        """The feature scores fitted on ``max_train`` training images, or, where ``reference``
+        (test positions) is given, on those test images' embeddings (already computed)."""
         p = ctx.predictions
         if p.embeddings.ndim != 2 or p.embeddings.shape[1] == 0:
             res.warnings.append(
@@ -98,14 +111,48 @@ class OodProbe(Probe):
                 "were computed; Mahalanobis and kNN need the embedding before the head."
             )
             return fit(None, ctx.split.train_y, self.k)
-        y = ctx.split.train_y
-        n = len(y)
-        pos = torch.arange(n) if not self.max_train or self.max_train >= n else None
-        if pos is None:
-            pos = stratified_sample(y, int(self.max_train or n), seed=ctx.sample_seed)
-        train = self._predict(ctx, ctx.split.train_x[pos], y[pos])
-        res.data["samples"]["train"] = len(pos)
-        return fit(train.embeddings, train.labels, self.k)
+        if reference is not None:
+            res.data["samples"]["reference"] = len(reference)
+            if len(reference) < 2:
+                res.warnings.append(
+                    f"Only {len(p.labels)} test images and no training images: too few to fit the "
+                    "Mahalanobis and kNN reference on half of them, so only the logit scores were computed."
+                )
+                return fit(None, p.labels, self.k)
+            feats, labels = p.embeddings[reference], p.labels[reference]
+        else:
+            y = ctx.split.train_y
+            n = len(y)
+            pos = torch.arange(n) if not self.max_train or self.max_train >= n else None
+            if pos is None:
+                pos = stratified_sample(y, int(self.max_train or n), seed=ctx.sample_seed)
+            train = self._predict(ctx, ctx.split.train_x[pos], y[pos])
+            res.data["samples"]["train"] = len(pos)
+            feats, labels = train.embeddings, train.labels
+        rank = len(labels) - len(torch.unique(labels))  # the scatter matrix's rank at most
+        if rank < feats.shape[1]:
+            res.warnings.append(
+                f"The Mahalanobis covariance comes from {len(labels)} images in {feats.shape[1]} "
+                f"dimensions (rank at most {rank}), kept invertible by a ridge only: its distances "
+                "are inflated along unseen directions, so read the mahalanobis score with care "
+                "(raise max_train, or use more images)."
+            )
+        return fit(feats, labels, self.k)
+
+    def _halves(self, ctx: ProbeContext) -> tuple[Tensor | None, Tensor]:
+        """(reference, scored): sorted test positions. With training images: ``None`` and every
+        test position. Without: a seeded class-stratified half of the test set (at most
+        ``max_train`` images, every class keeping one image on the scored side) as the
+        reference, and the rest scored, so no image is both."""
+        labels = ctx.predictions.labels
+        n = len(labels)
+        if len(ctx.split.train_y):
+            return None, torch.arange(n)
+        size = n // 2 if not self.max_train else min(n // 2, int(self.max_train))
+        reference = stratified_sample(labels, size, seed=ctx.sample_seed + REFERENCE_SALT, keep_one_out=True)
+        scored = torch.ones(n, dtype=torch.bool)
+        scored[reference] = False
+        return reference, torch.nonzero(scored).flatten()
 
     def _predict(self, ctx: ProbeContext, x: Tensor, y: Tensor | None = None) -> Predictions:
         labels = y if y is not None else torch.zeros(len(x), dtype=torch.long)
@@ -113,9 +160,18 @@ class OodProbe(Probe):
             ctx.model, x, labels, torch.arange(len(x)), batch_size=ctx.batch_size, device=ctx.device
         )
 
-    def _sets(self, ctx: ProbeContext, res: ProbeResult) -> dict[str, Tensor]:
+    def _base(self, ctx: ProbeContext, scored: Tensor, reference: Tensor | None) -> Tensor:
+        """Test positions the generated sets are made from: the shared sample of ``n_images``,
+        or, beside a reference half, a seeded sample of that size from the scored half only."""
+        if reference is None:
+            return ctx.sample(self.n_images, "ood")
+        labels = ctx.predictions.labels[scored]
+        pick = stratified_sample(labels, min(self.n_images, len(scored)), seed=ctx.sample_seed)
+        ctx.samples["ood"] = len(pick)
+        return scored[pick]
+
+    def _sets(self, ctx: ProbeContext, res: ProbeResult, pos: Tensor) -> dict[str, Tensor]:
         info = ctx.info
-        pos = ctx.sample(self.n_images, "ood")
         base = ctx.split.test_x[pos]
         out: dict[str, Tensor] = {}
         for name in self.builtin:
@@ -135,10 +191,14 @@ class OodProbe(Probe):
         return out
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
-        p = ctx.predictions
+        reference, scored = self._halves(ctx)
+        whole = ctx.predictions
+        p = whole if reference is None else _rows(whole, scored)
         res = ProbeResult()
         res.data["samples"] = {"test": len(p.labels)}
-        fitted = self._fit(ctx, res)
+        fitted = self._fit(ctx, res, reference)
+        if reference is not None:
+            present.reference_note(res, whole.index[reference], len(scored), ctx.sample_seed + REFERENCE_SALT)
         test_scores = all_scores(p.logits, p.embeddings, fitted)
         names = [s for s in SCORES if s in test_scores]
 
@@ -160,7 +220,7 @@ class OodProbe(Probe):
         rows: dict[str, dict[str, dict[str, float]]] = {}
         set_scores: dict[str, dict[str, Tensor]] = {}
         with ctx.track("ood: scoring sets", 1) as advance:
-            for set_name, x in self._sets(ctx, res).items():
+            for set_name, x in self._sets(ctx, res, self._base(ctx, scored, reference)).items():
                 pred = self._predict(ctx, x)
                 set_scores[set_name] = all_scores(pred.logits, pred.embeddings, fitted)
                 rows[set_name] = {
@@ -188,10 +248,17 @@ class OodProbe(Probe):
         present.tables(res, rows, finite, names)
         present.failure_section(res, test_scores, p.correct, best_fail, finite)
         present.histograms(res, test_scores, set_scores, list(dict.fromkeys((best_ood, "msp"))))
-        present.gallery(res, ctx, test_scores[best_ood], best_ood, self.gallery_size)
+        present.gallery(res, ctx, p, scored, test_scores[best_ood], best_ood, self.gallery_size)
         res.offer = OodScores(
             index=[int(i) for i in p.index.tolist()],
             scores={s: [round(float(v), 6) for v in test_scores[s].tolist()] for s in names},
             best_failure_score=best_fail,
         )
         return res
+
+
+def _rows(p: Predictions, pos: Tensor) -> Predictions:
+    """The predictions of the test images at positions ``pos`` (int64 (M,)), in that order."""
+    return Predictions(
+        logits=p.logits[pos], labels=p.labels[pos], embeddings=p.embeddings[pos], index=p.index[pos]
+    )
