@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 
 def _check(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, H*W) CPU views of ``maps`` (dtype kept) and ``masks`` (bool)."""
     if maps.ndim != 3 or masks.shape != maps.shape:
         raise ValueError(
             "maps must be (N, H, W) and masks the same shape; "
             f"got {tuple(maps.shape)} and {tuple(masks.shape)}"
         )
-    return maps.detach().flatten(1).double().cpu(), masks.detach().flatten(1).bool().cpu()
+    return maps.detach().cpu().flatten(1), masks.detach().cpu().flatten(1).bool()
 
 
 def relevance_mass_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
@@ -30,6 +32,7 @@ def relevance_mass_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
     map sums to 0. A map that is uniform scores the mask's area share.
     """
     a, s = _check(maps, masks)
+    a = a.double()
     total = a.sum(1)
     inside = (a * s).sum(1)
     ok = (s.sum(1) > 0) & (total != 0)
@@ -42,16 +45,34 @@ def relevance_rank_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
 
     ``maps`` (N, H, W), ``masks`` (N, H, W) bool -> (N,) float64 in [0, 1]; NaN where the
     mask is empty or the map is constant (it ranks nothing). Other ties are broken in raster
-    order (a stable sort; Quantus's ``argsort`` leaves their order unspecified).
+    order, as a stable descending sort would (Quantus's ``argsort`` leaves their order
+    unspecified).
+
+    No pixel order is built: the K highest-ranked pixels are those above the map's K-th
+    largest value ``t`` plus, in raster order, as many of the pixels equal to ``t`` as fill
+    K. One sort of the values per map (NumPy, no index array) is the whole cost.
     """
-    a, s = _check(maps, masks)
+    a_t, s_t = _check(maps, masks)
+    if a_t.dtype in (torch.float16, torch.bfloat16):
+        a_t = a_t.float()  # exact: the order is kept
+    elif a_t.dtype not in (torch.float32, torch.float64):
+        a_t = a_t.double()
+    a, s = a_t.numpy(), s_t.numpy()
+    n, hw = a.shape
     k = s.sum(1)
-    order = torch.argsort(a, dim=1, descending=True, stable=True)
-    ranked = s.gather(1, order)
-    first_k = torch.arange(a.shape[1])[None, :] < k[:, None]
-    hits = (ranked & first_k).sum(1).double()
-    ranks = (k > 0) & (a.amax(1) > a.amin(1))
-    return torch.where(ranks, hits / k.clamp(min=1).double(), torch.full_like(hits, float("nan")))
+    if n == 0 or hw == 0:
+        return torch.full((n,), float("nan"), dtype=torch.float64)
+    ascending = np.sort(a, axis=1)
+    rows = np.arange(n)
+    t = ascending[rows, hw - np.clip(k, 1, hw)][:, None]  # the K-th largest value
+    above = a > t
+    tied = a == t
+    room = k - above.sum(1)  # places left for tied pixels, >= 1 where k >= 1
+    first_tied = tied & (np.cumsum(tied, axis=1) <= room[:, None])
+    hits = ((above | first_tied) & s).sum(1)
+    ranks = (k > 0) & (ascending[:, -1] > ascending[:, 0])
+    out = np.where(ranks, hits / np.maximum(k, 1), np.nan)
+    return torch.from_numpy(out.astype(np.float64))
 
 
 def box_masks(shape: tuple[int, int, int], boxes: Sequence[tuple[int, int, int, int]]) -> Tensor:
