@@ -13,14 +13,23 @@ import torch
 from torch import Tensor
 
 
-def _check(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-    """(N, H*W) CPU views of ``maps`` (dtype kept) and ``masks`` (bool)."""
+def _check(maps: Tensor, masks: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H*W) NumPy arrays of ``maps`` (float32 or float64, the order of the values kept)
+    and ``masks`` (bool). The scores are computed in NumPy: on arrays this small torch's
+    worker threads cost more than the work, and far more on a busy machine (measured 0.5x
+    Quantus's speed on 64 maps under a load average of 18, with torch)."""
     if maps.ndim != 3 or masks.shape != maps.shape:
         raise ValueError(
             "maps must be (N, H, W) and masks the same shape; "
             f"got {tuple(maps.shape)} and {tuple(masks.shape)}"
         )
-    return maps.detach().cpu().flatten(1), masks.detach().cpu().flatten(1).bool()
+    a = maps.detach().cpu().flatten(1)
+    if a.dtype in (torch.float16, torch.bfloat16):
+        a = a.float()  # exact: the order is kept
+    arr = a.numpy()
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    return arr, masks.detach().cpu().flatten(1).numpy().astype(bool, copy=False)
 
 
 def relevance_mass_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
@@ -32,12 +41,12 @@ def relevance_mass_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
     map sums to 0. A map that is uniform scores the mask's area share.
     """
     a, s = _check(maps, masks)
-    a = a.double()
+    a = a.astype(np.float64)
     total = a.sum(1)
-    inside = (a * s).sum(1)
+    inside = np.where(s, a, 0.0).sum(1)
     ok = (s.sum(1) > 0) & (total != 0)
-    nan = torch.full_like(total, float("nan"))
-    return torch.where(ok, inside / torch.where(total != 0, total, torch.ones_like(total)), nan)
+    out = np.where(ok, inside / np.where(total != 0, total, 1.0), np.nan)
+    return torch.from_numpy(out)
 
 
 def relevance_rank_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
@@ -52,12 +61,7 @@ def relevance_rank_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
     largest value ``t`` plus, in raster order, as many of the pixels equal to ``t`` as fill
     K. One sort of the values per map (NumPy, no index array) is the whole cost.
     """
-    a_t, s_t = _check(maps, masks)
-    if a_t.dtype in (torch.float16, torch.bfloat16):
-        a_t = a_t.float()  # exact: the order is kept
-    elif a_t.dtype not in (torch.float32, torch.float64):
-        a_t = a_t.double()
-    a, s = a_t.numpy(), s_t.numpy()
+    a, s = _check(maps, masks)
     n, hw = a.shape
     k = s.sum(1)
     if n == 0 or hw == 0:
