@@ -79,6 +79,25 @@ def test_mass_and_rank_accuracy_on_a_known_mask() -> None:
     assert math.isnan(empty.item())
 
 
+def test_rank_accuracy_equals_a_stable_sort_with_many_ties() -> None:
+    """The threshold form equals the definition: sort each map descending, ties in raster
+    order, and count the mask's pixels among the first K (K = the mask's size)."""
+    g = torch.Generator().manual_seed(5)
+    maps = torch.randint(0, 4, (200, 5, 6), generator=g).float()  # four values: ties everywhere
+    masks = torch.rand(200, 5, 6, generator=g) < torch.rand(200, 1, 1, generator=g)
+    got = relevance_rank_accuracy(maps, masks)
+    for i in range(200):
+        a, s = maps[i].flatten().tolist(), masks[i].flatten().tolist()
+        k = sum(s)
+        if k == 0 or max(a) == min(a):
+            assert math.isnan(got[i].item())
+            continue
+        order = sorted(range(len(a)), key=lambda j: -a[j])  # Python's sort is stable
+        assert got[i].item() == sum(s[j] for j in order[:k]) / k
+    half = relevance_rank_accuracy(maps.to(torch.bfloat16), masks)
+    assert torch.equal(half.isnan(), got.isnan()) and torch.equal(half.nan_to_num(), got.nan_to_num())
+
+
 def test_box_masks_clip_to_the_image() -> None:
     m = box_masks((2, 4, 4), [(0, 0, 2, 2), (3, 3, 4, 4)])
     assert m[0].sum() == 4 and m[0, :2, :2].all()

@@ -55,32 +55,36 @@ def linear_imputation(x: Tensor, removed: Tensor) -> Tensor:
     full = np.flatnonzero(gone.all(axis=1))
     if len(full) and h * w > 0:
         raise ValueError(f"image {int(full[0])} has every pixel removed: nothing to impute from")
-    values = x.detach().cpu().double().numpy().reshape(n, c, h * w)
-    img, pix = np.nonzero(gone)  # one unknown per removed pixel, image-major
-    k = len(img)
-    out = values.copy()
+    values = x.detach().cpu().double().numpy()
+    k = int(gone.sum())
     if k == 0:
-        return torch.from_numpy(out.reshape(n, c, h, w)).float()
-    var = np.full((n, h * w), -1, dtype=np.int64)
-    var[img, pix] = np.arange(k)
-    row, col = pix // w, pix % w
-    diag = np.zeros(k)
-    rhs = np.zeros((k, c))
+        return torch.from_numpy(values.copy()).float()
+    # The equations are assembled on the whole pixel grid with one pixel of padding, each
+    # neighbour offset a shifted slice (no per-unknown indexing), then the unknowns' rows are
+    # taken out. Unknowns are numbered image-major in raster order, as np.nonzero gives them.
+    removed_grid = gone.reshape(n, h, w)
+    var = np.full((n, h + 2, w + 2), -1, dtype=np.int64)
+    var[:, 1:-1, 1:-1][removed_grid] = np.arange(k)
+    inside = np.zeros((h + 2, w + 2), dtype=bool)
+    inside[1:-1, 1:-1] = True
+    known = np.zeros((n, c, h + 2, w + 2))  # the kept values; 0 where removed or outside
+    known[:, :, 1:-1, 1:-1] = np.where(removed_grid[:, None], 0.0, values)
+    me = var[:, 1:-1, 1:-1]
+    diag_grid = np.zeros((h, w))
+    rhs_grid = np.zeros((n, c, h, w))
     rows, cols, vals = [], [], []
     for dr, dc, weight in NEIGHBOURS:
-        r, s = row + dr, col + dc
-        inside = (r >= 0) & (r < h) & (s >= 0) & (s < w)
-        ids = np.flatnonzero(inside)
-        q = r[ids] * w + s[ids]
-        diag[ids] += weight
-        other = var[img[ids], q]
-        unknown = other >= 0
-        later = unknown & (other > ids)  # each symmetric pair once, in the upper triangle
-        rows.append(ids[later])
+        rs, cs = slice(1 + dr, 1 + dr + h), slice(1 + dc, 1 + dc + w)
+        there = inside[rs, cs]  # (h, w): the neighbour is in the image
+        other = var[:, rs, cs]  # (n, h, w): its unknown's number, -1 if kept or outside
+        diag_grid += weight * there
+        rhs_grid += weight * known[:, :, rs, cs]
+        later = removed_grid & (other > me)  # each symmetric pair once, in the upper triangle
+        rows.append(me[later])
         cols.append(other[later])
-        vals.append(np.full(int(later.sum()), -weight))
-        known = ids[~unknown]
-        rhs[known] += weight * values[img[known], :, q[~unknown]]
+        vals.append(np.full(len(rows[-1]), -weight))
+    diag = np.broadcast_to(diag_grid, (n, h, w))[removed_grid]
+    rhs = rhs_grid.transpose(0, 2, 3, 1)[removed_grid]  # (k, c)
     i, j, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
     upper = int((j - i).max()) if len(i) else 0
     band = np.zeros((upper + 1, k))
@@ -91,8 +95,9 @@ def linear_imputation(x: Tensor, removed: Tensor) -> Tensor:
     # busy 2-core machine, for 64 images at 50%).
     with threadpool_limits(limits=1, user_api="blas"):
         solved = solveh_banded(band, rhs, check_finite=False).reshape(k, c)
-    out[img, :, pix] = solved
-    return torch.from_numpy(out.reshape(n, c, h, w)).float()
+    out = values.transpose(0, 2, 3, 1).copy()  # (n, h, w, c)
+    out[removed_grid] = solved
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2))).float()
 
 
 def noisy_linear_imputation(

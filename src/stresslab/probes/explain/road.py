@@ -23,8 +23,10 @@ from stresslab.probes.explain.quality import pixel_order
 from stresslab.scoped import inference_scope
 
 DEFAULT_PERCENTAGES: tuple[float, ...] = (10.0, 30.0, 50.0, 70.0, 90.0)
-IMPUTE_IMAGES = 32
-"""Images imputed at once (all their percentages and both orders in one sparse solve)."""
+IMPUTE_PIXELS = 64 * 28 * 28
+"""Image pixels (H * W per image) imputed at once: all percentages and both orders of
+``IMPUTE_PIXELS // (H * W)`` images (at least one) in one banded solve, then one batched
+forward pass over them (64 Fashion-MNIST images, 640 imputed copies, at a time)."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,10 @@ def road_curves(
     morf_m, lerf_m = removal_masks(maps.detach().cpu(), pct)
     scores = torch.empty(2, n, p)
     xc, tc = x.detach().cpu().float(), target.detach().cpu().long()
+    per_chunk = max(1, IMPUTE_PIXELS // max(1, h * w))
     with inference_scope(model):
-        for start in range(0, n, IMPUTE_IMAGES):
-            sl = slice(start, min(n, start + IMPUTE_IMAGES))
+        for start in range(0, n, per_chunk):
+            sl = slice(start, min(n, start + per_chunk))
             b = sl.stop - start
             masks = torch.stack([morf_m[sl], lerf_m[sl]])  # (2, b, P, H, W)
             imgs = xc[sl][None, :, None].expand(2, b, p, c, h, w).reshape(-1, c, h, w)

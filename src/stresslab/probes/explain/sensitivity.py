@@ -13,6 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from stresslab.attributions.base import Attribution
+from stresslab.devices import model_device
+
+CPU_BATCH = 64
+"""Passes per chunk for a gradient method on the CPU, whatever the caller's ``batch_size``:
+there the noisy copies' gradients ran faster in small batches (one thread, saliency of 512
+noisy 28x28 images on ``custom_cnn``: 0.80 s of CPU in chunks of 64, 1.51 s in one batch of
+512; the activations of a large batch do not stay in cache)."""
 
 
 def uniform_noise(
@@ -39,10 +46,12 @@ def max_sensitivity(
     ``x`` (N, C, H, W) in [0, 1] and classes ``target`` (N,).
 
     ``radius`` is in pixel units; the perturbed images are clipped to [0, 1] when ``clip``
-    (Quantus does not clip). All ``samples`` x N perturbed images are explained in one batched
-    :meth:`Attribution.attribute` call. The noise comes first from ``generator`` (``samples``
-    draws of x's shape, :func:`uniform_noise`); a stochastic method then draws its own noise
-    from the same generator. NaN where a map is all zeros (its norm is the denominator).
+    (Quantus does not clip). All ``samples`` x N perturbed images are explained by one
+    :meth:`Attribution.attribute` call, ``batch_size`` passes per chunk (at most
+    :data:`CPU_BATCH` for a gradient method when the model is on the CPU). The noise comes
+    first from ``generator`` (``samples`` draws of x's shape, :func:`uniform_noise`); a
+    stochastic method then draws its own noise from the same generator. NaN where a map is all
+    zeros (its norm is the denominator).
     """
     if radius <= 0 or samples < 1:
         raise ValueError(f"radius must be > 0 and samples >= 1, got {radius} and {samples}")
@@ -54,6 +63,8 @@ def max_sensitivity(
     if clip:
         noisy = noisy.clamp(0.0, 1.0)
     flat = noisy.reshape(samples * n, *xc.shape[1:])
+    if method.gradient_based and model_device(model).type == "cpu":
+        batch_size = min(batch_size, CPU_BATCH)
     moved = method.attribute(
         model, flat, target.repeat(samples), batch_size=batch_size, generator=generator
     ).view(samples, n, -1)
