@@ -434,3 +434,16 @@ def test_a_pattern_box_is_narrowed_only_to_a_core_that_sets_the_class_further_ap
     assert _apart(square) > _apart(border_patch)  # narrowed to the square
     assert not _apart(square) > _apart(kind(0.79, 0.0))  # a box no other class matches stays
     assert _apart(kind(0.6, math.nan)) == math.inf  # others not seen: no contrast to gain
+
+
+@pytest.mark.parametrize(("side", "window", "stride"), [(8, 4, 2), (16, 4, 2), (28, 4, 2), (64, 9, 5), (224, 32, 16)])
+def test_the_refining_window_keeps_its_pixels_on_small_images_and_its_share_on_large(
+    side: int, window: int, stride: int
+) -> None:
+    from stresslab.attributions import Occlusion
+    from stresslab.probes.shortcut.probe import refine_stride, refine_window
+
+    assert (refine_window(side), refine_stride(side)) == (window, stride)
+    # The positions per image stop growing above small images: 169 on 28 px, 169 on 224 px.
+    w, s = refine_window(side), refine_stride(side)
+    assert Occlusion(w, s, "zero").positions(side, side) <= 15 * 15

@@ -30,6 +30,19 @@ from stresslab.probes.shortcut.transplant import background_test, transplant_tes
 log = logging.getLogger(__name__)
 
 
+
+def refine_window(side: int) -> int:
+    """Default refining occlusion window (pixels) on images whose shorter side is ``side``
+    pixels: 1/7 of it, at least 4 (4 up to 31 px, 32 on 224)."""
+    return max(4, round(side / 7))
+
+
+def refine_stride(side: int) -> int:
+    """Default refining occlusion stride (pixels): 1/14 of ``side``, at least 2 (2 up to
+    34 px, 16 on 224), so the window positions per image stop growing with the image."""
+    return max(2, round(side / 14))
+
+
 def _declared_layer(model: Any) -> str:
     try:
         return str(getattr(model, "cam_layer", "") or "")
@@ -45,8 +58,10 @@ class ShortcutProbe(Probe):
     train: a seeded sample of as many), and the box around its top ``top_fraction`` of
     pixels (at most ``max_region_fraction`` of the image), then up to ``max_regions`` in all,
     each the top of what the earlier ones leave (see :func:`regions_of`); a Grad-CAM box, as
-    coarse as its layer, is refined by occlusion (``occlusion_window``, ``occlusion_stride``,
-    ``occlusion_fill``) of ``refine_images`` of the class's images near it, and the other
+    coarse as its layer, is refined by occlusion (``occlusion_window``, ``occlusion_stride``:
+    pixels, by default :func:`refine_window` and :func:`refine_stride`: 4 and 2 up to about
+    30 px, then 1/7 and 1/14 of the shorter side, so the window positions per image stop
+    growing with the image; ``occlusion_fill``) of ``refine_images`` of the class's images near it, and the other
     regions come from those occlusion maps anywhere in the image (0: not refined; see
     :func:`search`). Each box is described across the class's training images (constant
     pattern, background or object; see :func:`describe_region`); the strongest of each
@@ -69,8 +84,8 @@ class ShortcutProbe(Probe):
         *,
         method: str = "auto",
         layer: str = "",
-        occlusion_window: int = 4,
-        occlusion_stride: int = 2,
+        occlusion_window: int | None = None,
+        occlusion_stride: int | None = None,
         occlusion_fill: str | float = "gray",
         refine_images: int = 16,
         sources: list[str] | tuple[str, ...] = ("test", "train"),
@@ -177,6 +192,11 @@ class ShortcutProbe(Probe):
         """Occlusion with the probe's settings, fitted to the images by its ``prepare`` (the
         dataset's mean; a window larger than the images shrunk to a quarter of their side)."""
         window, stride, fill = self.occlusion
+        side = min(ctx.info.height, ctx.info.width)
+        if window is None:
+            window = refine_window(side)
+        if stride is None:
+            stride = min(window, refine_stride(side))
         occlusion: Attribution = ATTRIBUTIONS.build(
             "occlusion", where="probes.shortcut", window=window, stride=stride, fill=fill
         )
