@@ -436,7 +436,9 @@ def test_a_pattern_box_is_narrowed_only_to_a_core_that_sets_the_class_further_ap
     assert _apart(kind(0.6, math.nan)) == math.inf  # others not seen: no contrast to gain
 
 
-@pytest.mark.parametrize(("side", "window", "stride"), [(8, 4, 2), (16, 4, 2), (28, 4, 2), (64, 9, 5), (224, 32, 16)])
+@pytest.mark.parametrize(
+    ("side", "window", "stride"), [(8, 4, 2), (16, 4, 2), (28, 4, 2), (64, 9, 5), (224, 32, 16)]
+)
 def test_the_refining_window_keeps_its_pixels_on_small_images_and_its_share_on_large(
     side: int, window: int, stride: int
 ) -> None:

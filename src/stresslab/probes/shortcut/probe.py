@@ -30,7 +30,6 @@ from stresslab.probes.shortcut.transplant import background_test, transplant_tes
 log = logging.getLogger(__name__)
 
 
-
 def refine_window(side: int) -> int:
     """Default refining occlusion window (pixels) on images whose shorter side is ``side``
     pixels: 1/7 of it, at least 4 (4 up to 31 px, 32 on 224)."""
@@ -61,8 +60,8 @@ class ShortcutProbe(Probe):
     coarse as its layer, is refined by occlusion (``occlusion_window``, ``occlusion_stride``:
     pixels, by default :func:`refine_window` and :func:`refine_stride`: 4 and 2 up to about
     30 px, then 1/7 and 1/14 of the shorter side, so the window positions per image stop
-    growing with the image; ``occlusion_fill``) of ``refine_images`` of the class's images near it, and the other
-    regions come from those occlusion maps anywhere in the image (0: not refined; see
+    growing with the image; ``occlusion_fill``) of ``refine_images`` of the class's images
+    near it, and the other regions come from those occlusion maps anywhere in the image (0: not refined; see
     :func:`search`). Each box is described across the class's training images (constant
     pattern, background or object; see :func:`describe_region`); the strongest of each
     class and the others that hold a constant pattern are transplanted: pasted
