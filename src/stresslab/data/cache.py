@@ -28,8 +28,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import tempfile
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,8 +228,38 @@ class ImageCache:
             )
 
 
+_OPEN: list[weakref.ref[np.memmap]] = []
+"""The cache maps this process has open (weakly held), for :func:`release_pages`."""
+
+
 def _open(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """The array file as a copy-on-write memory map (an empty array for zero rows)."""
     if shape[0] == 0:
         return np.empty(shape, dtype=np.uint8)
-    return np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
+    images = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
+    _OPEN.append(weakref.ref(images))
+    return images
+
+
+def release_pages() -> int:
+    """Drop every open cache map's pages from this process's resident set; the number of maps.
+
+    Pages read through a memory map stay mapped, and counted in the process's RSS, until the
+    kernel needs the memory: one pass over 100,000 images of 96 px maps 2.8 GB. Releasing them
+    (``MADV_DONTNEED``) after each pass keeps the resident set at what one pass reads; a later
+    read maps the page again from the page cache (or the disk). The maps are copy-on-write and
+    never written, so nothing is lost (a stray in-place write to a cached image is undone).
+    Does nothing where ``madvise`` is not available.
+    """
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    released = 0
+    for ref in list(_OPEN):
+        images = ref()
+        if images is None:
+            _OPEN.remove(ref)
+            continue
+        mapped = getattr(images, "_mmap", None)
+        if advice is not None and mapped is not None:
+            mapped.madvise(advice)
+            released += 1
+    return released
