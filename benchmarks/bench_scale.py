@@ -12,9 +12,14 @@ file-backed parts sampled every 0.1 s from /proc/self/status: file-backed pages 
 memory-mapped cache count in RSS but are dropped by the kernel under pressure, anonymous
 pages are what the process really holds), wall time of loading the data and of each probe
 (from ``results/<probe>.json``), and whether metrics.json is identical between the cached
-and the in-memory run of the same size.
+and the in-memory run of the same size. Per probe, as soon as it ends, a line of
+``<work>/<run>.probes.jsonl``: its wall time and its own peak RSS (VmHWM reset through
+``/proc/self/clear_refs`` when it starts) with the sampled anonymous and file-backed peaks,
+and a ``(before <probe>)`` line with the peak since the previous probe (loading, training
+and predicting before the first): a run stopped half-way still says how far it got.
 
-    .venv/bin/python benchmarks/bench_scale.py --sizes 5000 20000          # the README figures
+    .venv/bin/python benchmarks/bench_scale.py --sizes 100000              # the README figures
+    .venv/bin/python benchmarks/bench_scale.py --sizes 5000 20000 --compare-up-to 5000
     .venv/bin/python benchmarks/bench_scale.py --sizes 2000 --epochs 1 --probes evaluation  # smoke
 """
 
@@ -79,18 +84,73 @@ def generate(n_test: int, train_per_class: int) -> Path:
 
 
 class Sampler(threading.Thread):
-    """Peaks of RssAnon and RssFile (kB) read from /proc/self/status every 0.1 s."""
+    """Peaks of RssAnon and RssFile (kB) read from /proc/self/status every 0.1 s, over the
+    whole run (``peak``) and since the last :meth:`restart` (``step``)."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak = {"RssAnon": 0, "RssFile": 0}
+        self.step = {"RssAnon": 0, "RssFile": 0}
+        self.hwm = 0  # the largest VmHWM seen before a reset (kB)
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.1):
-            for key, value in _status().items():
-                if key in self.peak:
-                    self.peak[key] = max(self.peak[key], value)
+            self.sample()
+
+    def sample(self) -> None:
+        for key, value in _status().items():
+            if key in self.peak:
+                self.peak[key] = max(self.peak[key], value)
+                self.step[key] = max(self.step[key], value)
+
+    def restart(self) -> None:
+        """Start a new step: its peaks, and the kernel's VmHWM, start from now."""
+        self.step = {"RssAnon": 0, "RssFile": 0}
+        self.hwm = max(self.hwm, _status()["VmHWM"])
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        self.sample()
+
+    def peak_rss(self) -> int:
+        """The run's peak RSS (kB): the largest VmHWM over all steps."""
+        return max(self.hwm, _status()["VmHWM"])
+
+
+def per_probe_peaks(sampler: Sampler, log: Path) -> None:
+    """Wrap every registered probe's ``run`` so that each probe's wall time and peak RSS (the
+    kernel's VmHWM, reset when the probe starts, and the sampled anonymous and file-backed
+    peaks) are appended to ``log`` (JSON lines) as soon as it ends: a run stopped half-way
+    still tells how far it got."""
+    from stresslab.probes.base import PROBES
+
+    def wrap(name: str, run: Any) -> Any:
+        def timed(self: Any, ctx: Any) -> Any:
+            gap = {"probe": f"(before {name})", "peak_rss_mb": round(_status()["VmHWM"] / 1024)}
+            with log.open("a") as f:  # the steps since the last probe: loading, training, predicting
+                f.write(json.dumps(gap) + "\n")
+            sampler.restart()
+            t0 = time.perf_counter()
+            try:
+                return run(self, ctx)
+            finally:
+                sampler.sample()
+                status = _status()
+                record = {
+                    "probe": name,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "peak_rss_mb": round(status["VmHWM"] / 1024),
+                    "peak_anon_mb": round(sampler.step["RssAnon"] / 1024),
+                    "peak_file_mb": round(sampler.step["RssFile"] / 1024),
+                }
+                with log.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+
+        return timed
+
+    for name in PROBES.names():
+        cls = PROBES.get(name)
+        if "run" in vars(cls):
+            cls.run = wrap(name, vars(cls)["run"])
 
 
 def _status() -> dict[str, int]:
@@ -159,6 +219,7 @@ def child(args: argparse.Namespace) -> None:
     }
     if args.probes:
         cfg["probes"] = {p: {} for p in args.probes}
+    per_probe_peaks(sampler, Path(args.report).with_suffix(".probes.jsonl"))
     t0 = time.perf_counter()
     run = stresslab.run(cfg, out=args.out)
     wall = time.perf_counter() - t0
@@ -173,7 +234,7 @@ def child(args: argparse.Namespace) -> None:
     status = _status()
     report = {
         "wall_s": round(wall, 1),
-        "peak_rss_mb": round(status["VmHWM"] / 1024),
+        "peak_rss_mb": round(sampler.peak_rss() / 1024),
         "peak_anon_mb": round(max(sampler.peak["RssAnon"], status["RssAnon"]) / 1024),
         "peak_file_mb": round(max(sampler.peak["RssFile"], status["RssFile"]) / 1024),
         "probe_seconds": seconds,
@@ -215,6 +276,7 @@ def main() -> int:
         child(args)
         return 0
     work = Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    print(f"runs and per-probe figures (<run>.probes.jsonl) in {work}", flush=True)
     for n in args.sizes:
         root = generate(n, args.train_per_class)
         modes = ["always", "never"] if n <= args.compare_up_to else ["always"]
@@ -228,6 +290,8 @@ def main() -> int:
             print(f"{head}, peak RSS {r['peak_rss_mb']} MB (anonymous {r['peak_anon_mb']} MB, "
                   f"file-backed {r['peak_file_mb']} MB)")  # fmt: skip
             print("   seconds per step: " + ", ".join(f"{k} {v}" for k, v in r["probe_seconds"].items()))
+            for line in (work / f"{root.name}-{mode}.probes.jsonl").read_text().splitlines():
+                print("   " + line)
         if len(results) == 2:
             same = results["always"]["metrics"] == results["never"]["metrics"]
             print(f"   metrics.json identical, cached vs in memory: {same}")

@@ -1,4 +1,5 @@
-"""The one device picker: what ``device: auto`` means, and where a model already lives."""
+"""The one device picker: what ``device: auto`` means, where a model already lives, and how
+many images go through one pass."""
 
 from __future__ import annotations
 
@@ -8,6 +9,22 @@ import torch
 from torch import nn
 
 from stresslab.errors import ConfigError
+
+GRADIENT_PIXELS = 256 * 28 * 28
+"""Input pixels (images x height x width) differentiated in one backward pass. Autograd keeps
+every activation of a pass until its backward, so memory grows with the pixels, not the
+images: 256 Fashion-MNIST images per pass as before, 21 at 96 px (where ``fast_cnn`` held
+about 20 MB per image, and 240 SmoothGrad copies at once took the explain probe past 6 GB)."""
+
+FORWARD_PIXELS = 4 * GRADIENT_PIXELS
+"""Input pixels per forward-only pass (no activations kept): 1,024 images at 28 px, 87 at 96 px."""
+
+
+def images_per_pass(height: int, width: int, pixels: int | None = None) -> int:
+    """Images of ``height`` x ``width`` pixels that fit ``pixels`` input pixels per pass (>= 1);
+    ``None``: :data:`GRADIENT_PIXELS`."""
+    budget = GRADIENT_PIXELS if pixels is None else pixels
+    return max(1, budget // max(1, height * width))
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -305,3 +305,30 @@ def test_every_registered_method_leaves_model_untouched(name: str) -> None:
     assert training and all(flags) and all(g is None for g in grads) and hooks == 0
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+def test_gradient_passes_are_bounded_in_pixels_and_keep_the_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A budget of 3 images of 8x8 per backward pass: Saliency's chunk of 5 and SmoothGrad's
+    # 5 x 4 noisy copies are both split, and the maps stay the same.
+    model = _model()
+    x = torch.rand(5, 1, 8, 8)
+    t = torch.tensor([0, 1, 2, 0, 1])
+    noise = torch.randn(5 * 4, 1, 8, 8) * 0.2
+    before_sal = Saliency().attribute(model, x, t, batch_size=64)
+    before_sg = SmoothGrad(4, 0.2).with_noise(model, x, t, noise)
+    before_draw = SmoothGrad(4).attribute(model, x, t, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr("stresslab.devices.GRADIENT_PIXELS", 3 * 8 * 8)
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda m, inputs: sizes.append(inputs[0].shape[0]))
+    try:
+        after_sal = Saliency().attribute(model, x, t, batch_size=64)
+        assert max(sizes) == 3
+        sizes.clear()
+        after_sg = SmoothGrad(4, 0.2).with_noise(model, x, t, noise)
+        assert max(sizes) == 4  # one image's copies at a time (3 // 4 images, at least 1)
+        after_draw = SmoothGrad(4).attribute(model, x, t, generator=torch.Generator().manual_seed(3))
+    finally:
+        handle.remove()
+    torch.testing.assert_close(after_sal, before_sal, atol=1e-6, rtol=0)
+    torch.testing.assert_close(after_sg, before_sg, atol=1e-6, rtol=0)
+    torch.testing.assert_close(after_draw, before_draw, atol=1e-6, rtol=0)  # same noise drawn

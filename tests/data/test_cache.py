@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from stresslab.data import load_split
-from stresslab.data.cache import CACHE_ENV, CacheSettings, ImageCache
+from stresslab.data.cache import CACHE_ENV, CacheSettings, ImageCache, release_pages
 from stresslab.data.indexed import IndexedImages
 from stresslab.data.loaders import folder_cache
 from stresslab.errors import ConfigError, DataError
@@ -250,3 +250,32 @@ def test_damaged_manifest_is_rebuilt(tmp_path: Path, decodes: list[Path], damage
         manifest.write_text(json.dumps(record))
     again = load_split("image_folder", root=str(tmp_path / "data"), val_fraction=0.0, cache=settings)
     assert len(decodes) == 2 * n and torch.equal(again.test_x, expected)
+
+
+def _rss_file_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    return -1
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/self/status (Linux)")
+def test_released_pages_leave_the_resident_set_and_read_back_the_same(tmp_path: Path) -> None:
+    entry = ImageCache(_always(tmp_path), "folder", tmp_path, [], {})
+    shape = (64, 4, 128, 128)  # 4 MiB
+    pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+
+    def fill(rows: np.ndarray) -> tuple[int, dict[str, object]]:
+        rows[:] = pixels
+        return shape[0], {}
+
+    images = torch.from_numpy(entry.build(shape, fill).images)
+    release_pages()
+    before = _rss_file_kb()
+    assert int(images.sum(dtype=torch.int64)) == int(pixels.sum(dtype=np.int64))  # maps every page
+    read = _rss_file_kb()
+    assert release_pages() >= 1
+    after = _rss_file_kb()
+    assert read - before >= 3 * 1024  # reading mapped most of the 4 MiB ...
+    assert read - after >= 3 * 1024  # ... and releasing unmapped them
+    assert torch.equal(images, torch.from_numpy(pixels))  # read back unchanged

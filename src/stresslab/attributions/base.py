@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stresslab.devices import model_device
+from stresslab.devices import images_per_pass, model_device
 from stresslab.errors import ConfigError
 from stresslab.registry import Registry
 from stresslab.scoped import inference_scope
@@ -175,7 +175,9 @@ class Attribution(ABC):
 
         ``target`` (N,) int64 names the class to explain for each image. ``batch_size``
         is the number of forward passes per chunk (a method with ``cost`` passes per image
-        takes ``batch_size // cost`` images at a time). ``generator`` seeds stochastic
+        takes ``batch_size // cost`` images at a time; a deterministic gradient method at most
+        :func:`~stresslab.devices.images_per_pass` ``// cost``, so memory does not grow with
+        the image size). ``generator`` seeds stochastic
         methods; it is drawn from on the CPU so results do not depend on the device.
         The model leaves in the mode it came in with its parameter gradients untouched.
         """
@@ -183,6 +185,11 @@ class Attribution(ABC):
         device = model_device(model)
         size = (x.shape[2], x.shape[3])
         per_chunk = max(1, batch_size // max(1, self.cost))
+        if self.gradient_based and not self.stochastic:
+            # A deterministic map does not depend on its chunk: cap it so one backward pass
+            # holds at most GRADIENT_PIXELS input pixels (a stochastic method keeps its chunk,
+            # which fixes its noise draws, and bounds its own passes).
+            per_chunk = min(per_chunk, max(1, images_per_pass(*size) // max(1, self.cost)))
         out: list[Tensor] = []
         with inference_scope(model):
             for i in range(0, len(x), per_chunk):

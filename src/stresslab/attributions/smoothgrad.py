@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from stresslab.attributions.base import Attribution, register_attribution
 from stresslab.attributions.saliency import input_gradient
+from stresslab.devices import images_per_pass
 
 
 @register_attribution("smoothgrad")
@@ -16,8 +17,8 @@ class SmoothGrad(Attribution):
     """Mean of ``|d y_c / d x|`` over ``samples`` copies of x plus Gaussian noise.
 
     The noise has standard deviation ``noise`` in pixel units of [0, 1] images (0.15 is
-    Smilkov et al.'s 15% of the input range). All noisy copies of a chunk go through one
-    batched backward pass. Given the same noise, equal to Captum's
+    Smilkov et al.'s 15% of the input range). The noisy copies of a chunk go through batched
+    backward passes of at most ``GRADIENT_PIXELS`` input pixels. Given the same noise, equal to Captum's
     ``NoiseTunnel(Saliency(abs=True))`` with ``nt_type="smoothgrad"``.
     """
 
@@ -47,6 +48,14 @@ class SmoothGrad(Attribution):
     def with_noise(self, model: nn.Module, x: Tensor, target: Tensor, noise: Tensor) -> Tensor:
         """SmoothGrad with given noise (n * samples, C, H, W), ordered image by image
         (copy j of image i at row ``i * samples + j``) -> (n, C, H, W)."""
-        noisy = x.repeat_interleave(self.samples, dim=0) + noise
-        grad = input_gradient(model, noisy, target.repeat_interleave(self.samples)).abs()
-        return grad.view(x.shape[0], self.samples, *x.shape[1:]).mean(dim=1)
+        # A few images per backward pass (their copies hold at most GRADIENT_PIXELS pixels):
+        # each image's copies are independent of the others', so the maps do not change.
+        step = max(1, images_per_pass(x.shape[2], x.shape[3]) // self.samples)
+        noise = noise.view(x.shape[0], self.samples, *x.shape[1:])
+        out = []
+        for i in range(0, x.shape[0], step):
+            xb, nb = x[i : i + step], noise[i : i + step]
+            noisy = (xb[:, None] + nb).flatten(0, 1)
+            grad = input_gradient(model, noisy, target[i : i + step].repeat_interleave(self.samples)).abs()
+            out.append(grad.view(xb.shape[0], self.samples, *x.shape[1:]).mean(dim=1))
+        return torch.cat(out) if out else x.new_zeros(x.shape)

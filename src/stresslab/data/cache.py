@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import tempfile
 import weakref
@@ -227,8 +228,9 @@ class ImageCache:
             )
 
 
-#: The memory maps :func:`_open` made that are still alive (see :func:`mapped_ranges`).
-_MAPPED: list[weakref.ref[np.ndarray]] = []
+_MAPPED: list[weakref.ref[np.memmap]] = []
+"""The cache memory maps :func:`_open` made (weakly held), for :func:`mapped_ranges` and
+:func:`release_pages`."""
 
 
 def _open(path: Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -251,3 +253,27 @@ def mapped_ranges() -> list[tuple[int, int]]:
             start = images.ctypes.data
             out.append((start, start + images.nbytes))
     return out
+
+
+def release_pages() -> int:
+    """Drop every open cache map's pages from this process's resident set; the number of maps.
+
+    Pages read through a memory map stay mapped, and counted in the process's RSS, until the
+    kernel needs the memory: one pass over 100,000 images of 96 px maps 2.8 GB. Releasing them
+    (``MADV_DONTNEED``) after each pass keeps the resident set at what one pass reads; a later
+    read maps the page again from the page cache (or the disk). The maps are copy-on-write and
+    never written, so nothing is lost (a stray in-place write to a cached image is undone).
+    Does nothing where ``madvise`` is not available.
+    """
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    released = 0
+    for ref in list(_MAPPED):
+        images = ref()
+        if images is None:
+            _MAPPED.remove(ref)
+            continue
+        mapped = getattr(images, "_mmap", None)
+        if advice is not None and mapped is not None:
+            mapped.madvise(advice)
+            released += 1
+    return released

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stresslab.data.cache import release_pages
+
 #: The properties :func:`image_properties` returns, in column order.
 PROPERTIES = ("brightness", "contrast", "sharpness", "object_area")
 #: Images converted to float at a time.
@@ -37,7 +39,10 @@ def image_properties(
     Computed :data:`CHUNK` images at a time: only one chunk is ever held as floats, so a
     memory-mapped test set larger than memory streams through.
     """
-    parts = [_properties(x[i : i + CHUNK], background, tolerance) for i in range(0, len(x), CHUNK)]
+    parts = []
+    for i in range(0, len(x), CHUNK):
+        parts.append(_properties(x[i : i + CHUNK], background, tolerance))
+        release_pages()  # a cached test set's pages read so far leave the resident set
     if not parts:
         return {name: np.zeros(0, dtype=np.float64) for name in PROPERTIES}
     return {name: np.concatenate([p[name] for p in parts]) for name in PROPERTIES}

@@ -8,6 +8,7 @@ the training set measures memory, not generalization) and within one set.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,6 +17,9 @@ import torch
 from torch import Tensor
 
 from stresslab.metrics.neighbors import cosine_topk
+
+HASH_CHUNK = 4096
+"""Images hashed between two calls of the ``release`` callback."""
 
 
 class ImageRows(Protocol):
@@ -33,19 +37,26 @@ class ImageRows(Protocol):
     def __getitem__(self, key: Any, /) -> Tensor: ...
 
 
-def image_hashes(images: ImageRows, chunk: int = 4096) -> list[bytes]:
+Release = Callable[[], object] | None
+"""Called after every chunk of a pass over the images (e.g. to drop the memory-mapped pages
+read so far from the resident set), or None."""
+
+
+def image_hashes(images: ImageRows, release: Release = None) -> list[bytes]:
     """One 128-bit BLAKE2b digest per image of the raw uint8 bytes (N, C, H, W) -> N digests,
-    read ``chunk`` images at a time.
+    read :data:`HASH_CHUNK` images at a time, calling ``release`` after each chunk.
 
     Equal digests mean equal pixels (up to a 2^-64 collision chance at a billion images).
     """
     if images.dtype != torch.uint8:
         raise ValueError(f"exact duplicates hash uint8 images, got {images.dtype}")
     out: list[bytes] = []
-    for i in range(0, len(images), chunk):
-        part = images[i : i + chunk]
+    for start in range(0, len(images), HASH_CHUNK):
+        part = images[start : start + HASH_CHUNK]
         flat = part.reshape(len(part), -1).contiguous().numpy()
-        out += [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+        out.extend(hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat)
+        if release is not None:
+            release()
     return out
 
 
@@ -61,31 +72,32 @@ class DuplicatePair:
     copies: int = 1
 
 
-def exact_duplicates(train_x: ImageRows, test_x: ImageRows) -> list[DuplicatePair]:
+def exact_duplicates(train_x: ImageRows, test_x: ImageRows, release: Release = None) -> list[DuplicatePair]:
     """Test images whose uint8 pixels equal some training image's, in test order.
 
     Args:
         train_x, test_x: uint8 (N, C, H, W) and (M, C, H, W) with the same C, H, W.
+        release: called after every chunk hashed (:func:`image_hashes`).
     """
     if train_x.shape[1:] != test_x.shape[1:]:
         raise ValueError(f"image shapes differ: train {tuple(train_x.shape)}, test {tuple(test_x.shape)}")
     first: dict[bytes, int] = {}
     count: dict[bytes, int] = {}
-    for i, h in enumerate(image_hashes(train_x)):
+    for i, h in enumerate(image_hashes(train_x, release)):
         first.setdefault(h, i)
         count[h] = count.get(h, 0) + 1
     return [
         DuplicatePair(test=j, train=first[h], similarity=1.0, copies=count[h])
-        for j, h in enumerate(image_hashes(test_x))
+        for j, h in enumerate(image_hashes(test_x, release))
         if h in first
     ]
 
 
-def exact_groups(images: ImageRows) -> list[list[int]]:
+def exact_groups(images: ImageRows, release: Release = None) -> list[list[int]]:
     """Groups (each of >= 2 positions, ascending; groups by first position) of uint8 images
-    (N, C, H, W) with equal pixels."""
+    (N, C, H, W) with equal pixels (``release``: see :func:`image_hashes`)."""
     groups: dict[bytes, list[int]] = {}
-    for i, h in enumerate(image_hashes(images)):
+    for i, h in enumerate(image_hashes(images, release)):
         groups.setdefault(h, []).append(i)
     return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stresslab.devices import images_per_pass
 from stresslab.models.tokens import TokenGrid, as_map, token_grid
 from stresslab.scoped import inference_scope
 
@@ -209,6 +210,8 @@ def cam_nonconstant(model: nn.Module, names: list[str], x: Tensor, batch_size: i
     counts = dict.fromkeys(names, 0)
     grid = token_grid(model)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if x.ndim == 4:
+        batch_size = min(batch_size, images_per_pass(x.shape[2], x.shape[3]))
     with inference_scope(model):
         for i in range(0, len(x), batch_size):
             acts: dict[str, Tensor] = {}

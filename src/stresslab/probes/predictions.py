@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stresslab.data.base import to_float
+from stresslab.data.cache import release_pages
 from stresslab.data.indexed import Images, IndexedImages
 from stresslab.devices import model_device
 from stresslab.scoped import inference_scope
@@ -122,4 +123,5 @@ def predict_shard(
             else:
                 out = model(xb)
             logits.append(out.float().cpu())
+            release_pages()  # a cached test set's pages read so far leave the resident set
     return logits, feats

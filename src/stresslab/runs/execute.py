@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stresslab.data.cache import release_pages
 from stresslab.errors import StresslabError
 from stresslab.files import atomic_write_json, atomic_write_text, read_json
 from stresslab.models import build_model
@@ -205,6 +206,7 @@ def _execute(
             continue
         log.info("probe %s: running", name)
         seed_everything(cfg.seed)
+        release_pages()  # the cached test images the previous steps read leave the resident set
         t0 = time.perf_counter()
         try:
             probe_result = prep.probes[name].run(ctx)

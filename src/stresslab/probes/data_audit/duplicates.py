@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from stresslab.data.cache import release_pages
 from stresslab.metrics.duplicates import ImageRows, exact_duplicates, exact_groups, near_duplicates, nearest
 
 
@@ -24,14 +25,15 @@ class Pair:
 
 def exact_within(x: ImageRows, y: Tensor) -> list[Pair]:
     """Each image of a group of equal uint8 images paired with the group's first."""
-    return [Pair(i, g[0], 1.0, bool(y[i] == y[g[0]])) for g in exact_groups(x) for i in g[1:]]
+    groups = exact_groups(x, release_pages)  # a cached set's pages leave the resident set as hashed
+    return [Pair(i, g[0], 1.0, bool(y[i] == y[g[0]])) for g in groups for i in g[1:]]
 
 
 def exact_across(train_x: ImageRows, train_y: Tensor, test_x: ImageRows, test_y: Tensor) -> list[Pair]:
     """Test images with an equal training image (the first one)."""
     return [
         Pair(d.test, d.train, 1.0, bool(test_y[d.test] == train_y[d.train]))
-        for d in exact_duplicates(train_x, test_x)
+        for d in exact_duplicates(train_x, test_x, release_pages)
     ]
 
 

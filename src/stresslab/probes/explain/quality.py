@@ -14,7 +14,7 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 
 from stresslab.attributions.base import Attribution
-from stresslab.devices import model_device
+from stresslab.devices import FORWARD_PIXELS, images_per_pass, model_device
 from stresslab.scoped import inference_scope
 
 
@@ -59,7 +59,8 @@ def deletion_insertion_curves(
     td = target.to(device, torch.long)
     total = n * (steps + 1)
     scores = torch.empty(2, total, device=device)
-    per_pass = max(1, batch_size // 2)
+    # Images per pass bounded in pixels too (FORWARD_PIXELS), so large images stay in bounds.
+    per_pass = max(1, min(batch_size, images_per_pass(h, w, FORWARD_PIXELS)) // 2)
     with inference_scope(model):
         for start in range(0, total, per_pass):
             k = torch.arange(start, min(start + per_pass, total), device=device)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from stresslab.devices import model_device
+from stresslab.devices import FORWARD_PIXELS, images_per_pass, model_device
 from stresslab.metrics.imputation import noisy_linear_imputation
 from stresslab.probes.explain.quality import pixel_order
 from stresslab.scoped import inference_scope
@@ -76,6 +76,7 @@ def _check_percentages(percentages: Sequence[float]) -> tuple[float, ...]:
 def _still_predicted(model: nn.Module, x: Tensor, target: Tensor, batch_size: int) -> Tensor:
     """(n,) float: 1.0 where ``model``'s top class on ``x`` (n, C, H, W) is ``target`` (n,)."""
     device = model_device(model)
+    batch_size = min(batch_size, images_per_pass(x.shape[2], x.shape[3], FORWARD_PIXELS))
     out = []
     for i in range(0, len(x), batch_size):
         logits = model(x[i : i + batch_size].to(device, torch.float32))

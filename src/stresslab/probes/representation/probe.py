@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from stresslab.data.cache import release_pages
 from stresslab.data.sampling import stratified_sample
 from stresslab.metrics.confusion import confusion_counts, top_confused_pairs
 from stresslab.metrics.duplicates import exact_duplicates, near_duplicates
@@ -241,7 +242,7 @@ class RepresentationProbe(Probe):
             present.map_section(res, names, coords, map_pos, p, pairs)
 
         # Train/test duplicates: exact on the whole sets, near in feature space on the sample.
-        exact = exact_duplicates(ctx.split.train_x, ctx.split.test_x)
+        exact = exact_duplicates(ctx.split.train_x, ctx.split.test_x, release_pages)
         near = near_duplicates(sim[:, 0], nn_train_pos[:, 0], self.near_threshold)
         duplicate_section(res, ctx, names, exact, near, self.near_threshold, n_train)
         return res
