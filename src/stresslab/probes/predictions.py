@@ -13,6 +13,7 @@ from stresslab.data.base import to_float
 from stresslab.data.cache import release_pages
 from stresslab.data.indexed import Images, IndexedImages
 from stresslab.devices import model_device
+from stresslab.metrics.projection import bounded
 from stresslab.scoped import inference_scope
 from stresslab.shards import Advance, LocalShards, ShardExecutor
 
@@ -25,7 +26,10 @@ class Predictions:
     """Model outputs on one split, all on CPU.
 
     ``logits``: (N, K) float32; ``labels``, ``preds``: (N,) int64; ``embeddings``:
-    (N, D) float32, the model's ``features()`` (empty (N, 0) when the model has none);
+    (N, D) float32, the model's ``features()`` (empty (N, 0) when the model has none;
+    features wider than :data:`~stresslab.metrics.projection.MAX_EMBEDDING_DIM` are kept
+    as their seeded random projection to that width, the same in every run and process, so
+    memory does not grow with the pixels);
     ``index``: (N,) int64 positions in the official split, so cases can be followed
     across runs.
     """
@@ -119,7 +123,7 @@ def predict_shard(
                 f = model.features(xb)  # type: ignore[operator]
                 head = getattr(model, "head", None)
                 out = head(f) if callable(head) else model(xb)
-                feats.append(f.float().cpu())
+                feats.append(bounded(f.float().cpu()))  # at most MAX_EMBEDDING_DIM wide
             else:
                 out = model(xb)
             logits.append(out.float().cpu())

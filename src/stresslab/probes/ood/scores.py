@@ -26,12 +26,6 @@ from torch import Tensor
 
 from stresslab.metrics.neighbors import cosine_topk
 
-MAX_FEATURE_DIM = 2048
-"""Widest features the feature scores use as they are; wider ones (a CNN whose features are
-its flattened last feature map grows with the image: 75,264 on 224 px images) are first
-projected to this many dimensions (:class:`Projection`), which keeps the tied covariance
-(D x D float64) at 32 MB instead of 45 GB."""
-
 LOGIT_SCORES = ("msp", "max_logit", "energy")
 FEATURE_SCORES = ("mahalanobis", "knn")
 SCORES = LOGIT_SCORES + FEATURE_SCORES
@@ -118,57 +112,24 @@ def knn_distance(features: Tensor, train_features: Tensor, k: int) -> Tensor:
     return (2.0 - 2.0 * sim[:, -1].double()).clamp_min(0.0).sqrt().float()
 
 
-@dataclass(frozen=True)
-class Projection:
-    """A seeded Gaussian random projection from ``in_dim`` to ``out_dim`` dimensions
-    (Johnson-Lindenstrauss: distances and angles are kept within a small relative error),
-    entries N(0, 1/out_dim), drawn in row blocks so the (in_dim, out_dim) matrix is never
-    held whole; the same seed gives the same projection."""
-
-    in_dim: int
-    out_dim: int
-    seed: int = 0
-    block: int = 4096
-
-    def __call__(self, features: Tensor) -> Tensor:
-        """float (N, in_dim) -> float32 (N, out_dim)."""
-        if features.shape[1] != self.in_dim:
-            raise ValueError(
-                f"features have {features.shape[1]} dimensions; the projection takes {self.in_dim}"
-            )
-        g = torch.Generator().manual_seed(self.seed)
-        out = torch.zeros(len(features), self.out_dim)
-        for start in range(0, self.in_dim, self.block):
-            stop = min(self.in_dim, start + self.block)
-            r = torch.randn(stop - start, self.out_dim, generator=g) / self.out_dim**0.5
-            out += features[:, start:stop].float() @ r
-        return out
-
-
 @dataclass
 class Fitted:
     """What the feature scores learn from training images: the Gaussian and the training
-    features (float (N, D)); ``None`` where the model has no ``features()``. ``projection``:
-    applied to every feature before scoring, where the features are wider than
-    :data:`MAX_FEATURE_DIM` (else ``None``)."""
+    features (float (N, D)); ``None`` where the model has no ``features()``."""
 
     gaussian: Gaussian | None
     train_features: Tensor | None
     k: int
-    projection: Projection | None = None
 
 
 def fit(train_features: Tensor | None, train_labels: Tensor, k: int) -> Fitted:
     """Fit the feature scores on training features (N, D) and labels (N,); ``None`` features
-    (a model without ``features()``) fits nothing. Features wider than
-    :data:`MAX_FEATURE_DIM` are projected to that width first (:class:`Projection`)."""
+    (a model without ``features()``) fits nothing. (Embeddings reach here at most
+    :data:`~stresslab.metrics.projection.MAX_EMBEDDING_DIM` wide: see
+    :class:`~stresslab.probes.predictions.Predictions`.)"""
     if train_features is None or train_features.ndim != 2 or train_features.shape[1] == 0:
         return Fitted(None, None, k)
-    projection = None
-    if train_features.shape[1] > MAX_FEATURE_DIM:
-        projection = Projection(train_features.shape[1], MAX_FEATURE_DIM)
-        train_features = projection(train_features)
-    return Fitted(fit_gaussian(train_features, train_labels), train_features.float(), k, projection)
+    return Fitted(fit_gaussian(train_features, train_labels), train_features.float(), k)
 
 
 def all_scores(logits: Tensor, features: Tensor | None, fitted: Fitted) -> dict[str, Tensor]:
@@ -176,8 +137,6 @@ def all_scores(logits: Tensor, features: Tensor | None, fitted: Fitted) -> dict[
     the three logit scores always, the two feature scores where ``fitted`` has features."""
     out = {"msp": msp(logits), "max_logit": max_logit(logits), "energy": energy(logits)}
     if fitted.gaussian is not None and fitted.train_features is not None and features is not None:
-        if fitted.projection is not None:
-            features = fitted.projection(features)
         out["mahalanobis"] = mahalanobis(features, fitted.gaussian)
         out["knn"] = knn_distance(features, fitted.train_features, fitted.k)
     return out
