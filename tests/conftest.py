@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,28 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 from stresslab.data.base import DatasetInfo, Split  # noqa: E402
 from stresslab.models.base import Classifier  # noqa: E402
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the process with the session's exit status once pytest has written everything.
+
+    The interpreter's own teardown of the native libraries a full run loads (torch's and
+    OpenMP's thread pools, Ray's client, the memory-mapped caches) has crashed with a
+    segmentation fault after every test had passed and the summary was written, turning a
+    green run red. Nothing is left to do after the last hook, so the process exits here.
+    """
+    if not _EXIT_STATUS:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS[-1])
 
 
 class TinyNet(Classifier):
