@@ -72,6 +72,15 @@ def test_image_quality_gets_the_augmentation_of_its_most_flagged_property() -> N
     assert any("image_quality" in r and "blur_aug" in r for r in reasons)
 
 
+def test_a_patch_over_the_object_gets_random_erasing_unless_the_run_erases_already() -> None:
+    rows = _quality_rows(["high flat_area", "high flat_area; low contrast", "high blockiness"])
+    diagnosis = {"data": {"counts": {"image_quality": 3, "model_error": 5}, "rows": rows}}
+    study, _ = suggest_study({"train": {"epochs": 2}}, diagnosis)
+    assert study["arms"]["random_erasing"] == {"train.augment.erasing_prob": 0.5}
+    study, _ = suggest_study({"train": {"augment": {"erasing_prob": 0.3}}}, diagnosis)
+    assert "random_erasing" not in study["arms"]
+
+
 def test_weakest_matching_corruption_adds_its_augmentation(tmp_path: Path) -> None:
     corruption = {
         "data": {

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from stresslab.data.indexed import IndexedArray
-from stresslab.diagnosis.image_stats import PROPERTIES, image_properties, unit_pixels
+from stresslab.diagnosis.image_stats import DAMAGE_SIDES, PROPERTIES, image_properties, unit_pixels
 from stresslab.diagnosis.novelty import (
     combined,
     measured_positions,
@@ -142,6 +142,18 @@ COLUMNS: tuple[Column, ...] = (
     Column("brightness", "float", "images", "mean pixel value, in [0, 1]"),
     Column("contrast", "float", "images", "standard deviation of the pixel values, in [0, 1]"),
     Column("sharpness", "float", "images", "mean absolute Laplacian, in [0, 4] (low: blurred)"),
+    Column(
+        "blockiness",
+        "float",
+        "images",
+        "excess share of the gradient on the best block grid, in [0, 1) (high: made of blocks)",
+    ),
+    Column(
+        "flat_area",
+        "float",
+        "images",
+        "share of pixels in constant 3x3 patches off the plain background, in [0, 1]",
+    ),
     Column("object_area", "float", "images", "share of pixels off the plain background, in [0, 1]"),
     Column(
         "quality_flags", "str", "images", "properties outside the range of the correctly classified images"
@@ -416,10 +428,12 @@ ADAPTERS: dict[str, tuple[Adapter, tuple[str, ...]]] = {
 }
 
 
-def _outside_class_range(values: np.ndarray, t: TestSet, ok: np.ndarray, tail: float) -> np.ndarray:
+def _outside_class_range(
+    values: np.ndarray, t: TestSet, ok: np.ndarray, tail: float, sides: tuple[str, ...] = ("low", "high")
+) -> np.ndarray:
     """Per image: outside the central range of the correctly classified images of its given
-    class and of its predicted class (a class with fewer than 20 such images gives no range,
-    so it does not hold a value back)."""
+    class and of its predicted class, on the ``sides`` that count (a class with fewer than 20
+    such images gives no range, so it does not hold a value back)."""
     n = len(values)
     out_given, out_pred = np.ones(n, dtype=bool), np.ones(n, dtype=bool)
     preds = t.preds
@@ -428,7 +442,7 @@ def _outside_class_range(values: np.ndarray, t: TestSet, ok: np.ndarray, tail: f
         if len(ref) < 20:
             continue
         lo, hi = np.percentile(ref, [tail, 100 - tail])
-        outside = (values < lo) | (values > hi)
+        outside = ((values < lo) & ("low" in sides)) | ((values > hi) & ("high" in sides))
         out_given[t.labels == c] = outside[t.labels == c]
         out_pred[preds == c] = outside[preds == c]
     return out_given & out_pred
@@ -451,11 +465,14 @@ def quality(t: TestSet, ev: Evidence, tail: float) -> None:
         finite = np.isfinite(values)
         col[finite] = values[finite]
         ref = values[ok & finite]
-        if name == "object_area" or len(ref) < 20:
+        sides = DAMAGE_SIDES.get(name, ())
+        if not sides or len(ref) < 20:
             continue  # object area describes slices; too few correct images give no range
         lo, hi = np.percentile(ref, [tail, 100 - tail])
-        ev.thresholds[f"{name}_low"], ev.thresholds[f"{name}_high"] = float(lo), float(hi)
-        outside = finite & ((values < lo) | (values > hi)) & _outside_class_range(values, t, ok, tail)
+        for side in sides:
+            ev.thresholds[f"{name}_{side}"] = float(lo if side == "low" else hi)
+        lo, hi = (lo if "low" in sides else -np.inf), (hi if "high" in sides else np.inf)
+        outside = finite & ((values < lo) | (values > hi)) & _outside_class_range(values, t, ok, tail, sides)
         for p in np.flatnonzero(outside):
             word = f"{'low' if values[p] < lo else 'high'} {name}"
             flags[p] = word if flags[p] is None else f"{flags[p]}; {word}"

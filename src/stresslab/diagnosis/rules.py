@@ -151,7 +151,8 @@ MEANING: dict[str, tuple[str, str]] = {
         "train with random erasing or CutMix so no one region decides the class",
     ),
     "image_quality": (
-        "the image is darker, flatter, blurrier or noisier than any the model gets right",
+        "the image is darker, flatter, blurrier, noisier, blockier or more covered by a flat "
+        "patch than any the model gets right",
         "augment with the matching photometric changes, or screen such images at input",
     ),
     "out_of_distribution": (

@@ -14,8 +14,10 @@ image_quality          the photometric augmentation matching the property most o
                        ``brightness_aug`` (``train.augment.brightness: 0.8``), contrast ->
                        ``contrast_aug`` (``contrast: 0.8``), low sharpness -> ``blur_aug``
                        (``blur_prob: 0.5``, ``blur_sigma: 2.0``), high sharpness -> ``noise_aug``
-                       (``noise_std: 0.1``); without flags, the one matching the weakest
-                       corruption
+                       (``noise_std: 0.1``), high blockiness -> ``blur_aug`` (the nearest
+                       loss of detail), high flat area (a patch covering the object) ->
+                       ``random_erasing`` (``erasing_prob: 0.5``); without flags, the one
+                       matching the weakest corruption
 shortcut               ``random_erasing``: ``train.augment.erasing_prob: 0.5``;
                        ``cutmix``: ``train.augment.cutmix_alpha: 1.0``
 model_error            ``longer``: twice the epochs
@@ -48,6 +50,7 @@ PHOTOMETRIC: dict[str, tuple[str, dict[str, Any]]] = {
     "contrast": ("contrast_aug", {"train.augment.contrast": 0.8}),
     "blur": ("blur_aug", {"train.augment.blur_prob": 0.5, "train.augment.blur_sigma": 2.0}),
     "noise": ("noise_aug", {"train.augment.noise_std": 0.1}),
+    "occlusion": ("random_erasing", {"train.augment.erasing_prob": 0.5}),
 }
 
 #: Image-quality flag (``quality_flags``) -> the property an augmentation varies.
@@ -58,6 +61,8 @@ FLAG_PROPERTY = {
     "high contrast": "contrast",
     "low sharpness": "blur",
     "high sharpness": "noise",
+    "high blockiness": "blur",
+    "high flat_area": "occlusion",
 }
 
 
@@ -208,5 +213,5 @@ def _already_on(overrides: Mapping[str, Any], train: Mapping[str, Any]) -> bool:
     """True when the run's config already sets a photometric option the arm would set."""
     augment = train.get("augment", {}) or {}
     keys = [k.rsplit(".", 1)[1] for k in overrides if k.startswith("train.augment.")]
-    photometric = {"brightness", "contrast", "blur_prob", "noise_std"}
+    photometric = {"brightness", "contrast", "blur_prob", "noise_std", "erasing_prob"}
     return any(k in photometric and augment.get(k) for k in keys)
