@@ -1,5 +1,5 @@
 """Shards: boundaries on batch multiples, keyed draws, and per-image work that gives the same
-numbers however it is split (predictions, corruption and adversarial probes)."""
+numbers however it is split (predictions, corruption, adversarial and explain probes)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from typing import Any
 import pytest
 import torch
 
+from stresslab.attributions.base import ATTRIBUTIONS
 from stresslab.probes import build_probe
 from stresslab.probes.base import ProbeContext, ProbeResult
+from stresslab.probes.explain.cases import sample_cases
+from stresslab.probes.explain.compute import Explained, compute, prepare_methods
+from stresslab.probes.explain.settings import ExplainSettings
 from stresslab.probes.predictions import Predictions
 from stresslab.shards import LocalShards, ShardExecutor, keyed_generator, shard_bounds
 from tests.conftest import TinyNet, make_split
@@ -49,10 +53,10 @@ def test_local_shards_cut_and_merge_in_order() -> None:
         LocalShards(2).map(fn, torch.nn.Identity(), {"i": torch.arange(3), "j": torch.arange(4)})
 
 
-def _ctx(shards: ShardExecutor) -> ProbeContext:
+def _ctx(shards: ShardExecutor, model: torch.nn.Module | None = None) -> ProbeContext:
     split = make_split(n_train=8, n_val=8, n_test=60, seed=3)
     torch.manual_seed(0)
-    model = TinyNet(split.info)
+    model = model or TinyNet(split.info)
     bs = 16
     preds = Predictions.compute(
         model, split.test_x, split.test_y, split.test_index, batch_size=bs, shards=shards
@@ -163,3 +167,53 @@ def test_a_ray_worker_rebuilds_the_model_once_per_weights_version(monkeypatch: p
     assert other is not first and len(built) == 2
     assert torch.equal(other.weight, weights["v2"]["weight"])
     assert not any(p.requires_grad for p in other.parameters())
+
+
+def _explain(ctx: ProbeContext) -> Explained:
+    """The explain probe's maps and numbers of 40 sampled test images (3 batches of 16)."""
+    listed = {
+        "gradcam": ATTRIBUTIONS.build("gradcam"),  # with a true-class map
+        "smoothgrad": ATTRIBUTIONS.build("smoothgrad", samples=4),  # draws noise
+        "occlusion": ATTRIBUTIONS.build("occlusion", window=4, stride=2),  # confidence maps
+    }
+    methods, _ = prepare_methods(ctx, listed)
+    return compute(ctx, sample_cases(ctx, 40), methods, ExplainSettings(curve_steps=4, random_maps=2))
+
+
+def explained_tensors(explained: Explained) -> dict[str, torch.Tensor]:
+    """Every per-image number of an ``Explained`` record, by name."""
+    out = {
+        "images": explained.images,
+        "random.deletion": explained.random.deletion,
+        "random.insertion": explained.random.insertion,
+    }
+    for name, r in explained.methods.items():
+        fields = {
+            "maps": r.maps,
+            "deletion": r.curves.deletion,
+            "insertion": r.curves.insertion,
+            "spearman": r.spearman,
+            "true_maps": r.true_maps,
+            "true_confidence": r.true_confidence,
+            "grid": r.grid,
+        }
+        out.update({f"{name}.{k}": v for k, v in fields.items() if v is not None})
+    return out
+
+
+def test_explain_numbers_do_not_depend_on_the_split() -> None:
+    one, three = _ctx(LocalShards(1)), _ctx(LocalShards(3))
+    a, b = explained_tensors(_explain(one)), explained_tensors(_explain(three))
+    assert sorted(a) == sorted(b) and {"gradcam.true_maps", "occlusion.grid"} <= set(a)
+    for key, value in a.items():  # bit-equal (NaN where a map is constant, in both)
+        torch.testing.assert_close(value, b[key], rtol=0, atol=0, equal_nan=True, msg=key)
+    # 40 images in batches of 16: the 3 shards hold 16, 16 and 8 of them.
+    assert a["smoothgrad.maps"].shape == (40, 8, 8) and a["random.deletion"].shape == (40, 5)
+    # Both curves start (deletion) and end (insertion) at the predicted class's probability
+    # of the whole image; the curves of random maps too.
+    probs = torch.softmax(one.model(a["images"]), 1).max(1).values
+    for name in ("gradcam", "smoothgrad", "occlusion", "random"):
+        assert torch.allclose(a[f"{name}.deletion"][:, 0], probs, atol=1e-6)
+        assert torch.allclose(a[f"{name}.insertion"][:, -1], probs, atol=1e-6)
+    rho = a["gradcam.spearman"]
+    assert bool(((rho[rho.isfinite()] >= -1) & (rho[rho.isfinite()] <= 1)).all())

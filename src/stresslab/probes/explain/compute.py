@@ -1,14 +1,18 @@
 """The explain probe's measurements: each method's maps of the cases and the per-image
 numbers its checks rest on (deletion/insertion curves, randomization correlation,
-background share), gathered in one typed :class:`Explained` record."""
+background share), gathered in one typed :class:`Explained` record. The per-image work runs
+in shards of whole batches (``ctx.shards``: here, or as Ray tasks) and gives the same numbers
+however the images are split."""
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from stresslab.attributions.base import Attribution, fill_value
 from stresslab.data.base import to_float
@@ -19,9 +23,11 @@ from stresslab.probes.explain.quality import (
     background_share,
     curve_auc,
     deletion_insertion_curves,
-    randomization_test,
+    map_agreement,
+    randomized_copy,
 )
 from stresslab.probes.explain.settings import ExplainSettings
+from stresslab.shards import Advance, keyed_generator
 
 FORWARD_BATCH = 256
 """Smallest batch for forward-only work (curves, occlusion), which is cheap per image."""
@@ -116,90 +122,152 @@ def prepare_methods(
     return fitted, warnings
 
 
+def noise_generator(method: Attribution, seed: int, first_index: int) -> torch.Generator | None:
+    """The generator a stochastic ``method`` draws its noise from for one batch of images
+    (``None`` for a deterministic one): keyed by the run ``seed`` and the official test
+    index of the batch's first image, so a map does not depend on the shard computing it."""
+    return keyed_generator(seed, SEED_MAPS, first_index) if method.stochastic else None
+
+
+@dataclass
+class ShardMaps:
+    """What :func:`explain_shard` measures on n images. ``methods[name]`` holds ``maps``,
+    ``deletion``, ``insertion`` and ``spearman`` (as in :class:`MethodResult` and
+    :class:`Curves`), and ``true_maps``, ``true_confidence``, ``grid`` where the method has
+    them; ``random`` the ``deletion`` and ``insertion`` curves (n, S+1) of random maps."""
+
+    methods: dict[str, dict[str, Tensor]]
+    random: dict[str, Tensor]
+
+
+def explain_shard(
+    model: nn.Module,
+    data: dict[str, Tensor],
+    advance: Advance,
+    *,
+    methods: dict[str, Attribution],
+    settings: ExplainSettings,
+    baseline: Tensor,
+    seed: int,
+    batch_size: int,
+) -> ShardMaps:
+    """Maps, curves and randomization correlations of the shard's images (a shard function).
+
+    ``data``: ``x`` (n, C, H, W) uint8 images, ``pred`` and ``true`` (n,) int64 classes,
+    ``index`` (n,) their official test indices. ``baseline`` (1, C, 1, 1) in [0, 1] is the
+    curves' deleted pixel. The images go in batches of ``batch_size``, each computed on its
+    own with noise and random maps from generators keyed by ``seed`` and the index of the
+    batch's first image, so the numbers do not depend on how the images are sharded. The
+    randomized model of the randomization test is rebuilt from its seed, once per shard.
+    """
+    images = to_float(data["x"])
+    index = data["index"]
+    forward = max(batch_size, FORWARD_BATCH)
+    kw = {"steps": settings.curve_steps, "batch_size": forward}
+    random_model = randomized_copy(
+        model, seed * 1_000_003 + SEED_RANDOMIZED_MODEL, mode=settings.randomization
+    )
+    parts: dict[str, dict[str, list[Tensor]]] = {name: {} for name in methods}
+    rand_parts: dict[str, list[Tensor]] = {"deletion": [], "insertion": []}
+
+    def keep(name: str, **values: Tensor) -> None:
+        for key, value in values.items():
+            parts[name].setdefault(key, []).append(value)
+
+    try:
+        for i in range(0, len(images), batch_size):
+            x, first = images[i : i + batch_size], int(index[i])
+            pred, true = data["pred"][i : i + batch_size], data["true"][i : i + batch_size]
+            for name, method in methods.items():
+                batch = batch_size if method.gradient_based else forward
+                if method.has_confidence_map:
+                    occ = method.confidence_maps(model, x, torch.stack([pred, true], 1), batch_size=batch)
+                    keep(name, maps=occ.drop[:, 0], true_confidence=occ.confidence[:, 1], grid=occ.grid)
+                else:
+                    gen = noise_generator(method, seed, first)
+                    keep(name, maps=method.attribute(model, x, pred, batch_size=batch_size, generator=gen))
+                advance(1)
+            for name, method in methods.items():
+                if method.has_true_class_variant:
+                    gen = noise_generator(method, seed, first)
+                    keep(
+                        name, true_maps=method.attribute(model, x, true, batch_size=batch_size, generator=gen)
+                    )
+            advance(1)
+            for name in methods:
+                d, ins = deletion_insertion_curves(model, x, parts[name]["maps"][-1], pred, baseline, **kw)
+                keep(name, deletion=d, insertion=ins)
+                advance(1)
+            g = keyed_generator(seed, SEED_RANDOM_MAPS, first)
+            curves = [
+                deletion_insertion_curves(
+                    model,
+                    x,
+                    torch.rand(x.shape[0], x.shape[2], x.shape[3], generator=g),
+                    pred,
+                    baseline,
+                    **kw,
+                )
+                for _ in range(settings.random_maps)
+            ]
+            rand_parts["deletion"].append(torch.stack([c[0] for c in curves]).mean(0))
+            rand_parts["insertion"].append(torch.stack([c[1] for c in curves]).mean(0))
+            advance(1)
+            for name, method in methods.items():
+                batch = batch_size if method.gradient_based else forward
+                gen = noise_generator(method, seed, first)
+                rho, _ = map_agreement(method, random_model, x, pred, parts[name]["maps"][-1], batch, gen)
+                keep(name, spearman=rho)
+                advance(1)
+    finally:
+        del random_model
+    return ShardMaps(
+        {name: {k: torch.cat(v) for k, v in found.items()} for name, found in parts.items()},
+        {k: torch.cat(v) for k, v in rand_parts.items()},
+    )
+
+
 def compute(
     ctx: ProbeContext, cases: list[Case], methods: dict[str, Attribution], settings: ExplainSettings
 ) -> Explained:
-    """Maps of every (prepared) method for ``cases`` and the numbers behind each check."""
-    bs = ctx.batch_size
-    x = to_float(ctx.split.test_x[torch.tensor([c.position for c in cases])])
-    pred = torch.tensor([c.pred for c in cases])
-    true = torch.tensor([c.true for c in cases])
-    results: dict[str, MethodResult] = {}
-    total = 3 * len(methods) + 2
+    """Maps of every (prepared) method for ``cases`` (at least one) and the numbers behind
+    each check, in shards of whole batches (``ctx.shards``, see :func:`explain_shard`)."""
+    bs = max(1, ctx.batch_size)
+    images = ctx.split.test_x[torch.tensor([c.position for c in cases])]
+    data = {
+        "x": images,
+        "pred": torch.tensor([c.pred for c in cases]),
+        "true": torch.tensor([c.true for c in cases]),
+        "index": torch.tensor([c.index for c in cases]),
+    }
+    baseline = fill_value(settings.curve_fill, images.shape[1], ctx.info.mean)
+    fn = functools.partial(
+        explain_shard, methods=methods, settings=settings, baseline=baseline, seed=ctx.seed, batch_size=bs
+    )
+    per_batch = 3 * len(methods) + 2
 
-    def batch(method: Attribution) -> int:
-        return bs if method.gradient_based else max(bs, FORWARD_BATCH)
+    def units(n: int) -> int:
+        return per_batch * math.ceil(n / bs)
 
-    def gen(method: Attribution) -> torch.Generator | None:
-        return ctx.generator(SEED_MAPS) if method.stochastic else None
-
-    tracker: Any = ctx.track("explain", total)
+    # ``track`` is typed as an iterator in the contract but returns a context manager.
+    tracker: Any = ctx.track("explain", units(len(cases)) + 1)
     with tracker as advance:
-        found: dict[str, dict[str, Tensor]] = {}
+        parts = ctx.shards.map(fn, ctx.model, data, align=bs, advance=advance, units=units)
+        results: dict[str, MethodResult] = {}
         for name, method in methods.items():
-            if method.has_confidence_map:
-                occ = method.confidence_maps(
-                    ctx.model, x, torch.stack([pred, true], 1), batch_size=batch(method)
-                )
-                found[name] = {
-                    "maps": occ.drop[:, 0],
-                    "true_confidence": occ.confidence[:, 1],
-                    "grid": occ.grid,
-                }
-            else:
-                found[name] = {
-                    "maps": method.attribute(ctx.model, x, pred, batch_size=bs, generator=gen(method))
-                }
-            advance(1)
-        for name, method in methods.items():
-            if method.has_true_class_variant:
-                found[name]["true_maps"] = method.attribute(
-                    ctx.model, x, true, batch_size=bs, generator=gen(method)
-                )
-        advance(1)
-
-        baseline = fill_value(settings.curve_fill, x.shape[1], ctx.info.mean)
-        kw = {"steps": settings.curve_steps, "batch_size": max(bs, FORWARD_BATCH)}
-        curves: dict[str, Curves] = {}
-        for name in methods:
-            curves[name] = Curves(
-                *deletion_insertion_curves(ctx.model, x, found[name]["maps"], pred, baseline, **kw)
-            )
-            advance(1)
-        g = ctx.generator(SEED_RANDOM_MAPS)
-        dels, ins = [], []
-        for _ in range(settings.random_maps):
-            rand = torch.rand(x.shape[0], x.shape[2], x.shape[3], generator=g)
-            d, i = deletion_insertion_curves(ctx.model, x, rand, pred, baseline, **kw)
-            dels.append(d)
-            ins.append(i)
-        random = Curves(torch.stack(dels).mean(0), torch.stack(ins).mean(0))
-
-        for name, method in methods.items():
-            sanity = randomization_test(
-                method,
-                ctx.model,
-                x,
-                pred,
-                found[name]["maps"],
-                seed=ctx.seed * 1_000_003 + SEED_RANDOMIZED_MODEL,
-                mode=settings.randomization,
-                threshold=settings.randomization_threshold,
-                batch_size=batch(method),
-                generator=gen(method),
-            )
-            f = found[name]
+            f = {k: torch.cat([p.methods[name][k] for p in parts]) for k in parts[0].methods[name]}
             results[name] = MethodResult(
                 method,
                 maps=f["maps"],
-                curves=curves[name],
-                spearman=sanity.spearman,
+                curves=Curves(f["deletion"], f["insertion"]),
+                spearman=f["spearman"],
                 true_maps=f.get("true_maps"),
                 true_confidence=f.get("true_confidence"),
                 grid=f.get("grid"),
             )
-            advance(1)
+        random = Curves(*(torch.cat([p.random[k] for p in parts]) for k in ("deletion", "insertion")))
 
+        x = to_float(images)
         area = None
         if ctx.info.background is not None:
             mask = background_mask(x, ctx.info.background, settings.background_tolerance)

@@ -18,7 +18,7 @@ from stresslab.attributions.base import Attribution
 from stresslab.data.base import Split
 from stresslab.errors import ConfigError
 from stresslab.probes.base import ProbeContext
-from stresslab.probes.explain.compute import FORWARD_BATCH, SEED_MAPS, Explained
+from stresslab.probes.explain.compute import FORWARD_BATCH, Explained, noise_generator
 from stresslab.probes.explain.quality import map_agreement, randomized_copy
 
 log = logging.getLogger(__name__)
@@ -145,13 +145,26 @@ def data_randomization_test(
     copy, fit, n_train = label_randomized_model(ctx, settings)
     found = DataRandomization(settings, ctx.train_config.epochs, fit, n_train)
     pred = torch.tensor([c.pred for c in explained.cases])
+    index = [c.index for c in explained.cases]
+    step = max(1, ctx.batch_size)  # the batches the maps were computed in (explain_shard)
     try:
         for name, method in methods.items():
             bs = ctx.batch_size if method.gradient_based else max(ctx.batch_size, FORWARD_BATCH)
-            gen = ctx.generator(SEED_MAPS) if method.stochastic else None
             maps = explained.methods[name].maps
-            rho, other = map_agreement(method, copy, explained.images, pred, maps, bs, gen)
-            found.spearman[name], found.maps[name] = rho, other
+            parts = [
+                map_agreement(
+                    method,
+                    copy,
+                    explained.images[i : i + step],
+                    pred[i : i + step],
+                    maps[i : i + step],
+                    bs,
+                    noise_generator(method, ctx.seed, index[i]),
+                )
+                for i in range(0, len(index), step)
+            ]
+            found.spearman[name] = torch.cat([rho for rho, _ in parts])
+            found.maps[name] = torch.cat([other for _, other in parts])
     finally:
         del copy
     return found
