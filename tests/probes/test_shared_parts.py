@@ -10,7 +10,7 @@ from sklearn.metrics import confusion_matrix
 from stresslab.errors import StresslabError
 from stresslab.metrics.confusion import confusion_counts, row_normalized, top_confused_pairs
 from stresslab.probes.base import Offer, ProbeContext, ProbeResult
-from stresslab.probes.predictions import Predictions
+from stresslab.probes.predictions import Predictions, join
 from stresslab.report.render import headline_cards
 from tests.conftest import TinyNet, make_split
 
@@ -154,3 +154,12 @@ def test_one_device_picker() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             pick_device("cuda")
+
+
+def test_join_equals_cat_and_empties_the_batches_it_copied() -> None:
+    batches = [torch.randn(3, 4), torch.randn(0, 4), torch.randn(5, 4)]
+    want = torch.cat(batches)
+    held = list(batches)
+    got = join(held)
+    assert torch.equal(got, want) and held == []
+    assert join([torch.arange(3)]).tolist() == [0, 1, 2]

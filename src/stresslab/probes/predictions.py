@@ -103,9 +103,26 @@ class Predictions:
             parts = runner.map(fn, model, {"x": x}, align=batch_size)
         logits = [lg for part in parts for lg in part[0]]
         feats = [f for part in parts for f in part[1]]
-        lg = torch.cat(logits) if logits else torch.empty(0, 0)
-        emb = torch.cat(feats) if feats else torch.empty(len(x), 0)
+        del parts  # the batches are now held only by the two lists, which join() empties
+        lg = join(logits) if logits else torch.empty(0, 0)
+        emb = join(feats) if feats else torch.empty(len(x), 0)
         return cls(logits=lg, labels=y.long().cpu(), embeddings=emb, index=index.long().cpu())
+
+
+def join(batches: list[Tensor]) -> Tensor:
+    """``torch.cat(batches)`` of (n_i, D) tensors that holds one copy, not two: the result is
+    allocated once and each batch is dropped from ``batches`` (emptied) as it is copied in,
+    so joining 100,000 embeddings of 2,048 floats peaks at 0.8 GB rather than 1.6 GB."""
+    total = sum(len(b) for b in batches)
+    out = torch.empty((total, *batches[0].shape[1:]), dtype=batches[0].dtype)
+    start = 0
+    batches.reverse()
+    while batches:
+        b = batches.pop()
+        out[start : start + len(b)] = b
+        start += len(b)
+        del b
+    return out
 
 
 def predict_shard(
