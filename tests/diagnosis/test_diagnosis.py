@@ -53,9 +53,13 @@ def row(**kw: object) -> dict[str, object]:
             {"quality_flags": "low contrast", "novelty_percentile": 100.0, "shape_distance_percentile": 60.0},
             "image_quality",
         ),
-        (  # at the shape cut: still familiar
-            {"quality_flags": "low contrast", "novelty_percentile": 99.5, "shape_distance_percentile": 99.0},
+        (  # at the shape cut (the 90th percentile): still familiar
+            {"quality_flags": "low contrast", "novelty_percentile": 99.5, "shape_distance_percentile": 90.0},
             "image_quality",
+        ),
+        (  # an unusual shape short of the extreme: a blurry image of no class stays novel
+            {"quality_flags": "low sharpness", "novelty_percentile": 99.5, "shape_distance_percentile": 95.0},
+            "out_of_distribution",
         ),
         # Novel and unflagged: out of distribution whatever its shape.
         (

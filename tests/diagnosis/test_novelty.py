@@ -57,7 +57,10 @@ def test_combined_novelty_and_runner_up_by_hand() -> None:
     assert mean[:3].tolist() == [20.0, 50.0, 50.0] and np.isnan(mean[3])
     assert pct[:3].tolist() == [0.0, 50.0, 50.0] and np.isnan(pct[3])
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
-    assert runner_up_typical(probs, np.array([True, True, True, False])) == pytest.approx(0.3)
+    # Runner-ups 0.2, 0.3, 0.4: the median 0.3, the 75th percentile 0.35 (linear).
+    correct = np.array([True, True, True, False])
+    assert runner_up_typical(probs, correct, 50.0) == pytest.approx(0.3)
+    assert runner_up_typical(probs, correct) == pytest.approx(0.35)
 
 
 def _bags_and_shirts(n: int = 80) -> TestSet:

@@ -39,7 +39,7 @@ def _thresholds(base: Thresholds, found: dict[str, float]) -> Thresholds:
     given-label cut from the correctly classified images' runner-up probability."""
     k = found.get("neighbours_k")
     th = replace(base, neighbour_share=2.0 / k) if k else base
-    typical = found.get("runner_up_probability_median")
+    typical = found.get("runner_up_probability_p75")
     if typical is None or th.given_label_below is not None:
         return th
     return replace(th, given_label_below=typical)

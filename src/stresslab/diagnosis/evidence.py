@@ -493,15 +493,16 @@ def _floats(ev: Evidence, name: str, n: int) -> np.ndarray | None:
 
 
 def given_label(t: TestSet, ev: Evidence) -> None:
-    """The model's probability of each given label, and the median probability correctly
-    classified images give their runner-up class (the label-error rule's cut)."""
+    """The model's probability of each given label, and the 75th percentile of the
+    probabilities correctly classified images give their runner-up class (the label-error
+    rule's cut)."""
     n = len(t.labels)
     if not n:
         return
     ev.column("given_label_probability", n)[:] = _objects(t.probs[np.arange(n), t.labels].astype(np.float64))
     typical = runner_up_typical(t.probs, t.correct)
     if typical is not None:
-        ev.thresholds["runner_up_probability_median"] = typical
+        ev.thresholds["runner_up_probability_p75"] = typical
 
 
 def novelty(t: TestSet, ev: Evidence, seed: int) -> None:

@@ -1,9 +1,9 @@
 """Two witnesses the run itself holds, beside the probes' records.
 
 ``given_label``: the model's probability of the given (test) label. A mislabeled image is
-one the model reads as another class while giving its label less than it typically gives
-even the runner-up class of an image it classifies correctly; an ordinary error usually
-keeps its true class as a close second.
+one the model reads as another class while giving its label less than three in four
+correctly classified images give even their runner-up class; an ordinary error usually keeps
+its true class as a close second.
 
 ``novelty``: how far an image is from the training data, from independent witnesses joined
 on one scale: the logit-space OOD score (energy), the feature-space kNN distance (both from
@@ -110,9 +110,17 @@ def combined(percentiles: list[np.ndarray], correct: np.ndarray) -> tuple[np.nda
     return mean, percentile_among(mean, mean[correct])
 
 
-def runner_up_typical(probs: np.ndarray, correct: np.ndarray) -> float | None:
-    """Median probability that correctly classified images give their second most likely class."""
+#: Percentile (0-100) of the runner-up probabilities of correctly classified images that a
+#: label error's given label must stay below (see :func:`runner_up_typical`).
+RUNNER_UP_PERCENTILE = 75.0
+
+
+def runner_up_typical(
+    probs: np.ndarray, correct: np.ndarray, percentile: float = RUNNER_UP_PERCENTILE
+) -> float | None:
+    """The ``percentile`` (0-100; default :data:`RUNNER_UP_PERCENTILE`) of the probabilities
+    correctly classified images give their second most likely class; None without any."""
     if probs.shape[1] < 2 or not correct.any():
         return None
     second = np.sort(probs[correct], axis=1)[:, -2]
-    return float(np.median(second))
+    return float(np.percentile(second, percentile))

@@ -149,7 +149,7 @@ def _threshold_table(d: Diagnosis) -> Table:
         "shape_percentile": "a novel image with a quality flag and a coarse-shape distance within "
         "this percentile of correct images is a damaged one (image quality), not OOD",
         "given_label_below": "label error: the model's probability of the given label below this",
-        "runner_up_probability_median": "median probability correct images give their runner-up class",
+        "runner_up_probability_p75": "75th percentile of what correct images give their runner-up class",
         "neighbour_share": "ambiguous: each of true and predicted label holds this share of the neighbours",
         "quality_tail_percent": "image quality: percent of correct images left out on each side",
         "near_duplicate_similarity": "near-duplicate: cosine similarity at least",

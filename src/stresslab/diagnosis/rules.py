@@ -12,10 +12,14 @@ outside the normal range too (a photograph is flatter, a texture sharper). A nov
 left to image quality only where it is flagged for its quality and its coarse shape (its
 7x7 standardized layout, see :mod:`stresslab.diagnosis.novelty`) is one the training images
 have: damage such as darkening, flattening or blur keeps the layout of an image of a class.
+Overturning the novelty verdict takes a plainly typical shape, within the central 90% of the
+correctly classified images' shape distances, not merely one short of the extreme tail: a
+blurry image of no class (a small photograph enlarged) is flagged for its sharpness too,
+and its coarse shape is often unusual without being extreme.
 
 Label errors need three witnesses where they were measured: confident learning's flag, no
-training neighbour with the given label, and the model giving the label less than correctly
-classified images typically give their runner-up class (on faults planted in Fashion-MNIST,
+training neighbour with the given label, and the model giving the label less than three in
+four correctly classified images give their runner-up class (on faults planted in Fashion-MNIST,
 confident learning alone also flags many of a weaker model's ordinary errors, which keep
 their true class as a close second). Out of distribution needs the mean of several
 witnesses' percentiles (energy, feature-space and pixel-space distance; see
@@ -52,12 +56,12 @@ class Thresholds:
     images' range left out on each side of an image property's normal range (used by the
     evidence step).
     ``given_label_below``: a label error needs the model's probability of the given label
-    below this (None: not used); the diagnosis sets it to the median probability correctly
-    classified images give their runner-up class.
+    below this (None: not used); the diagnosis sets it to the 75th percentile of the
+    probabilities correctly classified images give their runner-up class.
     """
 
     ood_percentile: float = 99.0
-    shape_percentile: float = 99.0
+    shape_percentile: float = 90.0
     neighbour_share: float = 0.2
     quality_tail: float = 0.5
     given_label_below: float | None = None
