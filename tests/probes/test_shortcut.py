@@ -299,6 +299,23 @@ def test_pattern_core_narrows_a_blurred_box_to_the_repeated_pixels() -> None:
     assert pattern_core(x, Box(6, 10, 3, 3), background=0.0) is None  # the object does not repeat
 
 
+def test_a_box_cutting_through_a_square_no_other_class_has_is_narrowed_to_its_core() -> None:
+    """Seen on a planted Bag square: occlusion gave rows 2-7, columns 0-5, half the square
+    and varying object (58% of Bags repeat it, no other class does); its core, the square
+    (80%, no other class), is as far apart and repeated more: the core is tested."""
+    from stresslab.probes.shortcut.pattern import RegionKind
+    from stresslab.probes.shortcut.probe import _sharper
+
+    def kind(share: float, others: float) -> RegionKind:
+        return RegionKind(PATTERN, share, 0.1, others, 0.2, 0.5)
+
+    box, core = kind(0.58, 0.0), kind(0.80, 0.0)
+    assert _sharper(core, box) and not _sharper(box, core)
+    # Further apart wins whatever the share: a plain border beside a square.
+    assert _sharper(kind(0.7, 0.0), kind(0.9, 0.3)) and not _sharper(kind(0.9, 0.3), kind(0.7, 0.0))
+    assert _sharper(kind(0.6, 0.1), kind(0.9, 0.3))  # 6x apart against 3x
+
+
 def test_pattern_core_keeps_a_class_square_and_drops_a_border_every_class_shares() -> None:
     from stresslab.probes.shortcut.pattern import pattern_core
 

@@ -320,7 +320,9 @@ class ShortcutProbe(Probe):
         not one as a whole, or when it is one but its core sets the class further apart from
         the other classes (more times over: a patch of plain border beside a planted square,
         repeated by the class twice as often as by others, is a weaker pattern than the
-        square that no other class carries). The regions
+        square that no other class carries), or as far apart but repeated by more of the
+        class's images (a box that cuts through a planted square takes in part of it and
+        the varying object beside it; its core is the square). The regions
         to test: every class's strongest, and the others that hold a constant pattern (only
         a pattern can be a shortcut; testing the rest would cost Bonferroni power)."""
         kept = []
@@ -340,7 +342,7 @@ class ShortcutProbe(Probe):
             )
             if core is not None and core != rec["_box"]:
                 narrowed = self._kind(own, others, core, ctx, g)
-                if narrowed.kind == PATTERN and (kind.kind != PATTERN or _apart(narrowed) > _apart(kind)):
+                if narrowed.kind == PATTERN and (kind.kind != PATTERN or _sharper(narrowed, kind)):
                     kind = narrowed
                     h, w = ctx.info.height, ctx.info.width
                     rec.update(
@@ -458,9 +460,17 @@ class ShortcutProbe(Probe):
 def _apart(kind: RegionKind) -> float:
     """How many times as often a region's class repeats its pattern as the other classes
     do (share over others' share; inf when no other image repeats it or others were not
-    seen). A ratio, not a difference: a box the other classes never match is not narrowed
-    further, so a tested pattern keeps the context the attribution gave it."""
+    seen)."""
     others = kind.others_pattern_share
     if not math.isfinite(others) or others <= 0.0:
         return math.inf
     return kind.pattern_share / others
+
+
+def _sharper(core: RegionKind, box: RegionKind) -> bool:
+    """Whether a box's pattern core is the better pattern to test: it sets the class further
+    apart from the others (:func:`_apart`, a ratio, so a box the other classes never match
+    is only narrowed for the next reason), or as far apart and repeated by a larger share of
+    the class's images."""
+    a, b = _apart(core), _apart(box)
+    return a > b or (a == b and core.pattern_share > box.pattern_share)
