@@ -12,7 +12,7 @@ from stresslab.diagnosis import image_stats
 def test_chunked_properties_equal_one_pass(monkeypatch: pytest.MonkeyPatch, background: float | None) -> None:
     x = np.random.default_rng(0).integers(0, 256, size=(23, 3, 6, 5), dtype=np.uint8)
     whole = image_stats._properties(x, background, 0.05)
-    monkeypatch.setattr(image_stats, "CHUNK", 4)
+    monkeypatch.setattr(image_stats, "CHUNK_VALUES", 4 * 3 * 6 * 5)  # 4 images a chunk
     chunked = image_stats.image_properties(x, background)
     for name in image_stats.PROPERTIES:
         np.testing.assert_array_equal(chunked[name], whole[name])

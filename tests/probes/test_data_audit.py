@@ -155,6 +155,12 @@ def test_pixel_signature_in_chunks_equals_one_pass() -> None:
     x = torch.randint(0, 256, (11, 3, 20, 18), dtype=torch.uint8)
     whole = pixel_signature(x, chunk=64)
     assert torch.equal(pixel_signature(x, chunk=4), whole)
+    assert torch.equal(pixel_signature(x), whole)  # the default chunk: by values, not images
+    props, one_pass = image_properties(x), image_properties(x, chunk=64)
+    assert all(torch.equal(props[k], one_pass[k]) for k in props)
+    from stresslab.probes.data_audit.properties import CHUNK_VALUES, chunk_images
+
+    assert chunk_images(torch.zeros(1, 3, 96, 96, dtype=torch.uint8)) == CHUNK_VALUES // (3 * 96 * 96) == 58
     # Hand check: a 16x16 gray image is not shrunk; its signature is its pixels minus their mean.
     g = torch.randint(0, 256, (1, 1, 16, 16), dtype=torch.uint8)
     expected = g.flatten(1).float() - g.float().mean()

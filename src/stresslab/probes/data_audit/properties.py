@@ -22,6 +22,11 @@ from torch import Tensor
 
 PROPERTIES = ("bright_p99", "bright_p05", "contrast", "entropy", "sharpness")
 _W = (0.241, 0.691, 0.068)
+CHUNK_VALUES = 2048 * 28 * 28
+"""Image values (images x channels x height x width) turned into floats at a time: 2,048
+Fashion-MNIST images, 58 RGB images of 96 px (a chunk of 2,048 of those held about 1 GB of
+float copies)."""
+
 _LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
@@ -79,9 +84,19 @@ def is_grayscale(x: Tensor, tolerance: int = 2) -> Tensor:
     return spread.flatten(1).max(dim=1).values <= tolerance
 
 
-def image_properties(x: Tensor, chunk: int = 2048) -> dict[str, Tensor]:
-    """Every property in :data:`PROPERTIES` (float64 (N,)) plus ``grayscale`` (bool (N,))."""
+def chunk_images(x: Tensor) -> int:
+    """Images (N, C, H, W) per chunk so that a chunk holds at most :data:`CHUNK_VALUES` values
+    (at least one image)."""
+    return max(1, CHUNK_VALUES // max(1, x[0].numel() if len(x) else 1))
+
+
+def image_properties(x: Tensor, chunk: int | None = None) -> dict[str, Tensor]:
+    """Every property in :data:`PROPERTIES` (float64 (N,)) plus ``grayscale`` (bool (N,)),
+    from uint8 images (N, C, H, W), ``chunk`` images at a time (default
+    :func:`chunk_images`: each chunk's float copies then take about 100 MB whatever the
+    image size)."""
     parts: dict[str, list[Tensor]] = {k: [] for k in (*PROPERTIES, "grayscale")}
+    chunk = chunk or chunk_images(x)
     for i in range(0, len(x), chunk):
         b = x[i : i + chunk]
         lum = luma(b).flatten(1)
@@ -95,12 +110,14 @@ def image_properties(x: Tensor, chunk: int = 2048) -> dict[str, Tensor]:
     return {k: torch.cat(v) if v else torch.empty(0) for k, v in parts.items()}
 
 
-def pixel_signature(x: Tensor, side: int = 16, chunk: int = 2048) -> Tensor:
+def pixel_signature(x: Tensor, side: int = 16, chunk: int | None = None) -> Tensor:
     """Near-duplicate signatures (N, side * side): the 8-bit gray image shrunk to at most
     ``side`` x ``side`` (area average) minus its mean. Cosine similarity of two signatures is
     the Pearson correlation of the shrunk images: 1 for a copy, a brightened or
     contrast-stretched copy; 0 for a constant image against anything. Computed ``chunk``
-    images at a time, so only one chunk is ever held as gray levels."""
+    images at a time (default :func:`chunk_images`), so only one chunk is ever held as gray
+    levels."""
+    chunk = chunk or chunk_images(x)
     if len(x) > chunk:
         return torch.cat([pixel_signature(x[i : i + chunk], side, chunk) for i in range(0, len(x), chunk)])
     g = gray8(x).float()[:, None]
