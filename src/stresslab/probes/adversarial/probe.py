@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from stresslab.attacks import ATTACKS, Attack
 from stresslab.attacks.base import Norm, check_epsilon
+from stresslab.devices import ATTACK_PIXELS, images_per_pass
 from stresslab.metrics.confusion import confusion_counts
 from stresslab.probes.adversarial.checks import validity_checks
 from stresslab.probes.adversarial.numbers import flips, probe_metrics
@@ -53,27 +54,26 @@ class AdversarialProbe(Probe):
     versions are refused (:data:`~stresslab.probes.adversarial.plan.RETIRED`) with the
     per-attack form to write instead.
 
-    Attacks run on ``max_images`` test images (``ctx.sample``: seeded, class-stratified,
-    shared with other probes; 0 or ``None``: all). Robust accuracy at ``epsilon``
-    (``l2_epsilon``) is the worst case per image over the clean image and every attack run
-    of that norm, including the convergence runs (each ``iterative`` attack again with each
-    of its ``convergence_settings`` doubled). The adversarial confusion matrix uses FGSM
-    L-inf at ``confusion_epsilon`` (default ``epsilon``) on the whole test set. Checks follow
-    Carlini et al., "On Evaluating Adversarial Robustness" (2019); each fails into a
+    Attacks run on ``max_images`` test images (``ctx.sample``: seeded, class-stratified, shared
+    with other probes; 0 or ``None``: all), ``batch_size`` images at a time (default: the run's
+    batch, at most :data:`~stresslab.devices.ATTACK_PIXELS` input pixels). Robust accuracy at
+    ``epsilon`` (``l2_epsilon``) is the worst case per image over the clean image and every
+    attack run of that norm, including the convergence runs (each ``iterative`` attack again
+    with each of its ``convergence_settings`` doubled). The adversarial confusion matrix uses
+    FGSM L-inf at ``confusion_epsilon`` (default ``epsilon``) on the whole test set. Checks
+    follow Carlini et al., "On Evaluating Adversarial Robustness" (2019); each fails into a
     warning. Where some attacked image has an all-zero input gradient, the gradient attacks
     cannot move it, so the score-based Square attack (``square_<norm>``, default settings) runs
-    as well for each norm attacked that has no attack without gradients configured; it joins
-    the worst case, and the summary and ``data["robust_accuracy_set_by"]`` name the attack
-    that set robust accuracy. Each attacked image's SSIM to its clean image is measured
-    (Wang et al., 2004); the summary gives, per attack, the largest epsilon up to which the
-    mean stays at least ``ssim_threshold``. The galleries show, per attack and epsilon, the
-    first ``gallery_images`` images the attack flipped (right before, wrong after).
-    ``convergence_threshold`` is the largest change in robust accuracy (a fraction) the
-    doubled runs may cause; ``tolerance`` the rise in accuracy (a fraction) allowed by the
-    monotonicity, iterative-versus-single-step and score-based-versus-gradient checks.
-    Undefined values (a mean over no image) are left out of the metrics, blank in tables,
-    and said so.
-    """
+    as well for each norm attacked that has no attack without gradients configured; it joins the
+    worst case, and the summary and ``data["robust_accuracy_set_by"]`` name the attack that set
+    robust accuracy. Each attacked image's SSIM to its clean image is measured (Wang et al.,
+    2004); the summary gives, per attack, the largest epsilon up to which the mean stays at
+    least ``ssim_threshold``. The galleries show, per attack and epsilon, the first
+    ``gallery_images`` images the attack flipped (right before, wrong after).
+    ``convergence_threshold`` is the largest change in robust accuracy (a fraction) the doubled
+    runs may cause; ``tolerance`` the rise in accuracy (a fraction) allowed by the monotonicity,
+    iterative-versus-single-step and score-based-versus-gradient checks. Undefined values (a
+    mean over no image) are left out of the metrics, blank in tables, and said so."""
 
     order = 50
     headlines = (
@@ -196,7 +196,8 @@ class AdversarialProbe(Probe):
         x, y = ctx.split.test_x[subset], ctx.split.test_y[subset].long()
         index = ctx.split.test_index[subset]
         y_all = ctx.split.test_y.long()
-        bs = self.batch_size or ctx.batch_size
+        # The run's batch, bounded by pixels: an attack keeps a backward pass's activations.
+        bs = self.batch_size or min(ctx.batch_size, images_per_pass(x.shape[2], x.shape[3], ATTACK_PIXELS))
         batches = math.ceil(len(y) / bs)
         model = ctx.model
         # ``track`` is typed as an iterator in the base contract but returns a context manager.

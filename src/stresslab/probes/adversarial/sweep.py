@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from stresslab.attacks import Attack, perturbation_norms
 from stresslab.attacks.base import Norm, input_gradient
 from stresslab.data.base import to_float
+from stresslab.data.cache import release_pages
 from stresslab.metrics.ssim import ssim
 from stresslab.probes.adversarial.threats import ThreatModel
 from stresslab.shards import keyed_generator
@@ -225,6 +226,7 @@ class Sweeper:
                     if len(flip):
                         kept[j].append((flip.cpu() + i, xb[flip].cpu(), out.images[flip].cpu()))
                         found[j] += len(flip)
+            release_pages()  # a cached test set's pages read so far leave the resident set
         run.correct = [torch.cat(c) for c in correct]
         run.preds = [torch.cat(p) for p in preds]
         run.confidence = [torch.cat(c) for c in conf]
