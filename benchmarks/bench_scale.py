@@ -268,6 +268,13 @@ def main() -> int:
     parser.add_argument("--compare-up-to", type=int, default=5000, help="also run in memory up to this size")
     parser.add_argument("--probes", nargs="*", default=None, help="default: the default probes")
     parser.add_argument("--data-only", action="store_true", help="only load the data and predict once")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="folder for the runs and the image cache, kept (default: a new temporary folder); "
+        "a cache already there is reused, not rebuilt",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("--root", "--cache", "--cache-dir", "--out", "--report"):
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -275,7 +282,8 @@ def main() -> int:
     if args.child:
         child(args)
         return 0
-    work = Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    work.mkdir(parents=True, exist_ok=True)
     print(f"runs and per-probe figures (<run>.probes.jsonl) in {work}", flush=True)
     for n in args.sizes:
         root = generate(n, args.train_per_class)
