@@ -163,20 +163,3 @@ def test_join_equals_cat_and_empties_the_batches_it_copied() -> None:
     got = join(held)
     assert torch.equal(got, want) and held == []
     assert join([torch.arange(3)]).tolist() == [0, 1, 2]
-
-
-def test_predictions_batches_are_bounded_by_pixels() -> None:
-    """A layer's output for 1,024 large images is gigabytes: the batch shrinks with the pixels."""
-    from stresslab.devices import FORWARD_PIXELS, images_per_pass
-
-    seen: list[int] = []
-
-    class Recording(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            seen.append(len(x))
-            return x.mean(dim=(2, 3)).repeat(1, 2)
-
-    x = torch.zeros(200, 1, 96, 96, dtype=torch.uint8)
-    p = Predictions.compute(Recording(), x, torch.zeros(200), torch.arange(200), batch_size=1024)
-    per = images_per_pass(96, 96, FORWARD_PIXELS)
-    assert per == 87 and seen == [87, 87, 26] and p.logits.shape == (200, 2)
