@@ -26,11 +26,16 @@ whole-test-set attack in the run's batches of 1,024 took a 100,000-image run at 
 10 GB, and in batches of 87 (four times this budget) to 4.4 GB."""
 
 
+def images_within(per_image: int, budget: int) -> int:
+    """How many images of ``per_image`` values (pixels, or values over all channels) fit in
+    ``budget`` values; at least one."""
+    return max(1, budget // max(1, per_image))
+
+
 def images_per_pass(height: int, width: int, pixels: int | None = None) -> int:
     """Images of ``height`` x ``width`` pixels that fit ``pixels`` input pixels per pass (>= 1);
     ``None``: :data:`GRADIENT_PIXELS`."""
-    budget = GRADIENT_PIXELS if pixels is None else pixels
-    return max(1, budget // max(1, height * width))
+    return images_within(height * width, GRADIENT_PIXELS if pixels is None else pixels)
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from stresslab.data.cache import release_pages
+from stresslab.devices import images_within
 
 #: The properties :func:`image_properties` returns, in column order.
 PROPERTIES = ("brightness", "contrast", "sharpness", "blockiness", "flat_area", "object_area")
@@ -60,7 +61,7 @@ def image_properties(
     so a memory-mapped test set larger than memory streams through.
     """
     parts = []
-    chunk = max(1, CHUNK_VALUES // max(1, int(np.prod(x.shape[1:]))))
+    chunk = images_within(int(np.prod(x.shape[1:])), CHUNK_VALUES)
     for i in range(0, len(x), chunk):
         parts.append(_properties(x[i : i + chunk], background, tolerance))
         release_pages()  # a cached test set's pages read so far leave the resident set

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stresslab.devices import images_within
+
 PROPERTIES = ("bright_p99", "bright_p05", "contrast", "entropy", "sharpness")
 _W = (0.241, 0.691, 0.068)
 CHUNK_VALUES = 2048 * 28 * 28
@@ -87,7 +89,7 @@ def is_grayscale(x: Tensor, tolerance: int = 2) -> Tensor:
 def chunk_images(x: Tensor) -> int:
     """Images (N, C, H, W) per chunk so that a chunk holds at most :data:`CHUNK_VALUES` values
     (at least one image)."""
-    return max(1, CHUNK_VALUES // max(1, x[0].numel() if len(x) else 1))
+    return images_within(x[0].numel() if len(x) else 1, CHUNK_VALUES)
 
 
 def image_properties(x: Tensor, chunk: int | None = None) -> dict[str, Tensor]:
