@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -245,8 +246,10 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(root: Path, cache: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """One child run; its report."""
+    """One child run; its report. A run of the same name left in ``work`` by an earlier
+    call is replaced (only the image cache is kept between calls)."""
     out, report = work / f"{root.name}-{cache}", work / f"{root.name}-{cache}.json"
+    shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, __file__, "--child", "--root", str(root), "--cache", cache,
            "--cache-dir", str(work / "cache"), "--out", str(out), "--report", str(report),
            "--epochs", str(args.epochs), *(["--probes", *args.probes] if args.probes else []),

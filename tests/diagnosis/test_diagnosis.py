@@ -292,7 +292,7 @@ def test_ood_and_data_audit_offers_fill_their_columns() -> None:
     )
     assert by_index[104]["audit_flags"] == "blurry" and by_index[104]["quality_flags"] == ""
     assert by_index[101]["audit_flags"] == ""  # grayscale is not an image-quality issue
-    assert d.sources == {"ood_score": "knn", "novelty_percentile": "mean percentile of ood_percentile"}
+    assert d.sources == {"ood_score": "knn", "novelty_percentile": "Fisher's combination of ood_percentile"}
     assert "ood_score" not in d.missing
 
 

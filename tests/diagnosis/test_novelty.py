@@ -51,11 +51,24 @@ def test_shape_distance_discounts_damage_but_not_layout() -> None:
 
 
 def test_combined_novelty_and_runner_up_by_hand() -> None:
-    a, b = np.array([10.0, 90.0, 50.0, 99.0]), np.array([30.0, 10.0, 50.0, np.nan])
-    correct = np.array([True, True, False, False])
-    mean, pct = combined([a, b], correct)
-    assert mean[:3].tolist() == [20.0, 50.0, 50.0] and np.isnan(mean[3])
-    assert pct[:3].tolist() == [0.0, 50.0, 50.0] and np.isnan(pct[3])
+    a = np.array([10.0, 90.0, 50.0, 99.0, 100.0, 100.0])
+    b = np.array([30.0, 10.0, 50.0, np.nan, 60.0, 99.0])
+    correct = np.array([True, True, False, False, False, False])
+    stat, pct = combined([a, b], correct)
+    # Tails 90 and 70, 10 and 90, 50 and 50; beyond every reference image: the 0.1% floor.
+    expected = [
+        -(np.log(90.0) + np.log(70.0)) / 2,
+        -(np.log(10.0) + np.log(90.0)) / 2,
+        -np.log(50.0),
+        np.nan,
+        -(np.log(0.1) + np.log(40.0)) / 2,
+        -(np.log(0.1) + np.log(1.0)) / 2,
+    ]
+    assert stat == pytest.approx(expected, nan_ok=True)
+    # Correct images' statistics: -4.37 and -3.40. The mean of percentiles ranks (90, 10)
+    # with (50, 50); Fisher's method puts the one deeper tail above the two middles.
+    assert pct.tolist()[:3] == [0.0, 50.0, 50.0] and np.isnan(pct[3]) and stat[1] > stat[2]
+    assert pct[4:].tolist() == [100.0, 100.0] and stat[5] > stat[4]
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
     # Runner-ups 0.2, 0.3, 0.4: the median 0.3, the 75th percentile 0.35 (linear).
     correct = np.array([True, True, True, False])

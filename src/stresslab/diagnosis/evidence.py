@@ -114,7 +114,7 @@ COLUMNS: tuple[Column, ...] = (
         "novelty_percentile",
         "float",
         "ood",
-        "percentile of the mean of the OOD witnesses' percentiles among correct test images",
+        "percentile of Fisher's combination of the OOD witnesses' tails among correct test images",
     ),
     Column(
         "shortcut_present", "bool", "shortcut", "a proven shortcut region of the predicted class is present"
@@ -530,7 +530,7 @@ def novelty(t: TestSet, ev: Evidence, seed: int) -> None:
         return
     _, pct = combined(list(witnesses.values()), t.correct)
     ev.column("novelty_percentile", n)[:] = _objects(pct)
-    ev.notes["novelty_percentile"] = "mean percentile of " + ", ".join(witnesses)
+    ev.notes["novelty_percentile"] = "Fisher's combination of " + ", ".join(witnesses)
 
 
 def collect(

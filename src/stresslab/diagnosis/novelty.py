@@ -12,8 +12,9 @@ the ``ood`` probe), the pixel-space kNN distance to a seeded sample of training 
 embed among the classes) and the same distance on the images' coarse shape (7x7,
 standardized per image: darkening, flattening or blockiness barely move it, a foreign
 layout does). Each is turned into its percentile among the correctly classified
-test images; the novelty is their mean, and its own percentile among the correct images is
-what the rule cuts (so one extreme witness alone does not decide).
+test images; the novelty is their combination by Fisher's method (the mean of
+``-log`` of each tail share, see :func:`combined`), and its own percentile among the correct
+images is what the rule cuts.
 """
 
 from __future__ import annotations
@@ -103,11 +104,24 @@ def measured_positions(correct: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate([np.flatnonzero(~correct), ok]))
 
 
+#: Floor (percent) of a witness's tail share in :func:`combined`: an image beyond every
+#: reference image counts as if 0.1% of them were farther, so one witness cannot reach infinity.
+TAIL_FLOOR = 0.1
+
+
 def combined(percentiles: list[np.ndarray], correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of the witnesses' percentiles (NaN where any is missing) and its percentile among
-    the correctly classified images that have all of them."""
-    mean = np.mean(np.stack(percentiles), axis=0)
-    return mean, percentile_among(mean, mean[correct])
+    """Fisher's combination of the witnesses' tails, and its percentile among the correctly
+    classified images that have every witness; both (N,), NaN where any witness is missing.
+
+    Each witness's percentile ``p`` (0-100) leaves a tail share ``100 - p`` (floored at
+    :data:`TAIL_FLOOR`); the statistic is the mean of ``-log(tail)`` over the witnesses, as
+    in Fisher's method for independent p-values. Unlike the mean of the percentiles, two
+    witnesses deep in their tails (a photograph far in shape and in feature space) outweigh
+    one that is merely typical, while one extreme witness alone still moves the statistic
+    less than several high ones."""
+    tails = np.maximum(100.0 - np.stack(percentiles), TAIL_FLOOR)
+    stat = -np.mean(np.log(tails), axis=0)
+    return stat, percentile_among(stat, stat[correct])
 
 
 #: Percentile (0-100) of the runner-up probabilities of correctly classified images that a

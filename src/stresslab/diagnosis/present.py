@@ -144,7 +144,7 @@ def _case_title(d: Diagnosis, position: int) -> str:
 
 def _threshold_table(d: Diagnosis) -> Table:
     text = {
-        "ood_percentile": "OOD: novelty (mean of the OOD witnesses' percentiles) above this "
+        "ood_percentile": "OOD: novelty (Fisher's combination of the OOD witnesses' tails) above this "
         "percentile of correctly classified images",
         "shape_percentile": "a novel image with a quality flag and a coarse-shape distance within "
         "this percentile of correct images is a damaged one (image quality), not OOD",

@@ -21,10 +21,10 @@ Label errors need three witnesses where they were measured: confident learning's
 training neighbour with the given label, and the model giving the label less than three in
 four correctly classified images give their runner-up class (on faults planted in Fashion-MNIST,
 confident learning alone also flags many of a weaker model's ordinary errors, which keep
-their true class as a close second). Out of distribution needs the mean of several
-witnesses' percentiles (energy, feature-space and pixel-space distance; see
-:mod:`stresslab.diagnosis.novelty`) in the tail, since each score alone also ranks many
-ordinary, less confident errors there.
+their true class as a close second). Out of distribution needs several witnesses (energy,
+feature-space, pixel-space and coarse-shape distance), combined by Fisher's method on their
+tails (see :mod:`stresslab.diagnosis.novelty`), in the tail, since each score alone also
+ranks many ordinary, less confident errors there.
 
 Thresholds come from the data: image-quality bounds, the OOD cut and the given-label cut
 come from the correctly classified test images (see :mod:`stresslab.diagnosis.evidence`),
@@ -81,7 +81,7 @@ def is_shortcut(row: Row, th: Thresholds) -> bool:
 
 
 def _novel(row: Row, th: Thresholds) -> bool:
-    """The novelty (the mean of the OOD witnesses' percentiles: energy, feature-space,
+    """The novelty (Fisher's combination of the OOD witnesses' tails: energy, feature-space,
     pixel-space and coarse-shape kNN distance, those measured) is above ``ood_percentile`` of the correctly
     classified images' novelty; where no novelty was formed, the OOD score's percentile."""
     p = row.get("novelty_percentile")
