@@ -16,9 +16,11 @@ class DatasetInfo:
 
     ``mean`` and ``std`` are per-channel statistics of the training images in [0, 1]
     (the model's internal Normalize layer uses them). ``background`` is the pixel value
-    (in [0, 1]) of a plain background where the dataset has one (Fashion-MNIST: 0.0),
-    else ``None``; explanation probes use it to split attribution into object and
-    background.
+    (in [0, 1]) of a plain background where the dataset has one (Fashion-MNIST: 0.0,
+    declared by its loader; other datasets: read from the training images' borders, see
+    :func:`~stresslab.data.stats.plain_background`), else ``None``; explanation probes use
+    it to split attribution into object and background, the diagnosis to measure object
+    and flat areas off it.
 
     ``coarse_names`` are the superclass names of a dataset with a class hierarchy (CIFAR-100:
     20), else ``None``; ``coarse_of[k]`` is then the superclass of class ``k`` (length

@@ -29,7 +29,7 @@ from stresslab.data.indexed import Images, IndexedImages, is_memory_mapped
 from stresslab.data.loaders import DATASETS, DatasetLoader, RawDataset
 from stresslab.data.loaders.base import SPLIT_OPTIONS
 from stresslab.data.sampling import stratified_sample
-from stresslab.data.stats import channel_stats
+from stresslab.data.stats import channel_stats, plain_background
 from stresslab.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -325,7 +325,9 @@ def _dataset_info(
     """The split's :class:`DatasetInfo` (shape and per-channel statistics of ``train_x``, uint8
     N x C x H x W: the test images where there is no training set) and its warnings, each
     logged: classes the kept training and test images (``kept``: their positions in the
-    official sets) do not cover, and a constant channel (whose std is then set to 1.0)."""
+    official sets) do not cover, and a constant channel (whose std is then set to 1.0).
+    The plain background is the loader's where it declares one, else read from ``train_x``'s
+    borders (:func:`~stresslab.data.stats.plain_background`)."""
     train_index, test_index = kept
     if len(train_index):
         train_y, test_y = raw.train_y[train_index], raw.test_y[test_index]
@@ -339,6 +341,9 @@ def _dataset_info(
         std = tuple(s if s > 0 else 1.0 for s in std)
     for warning in warnings:
         logger.warning("%s", warning)
+    background = raw.background
+    if background is None and (background := plain_background(train_x)) is not None:
+        notes.append(f"plain background {background:g}, read from the images' borders")
     info = DatasetInfo(
         name=dataset,
         class_names=tuple(raw.class_names),
@@ -348,7 +353,7 @@ def _dataset_info(
         mean=mean,
         std=std,
         source="; ".join([raw.source, *notes]),
-        background=raw.background,
+        background=background,
     )
     return info, warnings
 
