@@ -87,6 +87,8 @@ PROBES = {
         "max_images": 40,
         "convergence_check": False,
     },
+    # Its attribution maps (occlusion here, the fallback on any model) and transplant tests.
+    "shortcut": {"method": "occlusion", "max_images": 40, "n_transplant": 20},
 }
 
 

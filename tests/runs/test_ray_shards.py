@@ -130,3 +130,31 @@ def test_explain_maps_in_ray_tasks_equal_one_process(caplog: pytest.LogCaptureFi
     assert sorted(here) == sorted(there) and "gradcam.true_maps" in here
     for key, value in here.items():
         torch.testing.assert_close(value, there[key], rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_shortcut_maps_in_ray_tasks_equal_one_process(caplog: pytest.LogCaptureFixture) -> None:
+    import functools
+
+    import torch
+
+    from stresslab.models import build_model
+    from stresslab.probes.base import build_probe
+    from stresslab.shards import LocalShards, RayShards
+    from tests.conftest import make_split
+    from tests.test_shards import _ctx, _numbers
+
+    info = make_split().info
+    factory = functools.partial(build_model, "custom_cnn", info, {"widths": [4], "fc": 8})
+    torch.manual_seed(0)
+    model = factory()
+    settings = {"method": "gradcam", "max_images": 40, "n_transplant": 20}
+    here = build_probe("shortcut", settings).run(_ctx(LocalShards(), model))
+    with caplog.at_level(logging.INFO, logger="stresslab.shards"):
+        there = build_probe("shortcut", settings).run(_ctx(RayShards(factory, threads=1, shards=2), model))
+    # After the predictions (60 items), the Grad-CAM maps of the correctly classified test
+    # and training images went to Ray as well.
+    assert caplog.text.count("Ray tasks") >= 3 and "60 items in 2 Ray tasks" in caplog.text
+    assert not any("Grad-CAM cannot run" in w for w in here.warnings)
+    assert here.data.get("regions") and _numbers(here) == _numbers(there)

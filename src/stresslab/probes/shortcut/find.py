@@ -12,6 +12,7 @@ from stresslab.attributions.base import Attribution
 from stresslab.devices import model_device
 from stresslab.models.base import get_layer
 from stresslab.probes.shortcut.regions import Box, box_share, normalized, top_region
+from stresslab.shards import Advance
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,22 @@ class Found:
         """Share of images whose own map puts at least twice the box's area share in it."""
         h, w = self.mean_map.shape
         return float((self.per_image >= 2 * self.box.area / (h * w)).float().mean())
+
+
+def maps_shard(
+    model: nn.Module, data: dict[str, Tensor], advance: Advance, *, method: Attribution, batch_size: int
+) -> Tensor:
+    """Attribution maps (n, H, W) of the shard's images ``data["x"]`` (n, C, H, W) in [0, 1]
+    for their classes ``data["y"]`` (n,) by ``method`` (a shard function; ``method`` is
+    deterministic, so the maps do not depend on the split): the confidence drop of a method
+    with confidence maps (occlusion), else its attribution."""
+    x, y = data["x"], data["y"]
+    if method.has_confidence_map:
+        maps = method.confidence_maps(model, x, y[:, None], batch_size=max(batch_size, 256)).drop[:, 0]
+    else:
+        maps = method.attribute(model, x, y, batch_size=batch_size)
+    advance(len(x))
+    return maps
 
 
 def layer_resolution(model: nn.Module, layer: str, image: Tensor) -> tuple[int, int]:

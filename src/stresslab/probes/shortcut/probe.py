@@ -7,6 +7,7 @@ is why it runs past 400 lines rather than splitting one sequence across files.""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Any
@@ -21,7 +22,7 @@ from stresslab.models.base import default_cam_layer
 from stresslab.models.layers import choose_cam_layer
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.probes.shortcut import images as imgs
-from stresslab.probes.shortcut.find import Found, class_regions, layer_resolution, search
+from stresslab.probes.shortcut.find import Found, class_regions, layer_resolution, maps_shard, search
 from stresslab.probes.shortcut.pattern import PATTERN, RegionKind, describe_region, pattern_core
 from stresslab.probes.shortcut.regions import Box
 from stresslab.probes.shortcut.report import report
@@ -202,10 +203,9 @@ class ShortcutProbe(Probe):
         return occlusion.prepare(ctx.model, ctx.info)[0]
 
     def _maps(self, method: Attribution, ctx: ProbeContext, x: Tensor, y: Tensor) -> Tensor:
-        if method.has_confidence_map:
-            maps = method.confidence_maps(ctx.model, x, y[:, None], batch_size=max(ctx.batch_size, 256))
-            return maps.drop[:, 0]
-        return method.attribute(ctx.model, x, y, batch_size=ctx.batch_size)
+        """The maps of images ``x`` for classes ``y``, in ``ctx.shards`` (here or as Ray tasks)."""
+        fn = functools.partial(maps_shard, method=method, batch_size=ctx.batch_size)
+        return torch.cat(ctx.shards.map(fn, ctx.model, {"x": x, "y": y}, align=ctx.batch_size))
 
     def run(self, ctx: ProbeContext) -> ProbeResult:
         res = ProbeResult()
