@@ -219,3 +219,33 @@ def test_explain_numbers_do_not_depend_on_the_split() -> None:
         assert torch.allclose(a[f"{name}.insertion"][:, -1], probs, atol=1e-6)
     rho = a["gradcam.spearman"]
     assert bool(((rho[rho.isfinite()] >= -1) & (rho[rho.isfinite()] <= 1)).all())
+
+
+def further_tensors(ctx: ProbeContext, explained: Explained) -> dict[str, torch.Tensor]:
+    """ROAD and max-sensitivity of ``explained``'s 40 images (every one), by name."""
+    from stresslab.probes.explain.further_tests import further_tests
+
+    s = ExplainSettings(road_images=40, sensitivity_images=40, sensitivity_samples=2)
+    tests = further_tests(ctx, explained, s)
+    out = {"random.morf": tests.random_road.morf, "random.lerf": tests.random_road.lerf}
+    for name, t in tests.methods.items():
+        out.update(
+            {f"{name}.morf": t.road.morf, f"{name}.lerf": t.road.lerf, f"{name}.sensitivity": t.sensitivity}
+        )
+    return out
+
+
+def test_further_tests_do_not_depend_on_the_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stresslab.probes.explain.further_tests as ft
+
+    # ROAD chunks of 16 images of 8x8 (the default budget holds all 40 in one): 3 shards
+    # of 16, 16 and 8; max-sensitivity chunks of 8, shards on multiples of 8.
+    monkeypatch.setattr(ft, "IMPUTE_PIXELS", 16 * 64)
+    one, three = _ctx(LocalShards(1)), _ctx(LocalShards(3))
+    a, b = further_tensors(one, _explain(one)), further_tensors(three, _explain(three))
+    assert sorted(a) == sorted(b) and a["occlusion.morf"].shape == (40, 5)
+    for key, value in a.items():
+        torch.testing.assert_close(value, b[key], rtol=0, atol=0, equal_nan=True, msg=key)
+    # Occlusion costs 9 passes a map: max-sensitivity on 40 // 9 = 4, at least 8 images.
+    assert len(a["occlusion.sensitivity"]) == 8 and len(a["gradcam.sensitivity"]) == 40
+    assert not torch.equal(a["gradcam.morf"], a["random.morf"])

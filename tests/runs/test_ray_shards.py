@@ -117,16 +117,21 @@ def test_explain_maps_in_ray_tasks_equal_one_process(caplog: pytest.LogCaptureFi
     from stresslab.models import build_model
     from stresslab.shards import LocalShards, RayShards
     from tests.conftest import make_split
-    from tests.test_shards import _ctx, _explain, explained_tensors
+    from tests.test_shards import _ctx, _explain, explained_tensors, further_tensors
 
     info = make_split().info
     factory = functools.partial(build_model, "custom_cnn", info, {"widths": [4], "fc": 8})
     torch.manual_seed(0)
     model = factory()
-    here = explained_tensors(_explain(_ctx(LocalShards(), model)))
+    ctx = _ctx(LocalShards(), model)
+    explained = _explain(ctx)
+    here = explained_tensors(explained) | further_tensors(ctx, explained)
     with caplog.at_level(logging.INFO, logger="stresslab.shards"):
-        there = explained_tensors(_explain(_ctx(RayShards(factory, threads=1, shards=2), model)))
+        ctx = _ctx(RayShards(factory, threads=1, shards=2), model)
+        explained = _explain(ctx)
+        there = explained_tensors(explained) | further_tensors(ctx, explained)
     assert "40 items in 2 Ray tasks" in caplog.text  # 3 batches of 16: 32 and 8 images
+    assert "gradcam.sensitivity" in here  # ROAD and max-sensitivity in Ray tasks too
     assert sorted(here) == sorted(there) and "gradcam.true_maps" in here
     for key, value in here.items():
         torch.testing.assert_close(value, there[key], rtol=0, atol=0, equal_nan=True, msg=key)
