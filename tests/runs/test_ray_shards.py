@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,22 +75,29 @@ def test_ray_shards_equal_one_process(
         assert ra["data"] == rb["data"], probe
 
 
-@pytest.mark.slow
-@pytest.mark.usefixtures("local_ray")
-def test_transplant_test_in_ray_tasks_equals_one_process() -> None:
+def _tiny_model() -> tuple[Callable[[], Any], Any]:
+    """A seeded tiny CNN for the 8x8 test split, and the factory Ray workers rebuild it with."""
     import functools
 
     import torch
 
     from stresslab.models import build_model
-    from stresslab.shards import LocalShards, RayShards
     from tests.conftest import make_split
+
+    factory = functools.partial(build_model, "custom_cnn", make_split().info, {"widths": [4], "fc": 8})
+    torch.manual_seed(0)
+    return factory, factory()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_transplant_test_in_ray_tasks_equals_one_process() -> None:
+    import torch
+
+    from stresslab.shards import LocalShards, RayShards
     from tests.test_shards import _transplant
 
-    info = make_split().info
-    factory = functools.partial(build_model, "custom_cnn", info, {"widths": [4], "fc": 8})
-    torch.manual_seed(0)
-    model = factory()
+    factory, model = _tiny_model()
     here, _ = _transplant(LocalShards(), model)
     shards = RayShards(factory, threads=1, shards=2)
     there, _ = _transplant(shards, model)
@@ -110,19 +118,12 @@ def test_transplant_test_in_ray_tasks_equals_one_process() -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("local_ray")
 def test_explain_maps_in_ray_tasks_equal_one_process(caplog: pytest.LogCaptureFixture) -> None:
-    import functools
-
     import torch
 
-    from stresslab.models import build_model
     from stresslab.shards import LocalShards, RayShards
-    from tests.conftest import make_split
     from tests.test_shards import _ctx, _explain, explained_tensors, further_tensors
 
-    info = make_split().info
-    factory = functools.partial(build_model, "custom_cnn", info, {"widths": [4], "fc": 8})
-    torch.manual_seed(0)
-    model = factory()
+    factory, model = _tiny_model()
     ctx = _ctx(LocalShards(), model)
     explained = _explain(ctx)
     here = explained_tensors(explained) | further_tensors(ctx, explained)
@@ -140,20 +141,11 @@ def test_explain_maps_in_ray_tasks_equal_one_process(caplog: pytest.LogCaptureFi
 @pytest.mark.slow
 @pytest.mark.usefixtures("local_ray")
 def test_shortcut_maps_in_ray_tasks_equal_one_process(caplog: pytest.LogCaptureFixture) -> None:
-    import functools
-
-    import torch
-
-    from stresslab.models import build_model
     from stresslab.probes.base import build_probe
     from stresslab.shards import LocalShards, RayShards
-    from tests.conftest import make_split
     from tests.test_shards import _ctx, _numbers
 
-    info = make_split().info
-    factory = functools.partial(build_model, "custom_cnn", info, {"widths": [4], "fc": 8})
-    torch.manual_seed(0)
-    model = factory()
+    factory, model = _tiny_model()
     settings = {"method": "gradcam", "max_images": 40, "n_transplant": 20}
     here = build_probe("shortcut", settings).run(_ctx(LocalShards(), model))
     with caplog.at_level(logging.INFO, logger="stresslab.shards"):
