@@ -7,8 +7,8 @@ run directory); :func:`to_result` shapes it for the report; :func:`write_csv` wr
 """
 
 from stresslab.diagnosis.diagnose import Diagnosis, diagnose
-from stresslab.diagnosis.evidence import COLUMNS, TestSet
 from stresslab.diagnosis.present import to_result
+from stresslab.diagnosis.records import COLUMNS, TestSet
 from stresslab.diagnosis.rules import CAUSES, RULES, Thresholds, decide
 from stresslab.diagnosis.suggest import suggest_study
 from stresslab.diagnosis.table import ALL_COLUMNS, read_causes, write_csv

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from stresslab.diagnosis.evidence import COLUMNS, TestSet, collect
+from stresslab.diagnosis.evidence import collect
 from stresslab.diagnosis.image_stats import PROPERTIES
+from stresslab.diagnosis.records import COLUMNS, TestSet
 from stresslab.diagnosis.rules import CAUSES, Thresholds, decide
 from stresslab.diagnosis.slices import embedding_slices, pair_slices
 

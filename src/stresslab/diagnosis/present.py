@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from stresslab.diagnosis.diagnose import Diagnosis
-from stresslab.diagnosis.evidence import BY_NAME, TestSet
+from stresslab.diagnosis.records import BY_NAME, TestSet
 from stresslab.diagnosis.rules import CAUSES, MEANING
 from stresslab.diagnosis.table import ALL_COLUMNS
 from stresslab.probes.base import ProbeResult, Table

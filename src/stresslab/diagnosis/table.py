@@ -2,7 +2,7 @@
 ``RUN_DIR/diagnosis.csv`` (and kept in ``results/diagnosis.json``).
 
 Columns: :data:`BASE_COLUMNS` then every evidence column of
-:data:`stresslab.diagnosis.evidence.COLUMNS`. Empty cells are evidence a run did not measure.
+:data:`stresslab.diagnosis.records.COLUMNS`. Empty cells are evidence a run did not measure.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from stresslab.diagnosis.evidence import COLUMNS
+from stresslab.diagnosis.records import COLUMNS
 from stresslab.files import atomic_write_text
 
 BASE_COLUMNS = ("index", "true", "predicted", "confidence", "cause")
