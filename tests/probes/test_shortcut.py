@@ -303,17 +303,16 @@ def test_a_box_cutting_through_a_square_no_other_class_has_is_narrowed_to_its_co
     """Seen on a planted Bag square: occlusion gave rows 2-7, columns 0-5, half the square
     and varying object (58% of Bags repeat it, no other class does); its core, the square
     (80%, no other class), is as far apart and repeated more: the core is tested."""
-    from stresslab.probes.shortcut.pattern import RegionKind
-    from stresslab.probes.shortcut.probe import _sharper
+    from stresslab.probes.shortcut.pattern import RegionKind, sharper
 
     def kind(share: float, others: float) -> RegionKind:
         return RegionKind(PATTERN, share, 0.1, others, 0.2, 0.5)
 
     box, core = kind(0.58, 0.0), kind(0.80, 0.0)
-    assert _sharper(core, box) and not _sharper(box, core)
+    assert sharper(core, box) and not sharper(box, core)
     # Further apart wins whatever the share: a plain border beside a square.
-    assert _sharper(kind(0.7, 0.0), kind(0.9, 0.3)) and not _sharper(kind(0.9, 0.3), kind(0.7, 0.0))
-    assert _sharper(kind(0.6, 0.1), kind(0.9, 0.3))  # 6x apart against 3x
+    assert sharper(kind(0.7, 0.0), kind(0.9, 0.3)) and not sharper(kind(0.9, 0.3), kind(0.7, 0.0))
+    assert sharper(kind(0.6, 0.1), kind(0.9, 0.3))  # 6x apart against 3x
 
 
 def test_pattern_core_keeps_a_class_square_and_drops_a_border_every_class_shares() -> None:
@@ -440,17 +439,16 @@ def test_a_hand_built_shortcut_is_flagged_at_its_place_and_a_model_without_one_i
 
 
 def test_a_pattern_box_is_narrowed_only_to_a_core_that_sets_the_class_further_apart() -> None:
-    from stresslab.probes.shortcut.pattern import RegionKind
-    from stresslab.probes.shortcut.probe import _apart
+    from stresslab.probes.shortcut.pattern import RegionKind, times_apart
 
     def kind(share: float, others: float) -> RegionKind:
         return RegionKind(PATTERN, share, 0.1, others, math.nan, 1.0)
 
     border_patch, square = kind(0.79, 0.37), kind(0.80, 0.0)  # bench_diagnosis's Bag, measured
-    assert _apart(border_patch) == pytest.approx(0.79 / 0.37) and _apart(square) == math.inf
-    assert _apart(square) > _apart(border_patch)  # narrowed to the square
-    assert not _apart(square) > _apart(kind(0.79, 0.0))  # a box no other class matches stays
-    assert _apart(kind(0.6, math.nan)) == math.inf  # others not seen: no contrast to gain
+    assert times_apart(border_patch) == pytest.approx(0.79 / 0.37) and times_apart(square) == math.inf
+    assert times_apart(square) > times_apart(border_patch)  # narrowed to the square
+    assert not times_apart(square) > times_apart(kind(0.79, 0.0))  # a box no other class matches stays
+    assert times_apart(kind(0.6, math.nan)) == math.inf  # others not seen: no contrast to gain
 
 
 @pytest.mark.parametrize(

@@ -215,3 +215,22 @@ def _pixel_match_share(x: Tensor, reference: Tensor, tolerance: float) -> Tensor
     """(h, w) share of the images ``x`` (N, C, h, w) whose pixel is within ``tolerance`` of
     ``reference`` (C, h, w) in every channel."""
     return ((x - reference).abs() <= tolerance).all(dim=1).float().mean(dim=0)
+
+
+def times_apart(kind: RegionKind) -> float:
+    """How many times as often a region's class repeats its pattern as the other classes
+    do (share over others' share; inf when no other image repeats it or others were not
+    seen)."""
+    others = kind.others_pattern_share
+    if not math.isfinite(others) or others <= 0.0:
+        return math.inf
+    return kind.pattern_share / others
+
+
+def sharper(core: RegionKind, box: RegionKind) -> bool:
+    """Whether a box's pattern core is the better pattern to test: it sets the class further
+    apart from the others (:func:`times_apart`, a ratio, so a box the other classes never match
+    is only narrowed for the next reason), or as far apart and repeated by a larger share of
+    the class's images."""
+    a, b = times_apart(core), times_apart(box)
+    return a > b or (a == b and core.pattern_share > box.pattern_share)

@@ -23,7 +23,7 @@ from stresslab.models.layers import choose_cam_layer
 from stresslab.probes.base import Headline, Probe, ProbeContext, ProbeResult, register_probe
 from stresslab.probes.shortcut import images as imgs
 from stresslab.probes.shortcut.find import Found, class_regions, layer_resolution, maps_shard, search
-from stresslab.probes.shortcut.pattern import PATTERN, RegionKind, describe_region, pattern_core
+from stresslab.probes.shortcut.pattern import PATTERN, RegionKind, describe_region, pattern_core, sharper
 from stresslab.probes.shortcut.regions import Box
 from stresslab.probes.shortcut.report import report
 from stresslab.probes.shortcut.transplant import background_test, transplant_test
@@ -342,7 +342,7 @@ class ShortcutProbe(Probe):
             )
             if core is not None and core != rec["_box"]:
                 narrowed = self._kind(own, others, core, ctx, g)
-                if narrowed.kind == PATTERN and (kind.kind != PATTERN or _sharper(narrowed, kind)):
+                if narrowed.kind == PATTERN and (kind.kind != PATTERN or sharper(narrowed, kind)):
                     kind = narrowed
                     h, w = ctx.info.height, ctx.info.width
                     rec.update(
@@ -455,22 +455,3 @@ class ShortcutProbe(Probe):
             rec["_examples"] = (before, torch.where(mask[None, None], means[cls][None], before))
             out.append(rec)
         return out
-
-
-def _apart(kind: RegionKind) -> float:
-    """How many times as often a region's class repeats its pattern as the other classes
-    do (share over others' share; inf when no other image repeats it or others were not
-    seen)."""
-    others = kind.others_pattern_share
-    if not math.isfinite(others) or others <= 0.0:
-        return math.inf
-    return kind.pattern_share / others
-
-
-def _sharper(core: RegionKind, box: RegionKind) -> bool:
-    """Whether a box's pattern core is the better pattern to test: it sets the class further
-    apart from the others (:func:`_apart`, a ratio, so a box the other classes never match
-    is only narrowed for the next reason), or as far apart and repeated by a larger share of
-    the class's images."""
-    a, b = _apart(core), _apart(box)
-    return a > b or (a == b and core.pattern_share > box.pattern_share)
