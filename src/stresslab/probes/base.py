@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from stresslab.data.base import DatasetInfo, Split
 from stresslab.data.sampling import stratified_sample
+from stresslab.devices import forward_batch
 from stresslab.errors import ConfigError
 from stresslab.registry import Registry
 from stresslab.shards import LocalShards, ShardExecutor
@@ -119,6 +120,12 @@ class ProbeContext:
     @property
     def info(self) -> DatasetInfo:
         return self.split.info
+
+    @property
+    def forward_batch(self) -> int:
+        """Images per forward-only pass: the run's ``batch_size``, at most
+        :data:`~stresslab.devices.FORWARD_PIXELS` input pixels of the dataset's images."""
+        return forward_batch(self.batch_size, self.info.height, self.info.width)
 
     def generator(self, salt: int = 0) -> torch.Generator:
         """A CPU generator seeded from the run seed (plus ``salt``), for reproducible draws."""
@@ -260,7 +267,9 @@ def _yaml_value(value: Any) -> str:
 
 @torch.no_grad()
 def batched_forward(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
-    """Logits for float images ``x`` (N, C, H, W) in [0, 1], in batches, returned on CPU."""
+    """Logits for float images ``x`` (N, C, H, W) in [0, 1], in batches of ``batch_size``
+    (at most :data:`~stresslab.devices.FORWARD_PIXELS` input pixels), returned on CPU."""
+    batch_size = forward_batch(batch_size, x.shape[2], x.shape[3]) if x.ndim == 4 else max(1, batch_size)
     outs = []
     for i in range(0, len(x), batch_size):
         outs.append(model(x[i : i + batch_size].to(device)).float().cpu())

@@ -183,8 +183,9 @@ def corrupted_logits(
     ctx: ProbeContext, images: Tensor, index: Tensor, grid: CorruptionGrid
 ) -> list[list[Tensor]]:
     """Logits (N, K) per corruption and severity of uint8 ``images`` (N, C, H, W) whose
-    official test indices are ``index`` (N,), in shards of whole batches (``ctx.shards``)."""
-    bs = max(1, ctx.batch_size)
+    official test indices are ``index`` (N,), in shards of whole batches (``ctx.shards``) of
+    the run's batch size, at most :data:`~stresslab.devices.FORWARD_PIXELS` input pixels."""
+    bs = ctx.forward_batch
     cells = len(grid.corruptions) * len(grid.severities)
     fn = functools.partial(corrupt_shard, grid=grid, seed=ctx.seed, batch_size=bs)
     # ``track`` is typed as an iterator in the contract but returns a context manager.

@@ -31,7 +31,7 @@ def predictions(ctx: ProbeContext, images: Tensor, factors: Sequence[int]) -> Te
     """Predicted classes (F, N) of uint8 ``images`` (N, C, H, W) at each factor; -1 where a
     logit is not finite (counted wrong)."""
     out = []
-    bs = max(1, ctx.batch_size)
+    bs = ctx.forward_batch
     tracker: Any = ctx.track("resolution", len(factors))
     with tracker as advance:
         for f in factors:

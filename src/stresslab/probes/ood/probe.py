@@ -157,7 +157,7 @@ class OodProbe(Probe):
     def _predict(self, ctx: ProbeContext, x: Tensor, y: Tensor | None = None) -> Predictions:
         labels = y if y is not None else torch.zeros(len(x), dtype=torch.long)
         return Predictions.compute(
-            ctx.model, x, labels, torch.arange(len(x)), batch_size=ctx.batch_size, device=ctx.device
+            ctx.model, x, labels, torch.arange(len(x)), batch_size=ctx.forward_batch, device=ctx.device
         )
 
     def _base(self, ctx: ProbeContext, scored: Tensor, reference: Tensor | None) -> Tensor:

@@ -127,7 +127,7 @@ class RepresentationProbe(Probe):
                 ctx.split.train_x[pos],
                 y[pos],
                 ctx.split.train_index[pos],
-                batch_size=ctx.batch_size,
+                batch_size=ctx.forward_batch,
                 device=ctx.device,
             )
             advance(1)

@@ -395,7 +395,7 @@ class ShortcutProbe(Probe):
             box,
             cls,
             generator=ctx.generator(211 + cls),
-            batch_size=ctx.batch_size,
+            batch_size=ctx.forward_batch,
             shards=ctx.shards,
         )
         totals[0] += test.images
@@ -435,7 +435,8 @@ class ShortcutProbe(Probe):
             rx, _ = self._recipients(recipients, cls, ctx)
             if len(rx) == 0:
                 continue
-            test = background_test(ctx.model, rx, mask, means[cls], overall, cls, batch_size=ctx.batch_size)
+            bs = ctx.forward_batch
+            test = background_test(ctx.model, rx, mask, means[cls], overall, cls, batch_size=bs)
             totals[0] += test.images
             totals[1] += test.seconds
             rec: dict[str, Any] = {
