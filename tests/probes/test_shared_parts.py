@@ -163,3 +163,23 @@ def test_join_equals_cat_and_empties_the_batches_it_copied() -> None:
     got = join(held)
     assert torch.equal(got, want) and held == []
     assert join([torch.arange(3)]).tolist() == [0, 1, 2]
+
+
+def test_forward_passes_are_bounded_by_pixels() -> None:
+    """One pass over 1,024 large images holds gigabytes of activations: the probes' forward
+    passes shrink with the pixels (the run's batch at 28 px, 87 images at 96 px)."""
+    from stresslab.devices import forward_batch
+    from stresslab.probes.base import batched_forward
+
+    assert forward_batch(1024, 28, 28) == 1024 and forward_batch(1024, 96, 96) == 87
+    assert forward_batch(100, 96, 96) == 87 and forward_batch(64, 96, 96) == 64
+    assert forward_batch(0, 8, 8) == 1 and forward_batch(1024, 4000, 4000) == 1
+    seen: list[int] = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(len(x))
+            return x.mean(dim=(2, 3)).repeat(1, 2)
+
+    out = batched_forward(Recording(), torch.zeros(200, 1, 96, 96), 1024, torch.device("cpu"))
+    assert seen == [87, 87, 26] and out.shape == (200, 2)
