@@ -340,19 +340,20 @@ def write_fits(rows: list[dict[str, Any]], out: Path, key: str) -> list[dict[str
 
 
 def plot(rows: list[dict[str, Any]], out: Path, key: str) -> None:
-    """``cost_curve.png``: seconds per probe against images, pixels and model (log scales)."""
+    """``cost_curve.png``: seconds per probe against images, pixels and model (log scales),
+    one panel per axis that has measurements."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), layout="constrained")
-    for ax, axis, xlabel in zip(
-        axes,
-        ("images", "pixels", "models"),
-        ("test images (28 px)", "pixels per image (H x W)", "model"),
-        strict=True,
-    ):
+    labels = {"images": "test images (28 px)", "pixels": "pixels per image (H x W)", "models": "model"}
+    present = [a for a in labels if any(r["axis"] == a for r in rows)] or list(labels)
+    size = (4 * len(present), 3.8)
+    fig, grid = plt.subplots(1, len(present), figsize=size, layout="constrained", squeeze=False)
+    axes = list(grid[0])
+    for ax, axis in zip(axes, present, strict=True):
+        xlabel = labels[axis]
         for i, probe in enumerate(PROBES):  # 11 probes: tab20's colours, one each
             pts = sorted((r["x"], r[key]) for r in rows if r["axis"] == axis and r["probe"] == probe)
             pts = [(x, y) for x, y in pts if y == y and y > 0]
