@@ -23,7 +23,11 @@ times, the others are missing. Writes ``times.csv``, ``fits.csv``, ``sample_size
 
 Each configuration runs with one torch thread (``--threads``) and its time is the process's
 CPU seconds; ``--probes`` measures a part of the default probes in a process, ``--work``
-keeps the run folders and ``--collect`` joins the parts measured apart.
+keeps the run folders and ``--collect`` joins the parts measured apart. ``--redraw`` rebuilds
+``fits.csv`` and the plot from ``times.csv`` files alone (``docs/cost_curve_times.csv`` holds
+the README's measurement):
+
+    .venv/bin/python benchmarks/bench_cost_curve.py --redraw docs/cost_curve_times.csv --out docs
 
     .venv/bin/python benchmarks/bench_cost_curve.py --quick    # fewer sizes
     .venv/bin/python benchmarks/bench_cost_curve.py            # every size, one repeat
@@ -541,6 +545,13 @@ def parse() -> argparse.Namespace:
         help="read back the folders of stopped benchmark runs (give the same sizes as they had)",
     )
     ap.add_argument(
+        "--redraw",
+        type=Path,
+        nargs="+",
+        help="only redraw fits.csv and cost_curve.png from these times.csv files (the first to "
+        "measure a cell gives it)",
+    )
+    ap.add_argument(
         "--threads", type=int, default=1, help="torch threads per configuration (0: torch's default)"
     )
     ap.add_argument(
@@ -569,8 +580,32 @@ def parse() -> argparse.Namespace:
     return args
 
 
+def read_times(paths: list[Path]) -> list[dict[str, Any]]:
+    """The rows of ``times.csv`` files, joined: a (axis, label, probe) cell comes from the first
+    file that measured it (a number in ``cpu_s``), so a later file fills only what is missing."""
+    cells: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for path in paths:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                rec: dict[str, Any] = {**row, "x": float(row["x"]), "px": int(row["px"])}
+                rec["images"] = int(row["images"])
+                for key in ("wall_s", "cpu_s"):
+                    rec[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
+                key3 = (rec["axis"], rec["label"], rec["probe"])
+                held = cells.get(key3)
+                if held is None or (held["cpu_s"] != held["cpu_s"] and rec["cpu_s"] == rec["cpu_s"]):
+                    cells[key3] = rec
+    return list(cells.values())
+
+
 def main() -> int:
     args = parse()
+    if args.redraw:
+        args.out.mkdir(parents=True, exist_ok=True)
+        rows = read_times(args.redraw)
+        plot(rows, args.out, "cpu_s")
+        print_table(rows, write_fits(rows, args.out, "cpu_s"), "cpu_s")
+        return 0
     if args.worker:
         if args.threads:
             import torch
