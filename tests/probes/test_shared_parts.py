@@ -183,3 +183,11 @@ def test_forward_passes_are_bounded_by_pixels() -> None:
 
     out = batched_forward(Recording(), torch.zeros(200, 1, 96, 96), 1024, torch.device("cpu"))
     assert seen == [87, 87, 26] and out.shape == (200, 2)
+    seen.clear()  # the shared predictions too, uint8 images as a run holds them
+    x = torch.zeros(200, 1, 96, 96, dtype=torch.uint8)
+    p = Predictions.compute(Recording(), x, torch.zeros(200), torch.arange(200), batch_size=1024)
+    assert seen == [87, 87, 26] and p.logits.shape == (200, 2)
+    seen.clear()
+    small = torch.zeros(300, 1, 28, 28)
+    Predictions.compute(Recording(), small, torch.zeros(300), torch.arange(300), batch_size=128)
+    assert seen == [128, 128, 44]  # small images keep the run's batch

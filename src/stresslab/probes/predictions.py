@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from stresslab.data.base import to_float
 from stresslab.data.cache import release_pages
 from stresslab.data.indexed import Images, IndexedImages
-from stresslab.devices import model_device
+from stresslab.devices import forward_batch, model_device
 from stresslab.metrics.projection import bounded
 from stresslab.scoped import inference_scope
 from stresslab.shards import Advance, LocalShards, ShardExecutor
@@ -86,10 +86,15 @@ class Predictions:
 
         ``shards`` splits the images into shards of whole batches (default: one, here), so
         every image meets the same batch whatever the split and the numbers do not change.
+        A batch holds at most :data:`~stresslab.devices.FORWARD_PIXELS` input pixels
+        (:func:`~stresslab.devices.forward_batch`: the run's 1,024 images at 28 px, 87 at
+        96 px; one layer's output for 1,024 RGB images of 224 px is gigabytes).
         A view of the image cache is copied :data:`VIEW_BATCHES` whole batches at a time.
         """
         if device is not None and device.type != model_device(model).type:
             raise ValueError(f"the model is on {model_device(model)}, not on the device given ({device})")
+        if x.ndim == 4:
+            batch_size = forward_batch(batch_size, x.shape[2], x.shape[3])
         fn = functools.partial(predict_shard, batch_size=batch_size)
         runner = shards or LocalShards()
         if isinstance(x, IndexedImages):
