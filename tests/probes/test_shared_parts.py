@@ -10,7 +10,7 @@ from sklearn.metrics import confusion_matrix
 from stresslab.errors import StresslabError
 from stresslab.metrics.confusion import confusion_counts, row_normalized, top_confused_pairs
 from stresslab.probes.base import Offer, ProbeContext, ProbeResult
-from stresslab.probes.predictions import Predictions, join
+from stresslab.probes.predictions import Predictions, _Outputs
 from stresslab.report.render import headline_cards
 from tests.conftest import TinyNet, make_split
 
@@ -156,13 +156,18 @@ def test_one_device_picker() -> None:
             pick_device("cuda")
 
 
-def test_join_equals_cat_and_empties_the_batches_it_copied() -> None:
-    batches = [torch.randn(3, 4), torch.randn(0, 4), torch.randn(5, 4)]
-    want = torch.cat(batches)
-    held = list(batches)
-    got = join(held)
-    assert torch.equal(got, want) and held == []
-    assert join([torch.arange(3)]).tolist() == [0, 1, 2]
+def test_outputs_are_written_in_order_and_the_batches_dropped() -> None:
+    lg = [torch.randn(3, 4), torch.randn(0, 4), torch.randn(5, 4), torch.randn(2, 4)]
+    ft = [torch.randn(len(t), 6) for t in lg]
+    parts = [(lg[:2], ft[:2]), (lg[2:3], ft[2:3])]
+    out = _Outputs(10)
+    out.take(parts)
+    out.take([(lg[3:], ft[3:])])
+    assert parts == [] and out.logits is not None and out.features is not None
+    assert torch.equal(out.logits, torch.cat(lg)) and torch.equal(out.features, torch.cat(ft))
+    bare = _Outputs(3)
+    bare.take([([torch.ones(3, 2)], [])])  # a model without features()
+    assert bare.features is None and bare.logits is not None and bare.logits.shape == (3, 2)
 
 
 def test_forward_passes_are_bounded_by_pixels() -> None:

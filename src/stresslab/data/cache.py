@@ -25,6 +25,8 @@ Rules:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import logging
@@ -276,4 +278,33 @@ def release_pages() -> int:
         if advice is not None and mapped is not None:
             mapped.madvise(advice)
             released += 1
+    trim_heap()
     return released
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS, Windows)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def trim_heap() -> bool:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim(0)``); False
+    where there is no such call. Called after each pass (:func:`release_pages`).
+
+    Freed buffers of a few megabytes (a batch's activations) go back to glibc's heap, not to
+    the system, and a small buffer that outlives them pins the heap's top: predicting 100,000
+    images of 96 px in batches of 87 left 1.8 GB of free heap counted as the process's
+    anonymous memory, which ``malloc_trim`` returned. One call costs well under a millisecond
+    when there is little to return.
+    """
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
