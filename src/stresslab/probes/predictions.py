@@ -112,8 +112,7 @@ class Predictions:
 class _Outputs:
     """The logits and features of ``n`` images, written in order into two tensors allocated
     once, at the first batch, each per-batch tensor dropped as it is copied in: the outputs
-    are held once (not as batches and then their concatenation), and no small per-batch
-    tensor outlives the pass between its buffers."""
+    are held once, not as batches and then their concatenation."""
 
     def __init__(self, n: int) -> None:
         self.n, self.at = n, 0
