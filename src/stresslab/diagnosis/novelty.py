@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stresslab.data.cache import release_pages
 from stresslab.data.indexed import IndexedArray
 from stresslab.diagnosis.image_stats import unit_pixels
 
@@ -93,6 +94,7 @@ def pixel_distance(
         rows = which[start : start + 1024]
         d = torch.cdist(form(images[rows]), train)
         out[rows] = d.topk(k, largest=False, dim=1).values[:, -1].double().numpy()
+        release_pages()  # a cached test set's pages read so far leave the resident set
     return out
 
 
