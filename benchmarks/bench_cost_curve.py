@@ -53,6 +53,7 @@ from stresslab.runs.config import DEFAULT_PROBES as PROBES
 
 THREADS: list[str] = []  # ["--threads", N] passed on to each configuration's process
 TRAIN_IMAGES = 6000  # the training set every probe reads (and the images axis's model learns)
+VAL_IMAGES = 1000  # the validation set calibration reads (stratified out of the official 60,000)
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,13 @@ class Spec:
     checkpoint: str | None = None
     probes: tuple[str, ...] = PROBES  # the default probes this process runs, in their order
     train: int = TRAIN_IMAGES  # training images the probes read
+    val: int = VAL_IMAGES  # validation images (predicted before the probes, untimed)
 
 
 def specs(args: argparse.Namespace, checkpoint: str) -> list[Spec]:
     """Every configuration of the three axes the arguments ask for."""
     out = []
-    common = {"probes": tuple(args.probes), "train": args.train_images}
+    common = {"probes": tuple(args.probes), "train": args.train_images, "val": args.val_images}
     if "images" in args.axes:
         out += [Spec("images", n, f"{n}", "fast_cnn", {}, 28, n, checkpoint, **common) for n in args.images]
     fc = {"fc": 128}
@@ -164,6 +166,7 @@ def worker(spec: Spec, out: str) -> None:
     split = load_split(
         "fashion_mnist",
         train_subset=spec.train,
+        val_fraction=spec.val / 60000,
         test_subset=spec.n if spec.n < 10000 else None,
         image_size=spec.px if spec.px != 28 else None,
     )
@@ -562,6 +565,7 @@ def parse() -> argparse.Namespace:
         help="time only these default probes (default: all, in their order)",
     )
     ap.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="training images the probes read")
+    ap.add_argument("--val-images", type=int, default=VAL_IMAGES, help="validation images calibration reads")
     ap.add_argument(
         "--work",
         type=Path,
