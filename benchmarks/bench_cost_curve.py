@@ -402,6 +402,47 @@ def print_table(rows: list[dict[str, Any]], fits: list[dict[str, Any]], key: str
         print(f"  {probe:15s} " + "; ".join(cells))
 
 
+def cell(value: float) -> str:
+    """Seconds to three significant digits (two decimals below 10), a dash when unmeasured."""
+    if value != value:
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def heading(axis: str, label: str) -> str:
+    """A column's heading: ``1,000 images``, ``28 px``, or the model's name without its source."""
+    if axis == "images":
+        return f"{int(label):,} images"
+    return label.replace("px", " px") if axis == "pixels" else label.split(":")[-1]
+
+
+def write_markdown(rows: list[dict[str, Any]], fits: list[dict[str, Any]], out: Path, key: str) -> None:
+    """``table.md``: the README's table, one row per probe: ``key`` seconds per configuration
+    in axis order, the images and pixels axes each followed by the probe's growth exponent
+    (with the sizes it was fitted on where some of the axis's cells are missing)."""
+    columns = list(dict.fromkeys((r["axis"], r["label"]) for r in rows))
+    axes = list(dict.fromkeys(a for a, _ in columns))
+    seconds = {(r["axis"], r["label"], r["probe"]): r[key] for r in rows}
+    header = ["probe"]
+    for axis in axes:
+        header += [heading(axis, label) for a, label in columns if a == axis]
+        header += [f"exponent in {axis}"] if axis != "models" else []
+    lines = [header, ["---"] * len(header)]
+    for probe in PROBES:
+        cells = [probe]
+        for axis in axes:
+            mine = [label for a, label in columns if a == axis]
+            cells += [cell(seconds[(axis, label, probe)]) for label in mine]
+            if axis == "models":
+                continue
+            f = next(f for f in fits if f["axis"] == axis and f["probe"] == probe)
+            measured = sum(seconds[(axis, label, probe)] > 0 for label in mine)
+            partial = f" ({f['sizes']})" if measured < len(mine) else ""
+            cells.append("-" if f["slope"] != f["slope"] else f"{f['slope']:.2f}{partial}")
+        lines.append(cells)
+    (out / "table.md").write_text("".join("| " + " | ".join(c) + " |\n" for c in lines))
+
+
 def hanley_mcneil_half_width(auroc: float, n_pos: int, n_neg: int, z: float = 1.96) -> float:
     """Half-width of the normal 95% interval of an AUROC from ``n_pos`` and ``n_neg`` scores
     (Hanley and McNeil, "The meaning and use of the area under a ROC curve", Radiology 1982:
@@ -608,7 +649,9 @@ def main() -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         rows = read_times(args.redraw)
         plot(rows, args.out, "cpu_s")
-        print_table(rows, write_fits(rows, args.out, "cpu_s"), "cpu_s")
+        fits = write_fits(rows, args.out, "cpu_s")
+        write_markdown(rows, fits, args.out, "cpu_s")
+        print_table(rows, fits, "cpu_s")
         return 0
     if args.worker:
         if args.threads:
@@ -653,6 +696,7 @@ def main() -> int:
         accuracy = runs[f"images/{largest.label}"][0]["metrics"].get("evaluation.accuracy", math.nan)
     key = "cpu_s"
     fits = write_fits(rows, args.out, key)
+    write_markdown(rows, fits, args.out, key)
     plot(rows, args.out, key)
     write_sample_sizes(runs, rows, args.out)
     threads = args.threads or torch.get_num_threads()

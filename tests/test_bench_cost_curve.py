@@ -45,3 +45,25 @@ def test_auroc_half_width_is_hanley_and_mcneil_by_hand(bench) -> None:  # type: 
 def test_wilson_half_width_by_hand(bench) -> None:  # type: ignore[no-untyped-def]
     # p = 0.5, n = 100, z = 1.96: half = z sqrt(0.25/100 + z^2/40000) / (1 + z^2/100) = 0.09617.
     assert bench.wilson_half_width(0.5, 100) == pytest.approx(0.09617, abs=1e-5)
+
+
+def test_markdown_table_has_every_cell_and_marks_partial_fits(bench, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    probes = bench.PROBES
+    rows = []
+    columns = [("images", "1000", 1000.0), ("images", "2000", 2000.0), ("images", "4000", 4000.0)]
+    for axis, label, x in [*columns, ("models", "timm:vit_s", 0.0)]:
+        for p in probes:
+            # 2 s per 1,000 images; explain not measured at 4,000 images, ood only at 1,000.
+            missing = (p == "explain" and x == 4000) or (p == "ood" and x > 1000)
+            seconds = math.nan if missing else 2.0 * x / 1000 if x else 1234.5
+            rows.append({"axis": axis, "label": label, "x": x, "probe": p, "cpu_s": seconds})
+    fits = bench.write_fits(rows, tmp_path, "cpu_s")
+    bench.write_markdown(rows, fits, tmp_path, "cpu_s")
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert lines[0] == "| probe | 1,000 images | 2,000 images | 4,000 images | exponent in images | vit_s |"
+    assert len(lines) == 2 + len(probes)
+    by_probe = {line.split(" | ")[0][2:]: line for line in lines[2:]}
+    assert by_probe["evaluation"] == "| evaluation | 2.00 | 4.00 | 8.00 | 1.00 | 1,234 |"
+    # A fit on part of the axis names its sizes; one point cannot be fitted.
+    assert by_probe["explain"] == "| explain | 2.00 | 4.00 | - | 1.00 (1000-2000) | 1,234 |"
+    assert by_probe["ood"] == "| ood | 2.00 | - | - | - | 1,234 |"
