@@ -424,9 +424,12 @@ def heading(axis: str, label: str) -> str:
 
 def write_markdown(rows: list[dict[str, Any]], fits: list[dict[str, Any]], out: Path, key: str) -> None:
     """``table.md``: the README's table, one row per probe: ``key`` seconds per configuration
-    in axis order, the images and pixels axes each followed by the probe's growth exponent
-    (with the sizes it was fitted on where some of the axis's cells are missing)."""
-    columns = list(dict.fromkeys((r["axis"], r["label"]) for r in rows))
+    (images, pixels, models; each in its order), the images and pixels axes each followed by
+    the probe's growth exponent (with the sizes it was fitted on where some of the axis's
+    cells are missing)."""
+    order = {"images": 0, "pixels": 1, "models": 2}
+    xs = {(r["axis"], r["label"]): r["x"] for r in rows}
+    columns = sorted(xs, key=lambda c: (order.get(c[0], 3), xs[c]))
     axes = list(dict.fromkeys(a for a, _ in columns))
     seconds = {(r["axis"], r["label"], r["probe"]): r[key] for r in rows}
     header = ["probe"]
