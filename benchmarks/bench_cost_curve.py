@@ -23,11 +23,12 @@ times, the others are missing. Writes ``times.csv``, ``fits.csv``, ``sample_size
 
 Each configuration runs with one torch thread (``--threads``) and its time is the process's
 CPU seconds; ``--probes`` measures a part of the default probes in a process, ``--work``
-keeps the run folders and ``--collect`` joins the parts measured apart. ``--redraw`` rebuilds
-``fits.csv`` and the plot from ``times.csv`` files alone (``docs/cost_curve_times.csv`` holds
-the README's measurement):
+keeps the run folders and ``--collect`` joins the parts measured apart. ``--redraw`` joins
+``times.csv`` files (a cell from the first that measured it) and writes the joined
+``times.csv``, ``fits.csv``, ``table.md`` (the README's table) and the plot from them alone
+(``docs/cost_curve_times.csv`` holds the README's measurement):
 
-    .venv/bin/python benchmarks/bench_cost_curve.py --redraw docs/cost_curve_times.csv --out docs
+    .venv/bin/python benchmarks/bench_cost_curve.py --redraw docs/cost_curve_times.csv --out /tmp/cost
 
     .venv/bin/python benchmarks/bench_cost_curve.py --quick    # fewer sizes
     .venv/bin/python benchmarks/bench_cost_curve.py            # every size, one repeat
@@ -321,11 +322,16 @@ def write_times(todo: list[Spec], runs: dict[str, list[dict[str, Any]]], out: Pa
                     "timed_out": sum(r["timed_out"] for r in recs),
                 }
             )
-    with (out / "times.csv").open("w", newline="") as f:
+    write_rows(rows, out / "times.csv")
+    return rows
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """``rows`` as a CSV with the columns of the first, an unmeasured (NaN) time left empty."""
+    with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
-        w.writerows(rows)
-    return rows
+        w.writerows({k: "" if isinstance(v, float) and v != v else v for k, v in r.items()} for r in rows)
 
 
 def write_fits(rows: list[dict[str, Any]], out: Path, key: str) -> list[dict[str, Any]]:
@@ -418,9 +424,12 @@ def heading(axis: str, label: str) -> str:
 
 def write_markdown(rows: list[dict[str, Any]], fits: list[dict[str, Any]], out: Path, key: str) -> None:
     """``table.md``: the README's table, one row per probe: ``key`` seconds per configuration
-    in axis order, the images and pixels axes each followed by the probe's growth exponent
-    (with the sizes it was fitted on where some of the axis's cells are missing)."""
-    columns = list(dict.fromkeys((r["axis"], r["label"]) for r in rows))
+    (images, pixels, models; each in its order), the images and pixels axes each followed by
+    the probe's growth exponent (with the sizes it was fitted on where some of the axis's
+    cells are missing)."""
+    order = {"images": 0, "pixels": 1, "models": 2}
+    xs = {(r["axis"], r["label"]): r["x"] for r in rows}
+    columns = sorted(xs, key=lambda c: (order.get(c[0], 3), xs[c]))
     axes = list(dict.fromkeys(a for a, _ in columns))
     seconds = {(r["axis"], r["label"], r["probe"]): r[key] for r in rows}
     header = ["probe"]
@@ -592,8 +601,8 @@ def parse() -> argparse.Namespace:
         "--redraw",
         type=Path,
         nargs="+",
-        help="only redraw fits.csv and cost_curve.png from these times.csv files (the first to "
-        "measure a cell gives it)",
+        help="only write the joined times.csv, fits.csv, table.md and cost_curve.png from these "
+        "times.csv files (the first to measure a cell gives it)",
     )
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads per configuration (0: torch's default)"
@@ -648,6 +657,7 @@ def main() -> int:
     if args.redraw:
         args.out.mkdir(parents=True, exist_ok=True)
         rows = read_times(args.redraw)
+        write_rows(rows, args.out / "times.csv")
         plot(rows, args.out, "cpu_s")
         fits = write_fits(rows, args.out, "cpu_s")
         write_markdown(rows, fits, args.out, "cpu_s")

@@ -56,7 +56,8 @@ def test_markdown_table_has_every_cell_and_marks_partial_fits(bench, tmp_path) -
             # 2 s per 1,000 images; explain not measured at 4,000 images, ood only at 1,000.
             missing = (p == "explain" and x == 4000) or (p == "ood" and x > 1000)
             seconds = math.nan if missing else 2.0 * x / 1000 if x else 1234.5
-            rows.append({"axis": axis, "label": label, "x": x, "probe": p, "cpu_s": seconds})
+            cfg = {"axis": axis, "label": label, "x": x, "model": "fast_cnn", "px": 28, "images": int(x)}
+            rows.append({**cfg, "probe": p, "wall_s": math.nan, "cpu_s": seconds})
     fits = bench.write_fits(rows, tmp_path, "cpu_s")
     bench.write_markdown(rows, fits, tmp_path, "cpu_s")
     lines = (tmp_path / "table.md").read_text().splitlines()
@@ -67,3 +68,10 @@ def test_markdown_table_has_every_cell_and_marks_partial_fits(bench, tmp_path) -
     # A fit on part of the axis names its sizes; one point cannot be fitted.
     assert by_probe["explain"] == "| explain | 2.00 | 4.00 | - | 1.00 (1000-2000) | 1,234 |"
     assert by_probe["ood"] == "| ood | 2.00 | - | - | - | 1,234 |"
+    # The joined cells round-trip through times.csv, an unmeasured cell left empty.
+    bench.write_rows(rows, tmp_path / "times.csv")
+    back = bench.read_times([tmp_path / "times.csv"])
+    assert len(back) == len(rows)
+    missing = next(r for r in back if r["probe"] == "explain" and r["label"] == "4000")
+    assert math.isnan(missing["cpu_s"])
+    assert (tmp_path / "times.csv").read_text().count(",explain,") == 4
