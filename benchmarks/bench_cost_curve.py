@@ -493,20 +493,22 @@ def sample_size_rows(metrics: dict[str, float], n_test: int) -> list[tuple[str, 
         ("representation", "representation.knn_accuracy", "max_test"),
     ):
         n = n_test if setting.startswith("(") else min(default_of(probe, setting) or n_test, n_test)
-        if m(key) is not None:
-            out.append((probe, key.split(".", 1)[1], setting, n, m(key), wilson_half_width(m(key), n)))
+        value = m(key)
+        if value is not None:
+            out.append((probe, key.split(".", 1)[1], setting, n, value, wilson_half_width(value, n)))
     for probe, key, setting in (
         ("failures", "failures.n_high_confidence_errors", "(all test images)"),
         ("label_issues", "label_issues.n_test_issues", "(all test images)"),
         ("data_audit", "data_audit.n_test_flagged", "max_test"),
     ):
         n = n_test if setting.startswith("(") else min(default_of(probe, setting) or n_test, n_test)
-        if m(key) is not None:
-            rate = m(key) / n
+        count = m(key)
+        if count is not None:
+            rate = count / n
             out.append((probe, key.split(".", 1)[1] + " / n", setting, n, rate, wilson_half_width(rate, n)))
     n_ood = min(default_of("ood", "n_images") or n_test, n_test)
-    if m("ood.ood_auroc_best") is not None:
-        a = m("ood.ood_auroc_best")
+    a = m("ood.ood_auroc_best")
+    if a is not None:
         out.append(("ood", "ood_auroc_best", "n_images", n_ood, a, hanley_mcneil_half_width(a, n_ood, n_ood)))
     n_tr = default_of("shortcut", "n_transplant") or 0
     out.append(
